@@ -1,0 +1,118 @@
+package v1alpha1
+
+// Condition types. Every kind with a status summarises itself in Ready; the others say which part of
+// the work a Ready=False points at. Reconciling and Stalled follow kstatus: Reconciling=True while work
+// is in progress, Stalled=True when only a change by a person can make progress.
+const (
+	// ReadyCondition summarises the object: True when it has reached the state its spec asks for.
+	ReadyCondition = "Ready"
+
+	// ReconcilingCondition is True while a controller is making progress towards the spec.
+	ReconcilingCondition = "Reconciling"
+
+	// StalledCondition is True when the controller cannot make progress without a change to the spec
+	// or to something the spec refers to.
+	StalledCondition = "Stalled"
+
+	// SourceResolvedCondition is True on a Build once the pipeline file was read and parsed at the
+	// Build's exact commit.
+	SourceResolvedCondition = "SourceResolved"
+
+	// PipelineSucceededCondition mirrors the Build's pipeline run: Unknown while it runs, True when it
+	// succeeded, False when it failed, timed out or was cancelled.
+	PipelineSucceededCondition = "PipelineSucceeded"
+
+	// ImagePushedCondition is True on a Build once its image was pushed and its digest recorded.
+	ImagePushedCondition = "ImagePushed"
+
+	// ApprovedCondition is True on a Release environment whose approval gate is open.
+	ApprovedCondition = "Approved"
+
+	// RolledOutCondition is True on a Release environment (or cluster) whose workload is healthy
+	// with the Release's digest.
+	RolledOutCondition = "RolledOut"
+)
+
+// Condition reasons, CamelCase. Events use the same words.
+const (
+	// ProgressingReason: work is under way.
+	ProgressingReason = "Progressing"
+
+	// SucceededReason: the work finished as asked.
+	SucceededReason = "Succeeded"
+
+	// FailedReason: the work finished and did not succeed.
+	FailedReason = "Failed"
+
+	// ClusterReachableReason: the Cluster's API server answered a version probe.
+	ClusterReachableReason = "ClusterReachable"
+
+	// SecretNotFoundReason: a referenced Secret does not exist.
+	SecretNotFoundReason = "SecretNotFound"
+
+	// InvalidKubeConfigReason: the Cluster's kubeconfig cannot be parsed or names no usable context.
+	InvalidKubeConfigReason = "InvalidKubeConfig"
+
+	// ClusterUnreachableReason: the Cluster's API server did not answer, or refused the credentials.
+	ClusterUnreachableReason = "ClusterUnreachable"
+
+	// ProjectNotFoundReason: a Build or Release names a Project that does not exist.
+	ProjectNotFoundReason = "ProjectNotFound"
+
+	// InvalidPipelineFileReason: the repository's pipeline file is missing or invalid at the commit.
+	InvalidPipelineFileReason = "InvalidPipelineFile"
+
+	// SourceUnavailableReason: the repository could not be fetched at the commit.
+	SourceUnavailableReason = "SourceUnavailable"
+
+	// PipelineRunningReason: the pipeline run was created and has not finished.
+	PipelineRunningReason = "PipelineRunning"
+
+	// PipelineFailedReason: the pipeline run finished with a failure.
+	PipelineFailedReason = "PipelineFailed"
+
+	// PipelineTimeoutReason: the pipeline run exceeded its timeout.
+	PipelineTimeoutReason = "PipelineTimeout"
+
+	// CancelledReason: a Build or Release was cancelled by a person or superseded by a newer one.
+	CancelledReason = "Cancelled"
+
+	// SupersededReason: a newer Build or Release for the same ref or environment replaced this one.
+	SupersededReason = "Superseded"
+
+	// ResultsMissingReason: the pipeline succeeded but did not report the image it pushed.
+	ResultsMissingReason = "ResultsMissing"
+
+	// WaitingForApprovalReason: an environment's gate needs more approvals.
+	WaitingForApprovalReason = "WaitingForApproval"
+
+	// ApprovedReason: enough eligible approvals were given.
+	ApprovedReason = "Approved"
+
+	// RejectedReason: an eligible person rejected the release for the environment.
+	RejectedReason = "Rejected"
+
+	// ExpiredReason: the approval window passed before enough approvals were given.
+	ExpiredReason = "Expired"
+
+	// NoGateReason: the environment has no approval policy.
+	NoGateReason = "NoGate"
+
+	// WaitingForPreviousEnvironmentReason: an earlier environment on the promotion path is not done.
+	WaitingForPreviousEnvironmentReason = "WaitingForPreviousEnvironment"
+
+	// EnvironmentLockedReason: the environment's deploy lock is set, or another Release holds it.
+	EnvironmentLockedReason = "EnvironmentLocked"
+
+	// RollingOutReason: the workload is being applied and has not become healthy yet.
+	RollingOutReason = "RollingOut"
+
+	// RolloutFailedReason: the workload did not become healthy before its deadline.
+	RolloutFailedReason = "RolloutFailed"
+
+	// RolledBackReason: after a failed rollout the environment's previous digest was restored.
+	RolledBackReason = "RolledBack"
+
+	// HealthyReason: every replica is updated and available.
+	HealthyReason = "Healthy"
+)

@@ -1,0 +1,190 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// DefaultNamespaceTemplate is the namespace an environment deploys a project into when the
+// Environment does not say otherwise.
+const DefaultNamespaceTemplate = "{project}-{environment}"
+
+// EnvironmentSpec is a stage on the way to production: where it deploys, who must approve, and how
+// a new version rolls out.
+type EnvironmentSpec struct {
+	// clusters are the names of the Clusters this environment deploys to. Every cluster receives the
+	// same workload; they roll out in parallel.
+	// +required
+	// +listType=set
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=50
+	// +kubebuilder:validation:items:MaxLength=253
+	Clusters []string `json:"clusters"`
+
+	// namespaceTemplate makes the namespace a project deploys into from the placeholders {project}
+	// and {environment}. Default "{project}-{environment}".
+	// +optional
+	// +kubebuilder:default="{project}-{environment}"
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^([a-z0-9-]|\{project\}|\{environment\})+$`
+	NamespaceTemplate string `json:"namespaceTemplate,omitempty"`
+
+	// approval is the gate a Release must pass before it rolls out here. No approval means no gate.
+	// +optional
+	Approval *ApprovalPolicy `json:"approval,omitempty"`
+
+	// rollout says how a new version replaces the running one.
+	// +optional
+	Rollout RolloutStrategy `json:"rollout,omitempty"`
+
+	// locked stops every new rollout into this environment until it is cleared (a deploy freeze).
+	// Rollouts already running finish.
+	// +optional
+	Locked bool `json:"locked,omitempty"`
+
+	// lockReason tells people why the environment is locked.
+	// +optional
+	// +kubebuilder:validation:MaxLength=512
+	LockReason string `json:"lockReason,omitempty"`
+
+	// description says what the environment is for.
+	// +optional
+	// +kubebuilder:validation:MaxLength=256
+	Description string `json:"description,omitempty"`
+}
+
+// ApprovalPolicy decides whose Approvals count and how many are needed.
+// +kubebuilder:validation:XValidation:rule="(has(self.users) ? size(self.users) : 0) + (has(self.groups) ? size(self.groups) : 0) > 0",message="an approval policy must name at least one user or group"
+// +kubebuilder:validation:XValidation:rule="(has(self.groups) && size(self.groups) > 0) || !has(self.minApprovals) || self.minApprovals <= (has(self.users) ? size(self.users) : 0)",message="minApprovals cannot exceed the number of users when no group is named"
+type ApprovalPolicy struct {
+	// users are the usernames (as the API server authenticates them) who may approve.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=100
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=253
+	Users []string `json:"users,omitempty"`
+
+	// groups are the groups (as the API server authenticates them) whose members may approve.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=100
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=253
+	Groups []string `json:"groups,omitempty"`
+
+	// minApprovals is how many distinct eligible people must approve. Default 1.
+	// +optional
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100
+	MinApprovals int32 `json:"minApprovals,omitempty"`
+
+	// forbidSelfApproval refuses an approval from the person who created the Release or whose push
+	// triggered its Build. Default true.
+	// +optional
+	// +kubebuilder:default=true
+	ForbidSelfApproval *bool `json:"forbidSelfApproval,omitempty"`
+
+	// expiry is how long a gate stays open for decisions after it starts waiting, for example 72h.
+	// An expired gate must be re-requested. No expiry means the gate waits indefinitely.
+	// +optional
+	Expiry *metav1.Duration `json:"expiry,omitempty"`
+}
+
+// RolloutStrategyType names how a new version replaces the running one.
+// +kubebuilder:validation:Enum=Rolling;Batch
+type RolloutStrategyType string
+
+const (
+	// RollingStrategy lets the Deployment's own rolling update replace pods.
+	RollingStrategy RolloutStrategyType = "Rolling"
+
+	// BatchStrategy moves replicas over in batches: a canary Deployment beside the stable one, behind
+	// one Service, grows batch by batch until it replaces the stable one.
+	BatchStrategy RolloutStrategyType = "Batch"
+)
+
+// RolloutStrategy says how a new version rolls out and when it counts as failed.
+// +kubebuilder:validation:XValidation:rule="self.type != 'Batch' || has(self.batch)",message="batch must be set when type is Batch"
+type RolloutStrategy struct {
+	// type is Rolling (default) or Batch.
+	// +optional
+	// +kubebuilder:default=Rolling
+	Type RolloutStrategyType `json:"type,omitempty"`
+
+	// batch configures the Batch strategy.
+	// +optional
+	Batch *BatchRollout `json:"batch,omitempty"`
+
+	// progressDeadline is how long a rollout (each batch, for Batch) may take to become healthy
+	// before it is rolled back. Default 10m.
+	// +optional
+	ProgressDeadline *metav1.Duration `json:"progressDeadline,omitempty"`
+}
+
+// BatchGate says what must happen between two batches besides the batch becoming healthy.
+// +kubebuilder:validation:Enum=None;Pause;Approval
+type BatchGate string
+
+const (
+	// BatchGateNone moves on as soon as a batch is healthy.
+	BatchGateNone BatchGate = "None"
+	// BatchGatePause waits for a fixed time after a batch is healthy, then checks health again.
+	BatchGatePause BatchGate = "Pause"
+	// BatchGateApproval waits for an Approval naming the next batch.
+	BatchGateApproval BatchGate = "Approval"
+)
+
+// BatchRollout splits a rollout into batches.
+// +kubebuilder:validation:XValidation:rule="self.between != 'Pause' || has(self.pause)",message="pause must be set when between is Pause"
+type BatchRollout struct {
+	// batches is the number of batches, the last of which moves every replica. Between 2 and 10.
+	// +required
+	// +kubebuilder:validation:Minimum=2
+	// +kubebuilder:validation:Maximum=10
+	Batches int32 `json:"batches"`
+
+	// between is what must happen between two batches: None, Pause or Approval. Default None.
+	// +optional
+	// +kubebuilder:default=None
+	Between BatchGate `json:"between,omitempty"`
+
+	// pause is how long to wait after a healthy batch when between is Pause.
+	// +optional
+	Pause *metav1.Duration `json:"pause,omitempty"`
+}
+
+// Environment is a stage of delivery (dev, staging, prod): a set of clusters, a namespace per
+// project, an approval gate and a rollout strategy. Platform teams own Environments; nothing in a
+// repository can change them.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:resource:scope=Cluster,shortName=fenv,categories=ferry
+// +kubebuilder:printcolumn:name="Clusters",type=string,JSONPath=`.spec.clusters`
+// +kubebuilder:printcolumn:name="Min Approvals",type=integer,JSONPath=`.spec.approval.minApprovals`
+// +kubebuilder:printcolumn:name="Strategy",type=string,JSONPath=`.spec.rollout.type`
+// +kubebuilder:printcolumn:name="Locked",type=boolean,JSONPath=`.spec.locked`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type Environment struct {
+	metav1.TypeMeta `json:",inline"`
+	// metadata is the standard object metadata.
+	// +optional
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec is the environment's clusters, gate and rollout strategy.
+	// +required
+	Spec EnvironmentSpec `json:"spec"`
+}
+
+// EnvironmentList is a list of Environments.
+//
+// +kubebuilder:object:root=true
+type EnvironmentList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []Environment `json:"items"`
+}
+
+func init() {
+	register(&Environment{}, &EnvironmentList{})
+}

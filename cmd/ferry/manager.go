@@ -1,0 +1,53 @@
+package main
+
+import (
+	"flag"
+	"os"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"github.com/ferryci/ferry/internal/manager"
+)
+
+func newManagerCommand(g *globalFlags) *cobra.Command {
+	opts := manager.Options{}
+	zapOpts := zap.Options{}
+	cmd := &cobra.Command{
+		Use:   "manager",
+		Short: "Run Ferry's controllers, admission webhooks, GitLab receiver and UI",
+		Long: `Run Ferry's controllers, admission webhooks, GitLab receiver and approval UI in one process.
+Run two or more replicas: leader election (on by default) makes one of them reconcile.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+			cfg, err := g.restConfig()
+			if err != nil {
+				return err
+			}
+			return manager.Run(cmd.Context(), cfg, opts)
+		},
+	}
+	f := cmd.Flags()
+	defaultNS := os.Getenv("POD_NAMESPACE")
+	if defaultNS == "" {
+		defaultNS = manager.DefaultNamespace
+	}
+	f.StringVarP(&opts.Namespace, "namespace", "n", defaultNS, "Ferry's own namespace (leader election, kubeconfig Secrets); default $POD_NAMESPACE")
+	f.StringVar(&opts.MetricsAddr, "metrics-bind-address", ":8080", `address of the Prometheus metrics endpoint; "0" turns it off`)
+	f.StringVar(&opts.ProbeAddr, "health-probe-bind-address", ":8081", `address of /healthz and /readyz; "0" turns them off`)
+	f.BoolVar(&opts.LeaderElect, "leader-elect", true, "elect a leader so that only one replica reconciles")
+	f.StringVar(&opts.LeaderElectionID, "leader-election-id", "ferry-manager.ferry.dev", "name of the leader election Lease")
+	f.StringSliceVar(&opts.Controllers, "controllers", []string{"*"}, `controllers to run: "*" for all, "name" to add one, "-name" to remove one`)
+	f.DurationVar(&opts.GracefulShutdownTimeout, "graceful-shutdown-timeout", 0, "how long running work may take to finish on shutdown (default 30s)")
+	f.IntVar(&opts.WebhookPort, "webhook-port", 9443, "port of the admission webhook server; 0 turns webhooks off")
+	f.StringVar(&opts.WebhookCertDir, "webhook-cert-dir", filepath.Join(os.TempDir(), "k8s-webhook-server", "serving-certs"), "directory with the webhook server's tls.crt and tls.key")
+	f.StringVar(&opts.WebhookCertSecret, "webhook-cert-secret", manager.DefaultWebhookCertSecret, `Secret where the manager keeps its webhook certificate and injects the CA; "" when the certificate is provided (cert-manager)`)
+	f.StringVar(&opts.WebhookService, "webhook-service", manager.DefaultWebhookService, "Service in front of the webhook server, named by the certificate")
+	zapFlags := flag.NewFlagSet("zap", flag.ContinueOnError)
+	zapOpts.BindFlags(zapFlags)
+	f.AddGoFlagSet(zapFlags)
+	return cmd
+}

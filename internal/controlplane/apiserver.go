@@ -1,0 +1,244 @@
+package controlplane
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/ferryci/ferry/config/crd"
+	webhookconfig "github.com/ferryci/ferry/config/webhook"
+)
+
+// APIServerOptions configure an API server.
+type APIServerOptions struct {
+	// Name names the control plane in logs and file names. Default "apiserver".
+	Name string
+
+	// Dir keeps the control plane's files: logs, kubeconfig and, when Persistent, etcd's data. A new
+	// temporary directory is used when empty and removed on Stop.
+	Dir string
+
+	// Persistent keeps etcd's data in Dir, so that a later start with the same Dir finds every object
+	// again.
+	Persistent bool
+
+	// FerryCRDs installs Ferry's CRDs.
+	FerryCRDs bool
+
+	// TektonCRDs installs Tekton Pipelines' CRDs from the Go module cache.
+	TektonCRDs bool
+
+	// FerryWebhooks installs Ferry's admission webhook configurations (config/webhook), pointed at
+	// a local webhook server: run the manager with the host, port and certificate directory found
+	// in Env.WebhookInstallOptions. Without a webhook server, requests they cover are refused.
+	FerryWebhooks bool
+
+	// APIServerFlags are extra kube-apiserver flags, name to value.
+	APIServerFlags map[string]string
+}
+
+// APIServer is a running etcd and kube-apiserver.
+type APIServer struct {
+	// Config is an admin (system:masters) client config.
+	Config *rest.Config
+
+	// KubeconfigPath is a kubeconfig file with the admin credentials.
+	KubeconfigPath string
+
+	// Dir holds the control plane's files.
+	Dir string
+
+	// Env is the envtest environment that runs the processes; its WebhookInstallOptions say where
+	// the API server expects the webhook server when webhooks are installed.
+	Env *envtest.Environment
+
+	tempDir bool
+}
+
+// StartAPIServer starts etcd and kube-apiserver from the binaries in AssetsDir and installs the
+// requested CRDs and webhook configurations. Stop it with Stop.
+func StartAPIServer(ctx context.Context, opts APIServerOptions) (*APIServer, error) {
+	assets, err := AssetsDir()
+	if err != nil {
+		return nil, err
+	}
+	name := opts.Name
+	if name == "" {
+		name = "apiserver"
+	}
+	a := &APIServer{Dir: opts.Dir}
+	if a.Dir == "" {
+		if a.Dir, err = os.MkdirTemp("", "ferry-"+name+"-"); err != nil {
+			return nil, err
+		}
+		a.tempDir = true
+	}
+	if err := os.MkdirAll(a.Dir, 0o700); err != nil {
+		return nil, err
+	}
+	binDir, err := wrapBinaries(filepath.Join(a.Dir, "bin"), assets, apiServerBinaries)
+	if err != nil {
+		return nil, err
+	}
+
+	env := &envtest.Environment{
+		BinaryAssetsDirectory:    binDir,
+		ControlPlaneStartTimeout: 2 * time.Minute,
+		ControlPlaneStopTimeout:  30 * time.Second,
+	}
+	if opts.FerryWebhooks {
+		mutating, validating, err := webhookconfig.Configurations()
+		if err != nil {
+			return nil, err
+		}
+		env.WebhookInstallOptions = envtest.WebhookInstallOptions{MutatingWebhooks: mutating, ValidatingWebhooks: validating}
+	}
+	if opts.Persistent {
+		env.ControlPlane.Etcd = &envtest.Etcd{DataDir: filepath.Join(a.Dir, "etcd")}
+		if err := os.MkdirAll(env.ControlPlane.Etcd.DataDir, 0o700); err != nil {
+			return nil, err
+		}
+	}
+	apiServer := env.ControlPlane.GetAPIServer()
+	for k, v := range opts.APIServerFlags {
+		apiServer.Configure().Set(k, v)
+	}
+	if opts.FerryCRDs {
+		crds, err := crd.CustomResourceDefinitions()
+		if err != nil {
+			return nil, err
+		}
+		env.CRDs = crds
+	}
+	if opts.TektonCRDs {
+		dir, err := TektonCRDDir()
+		if err != nil {
+			return nil, err
+		}
+		env.CRDDirectoryPaths = []string{dir}
+		env.ErrorIfCRDPathMissing = true
+	}
+
+	cfg, err := startEnv(ctx, env)
+	if err != nil {
+		a.cleanup()
+		return nil, fmt.Errorf("failed to start the %s control plane (logs in %s): %w", name, a.Dir, err)
+	}
+	a.Env = env
+	a.Config = cfg
+
+	admin, err := env.AddUser(envtest.User{Name: "ferry-admin", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		_ = a.Stop()
+		return nil, fmt.Errorf("failed to create the admin user: %w", err)
+	}
+	kubeconfig, err := admin.KubeConfig()
+	if err != nil {
+		_ = a.Stop()
+		return nil, err
+	}
+	a.KubeconfigPath = filepath.Join(a.Dir, "kubeconfig")
+	if err := os.WriteFile(a.KubeconfigPath, kubeconfig, 0o600); err != nil {
+		_ = a.Stop()
+		return nil, err
+	}
+	a.Config = admin.Config()
+	return a, nil
+}
+
+// startEnv starts the environment, giving up when ctx ends.
+func startEnv(ctx context.Context, env *envtest.Environment) (*rest.Config, error) {
+	type result struct {
+		cfg *rest.Config
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		cfg, err := env.Start()
+		ch <- result{cfg, err}
+	}()
+	select {
+	case r := <-ch:
+		return r.cfg, r.err
+	case <-ctx.Done():
+		go func() {
+			<-ch
+			_ = env.Stop()
+		}()
+		return nil, ctx.Err()
+	}
+}
+
+// AddUser creates a user that authenticates with a client certificate, for tests of RBAC and of
+// admission decisions that depend on who asks.
+func (a *APIServer) AddUser(name string, groups ...string) (*rest.Config, error) {
+	u, err := a.Env.AddUser(envtest.User{Name: name, Groups: groups}, nil)
+	if err != nil {
+		return nil, fmt.Errorf("failed to add user %s: %w", name, err)
+	}
+	return u.Config(), nil
+}
+
+// WebhookOptions returns where the API server expects Ferry's webhook server when FerryWebhooks
+// is set: host, port and the directory with a serving certificate it trusts.
+func (a *APIServer) WebhookOptions() (host string, port int, certDir string) {
+	w := a.Env.WebhookInstallOptions
+	return w.LocalServingHost, w.LocalServingPort, w.LocalServingCertDir
+}
+
+// UserKubeconfig writes a kubeconfig for a new certificate user to path.
+func (a *APIServer) UserKubeconfig(path, name string, groups ...string) error {
+	u, err := a.Env.AddUser(envtest.User{Name: name, Groups: groups}, nil)
+	if err != nil {
+		return fmt.Errorf("failed to add user %s: %w", name, err)
+	}
+	data, err := u.KubeConfig()
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, data, 0o600)
+}
+
+// Stop stops kube-apiserver and etcd, and removes a temporary directory.
+func (a *APIServer) Stop() error {
+	var err error
+	if a.Env != nil {
+		err = a.Env.Stop()
+	}
+	a.cleanup()
+	return err
+}
+
+func (a *APIServer) cleanup() {
+	if a.tempDir {
+		_ = os.RemoveAll(a.Dir)
+	}
+}
+
+// wrapBinaries fills dir with scripts that run each named binary from assets so that it dies with
+// its parent; without setpriv it links the binaries instead.
+func wrapBinaries(dir, assets string, names []string) (string, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	for _, name := range names {
+		target := filepath.Join(assets, name)
+		path := filepath.Join(dir, name)
+		_ = os.Remove(path)
+		if script := deathSignalWrapper(target); script != "" {
+			if err := os.WriteFile(path, []byte(script), 0o700); err != nil {
+				return "", err
+			}
+			continue
+		}
+		if err := os.Symlink(target, path); err != nil {
+			return "", err
+		}
+	}
+	return dir, nil
+}

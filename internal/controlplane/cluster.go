@@ -1,0 +1,215 @@
+package controlplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+)
+
+// KwokNodeAnnotation marks the nodes kwok manages.
+const KwokNodeAnnotation = "kwok.x-k8s.io/node"
+
+// ClusterOptions configure a simulated cluster.
+type ClusterOptions struct {
+	// APIServer configures the cluster's API server. Name defaults to "cluster".
+	APIServer APIServerOptions
+
+	// Nodes is the number of fake nodes. Default 1.
+	Nodes int
+
+	// StartTimeout bounds the start, node registration included. Default 2m.
+	StartTimeout time.Duration
+}
+
+// Cluster is a simulated Kubernetes cluster: a real API server, controller-manager and scheduler,
+// with kwok playing the kubelet of fake nodes. Deployments, ReplicaSets, Services and pods behave as
+// on a real cluster, except that no container runs.
+type Cluster struct {
+	*APIServer
+
+	// Name is the cluster's name.
+	Name string
+
+	processes []*process
+}
+
+// StartCluster starts a simulated cluster and waits until its nodes are Ready.
+func StartCluster(ctx context.Context, opts ClusterOptions) (_ *Cluster, err error) {
+	if opts.APIServer.Name == "" {
+		opts.APIServer.Name = "cluster"
+	}
+	if opts.Nodes <= 0 {
+		opts.Nodes = 1
+	}
+	if opts.StartTimeout <= 0 {
+		opts.StartTimeout = 2 * time.Minute
+	}
+	assets, err := AssetsDir()
+	if err != nil {
+		return nil, err
+	}
+	if err := checkBinaries(assets, clusterBinaries); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, opts.StartTimeout)
+	defer cancel()
+
+	api, err := StartAPIServer(ctx, opts.APIServer)
+	if err != nil {
+		return nil, err
+	}
+	c := &Cluster{APIServer: api, Name: opts.APIServer.Name}
+	defer func() {
+		if err != nil {
+			_ = c.Stop()
+		}
+	}()
+
+	logDir := filepath.Join(api.Dir, "logs")
+	if err := os.MkdirAll(logDir, 0o700); err != nil {
+		return nil, err
+	}
+	stages, err := writeStages(assets, api.Dir)
+	if err != nil {
+		return nil, err
+	}
+	kubeconfig := api.KubeconfigPath
+	children := []struct {
+		name string
+		args []string
+	}{
+		{"kube-controller-manager", []string{
+			"--kubeconfig=" + kubeconfig,
+			// The token controller needs a signing key the simulated cluster does not have; nothing
+			// here mounts service account tokens into running containers anyway.
+			"--controllers=*,-serviceaccount-token",
+			"--leader-elect=false",
+			"--secure-port=0",
+			"--use-service-account-credentials=false",
+			"--concurrent-deployment-syncs=10",
+			"--concurrent-replicaset-syncs=10",
+		}},
+		{"kube-scheduler", []string{
+			"--kubeconfig=" + kubeconfig,
+			"--leader-elect=false",
+			"--secure-port=0",
+		}},
+		{"kwok", []string{
+			"--kubeconfig=" + kubeconfig,
+			"--manage-all-nodes=true",
+			"--config=" + stages,
+		}},
+	}
+	for _, child := range children {
+		p, err := startProcess(child.name, filepath.Join(assets, child.name), child.args, logDir)
+		if err != nil {
+			return nil, err
+		}
+		c.processes = append(c.processes, p)
+	}
+
+	clientset, err := kubernetes.NewForConfig(api.Config)
+	if err != nil {
+		return nil, err
+	}
+	for i := range opts.Nodes {
+		if err := createNode(ctx, clientset, fmt.Sprintf("kwok-node-%d", i)); err != nil {
+			return nil, err
+		}
+	}
+	if err := c.waitNodesReady(ctx, clientset, opts.Nodes); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func createNode(ctx context.Context, clientset kubernetes.Interface, name string) error {
+	capacity := corev1.ResourceList{
+		corev1.ResourceCPU:    resource.MustParse("32"),
+		corev1.ResourceMemory: resource.MustParse("256Gi"),
+		corev1.ResourcePods:   resource.MustParse("250"),
+	}
+	node := &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:        name,
+			Annotations: map[string]string{KwokNodeAnnotation: "fake", "node.alpha.kubernetes.io/ttl": "0"},
+			Labels: map[string]string{
+				"kubernetes.io/hostname": name,
+				"kubernetes.io/os":       "linux",
+				"kubernetes.io/arch":     "amd64",
+				"type":                   "kwok",
+			},
+		},
+		Status: corev1.NodeStatus{
+			Capacity:    capacity,
+			Allocatable: capacity,
+			NodeInfo:    corev1.NodeSystemInfo{KubeletVersion: "fake", OperatingSystem: "linux", Architecture: "amd64"},
+		},
+	}
+	_, err := clientset.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("failed to create node %s: %w", name, err)
+	}
+	return nil
+}
+
+func (c *Cluster) waitNodesReady(ctx context.Context, clientset kubernetes.Interface, want int) error {
+	err := wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		if err := c.checkProcesses(); err != nil {
+			return false, err
+		}
+		nodes, err := clientset.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, nil //nolint:nilerr // the API server may still be settling; keep polling
+		}
+		ready := 0
+		for _, n := range nodes.Items {
+			for _, cond := range n.Status.Conditions {
+				if cond.Type == corev1.NodeReady && cond.Status == corev1.ConditionTrue {
+					ready++
+				}
+			}
+		}
+		return ready >= want, nil
+	})
+	if err != nil {
+		return fmt.Errorf("nodes of cluster %s did not become Ready (kwok log: %s): %w", c.Name, c.processes[2].tail(2000), err)
+	}
+	return nil
+}
+
+// checkProcesses fails when a child process has exited.
+func (c *Cluster) checkProcesses() error {
+	for _, p := range c.processes {
+		if done, err := p.exited(); done {
+			return fmt.Errorf("%s of cluster %s exited (%w); last log lines:\n%s", p.name, c.Name, err, p.tail(2000))
+		}
+	}
+	return nil
+}
+
+// Healthy reports an error when one of the cluster's processes has exited.
+func (c *Cluster) Healthy() error { return c.checkProcesses() }
+
+// Stop stops kwok, the scheduler, the controller-manager, then the API server.
+func (c *Cluster) Stop() error {
+	var errs []error
+	for i := len(c.processes) - 1; i >= 0; i-- {
+		errs = append(errs, c.processes[i].stop(10*time.Second))
+	}
+	c.processes = nil
+	if c.APIServer != nil {
+		errs = append(errs, c.APIServer.Stop())
+	}
+	return errors.Join(errs...)
+}

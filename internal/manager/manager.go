@@ -1,0 +1,299 @@
+// Package manager runs Ferry's controllers, admission webhooks and HTTP endpoints in one
+// controller-runtime manager. `ferry manager` runs it against a cluster; `ferry dev` runs it in-process.
+package manager
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	pipelinev1 "github.com/tektoncd/pipeline/pkg/apis/pipeline/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
+
+	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
+	webhookconfig "github.com/ferryci/ferry/config/webhook"
+	clustercontroller "github.com/ferryci/ferry/controllers/cluster"
+	"github.com/ferryci/ferry/internal/clusters"
+	"github.com/ferryci/ferry/internal/webhookcert"
+	"github.com/ferryci/ferry/webhooks/admission"
+)
+
+// DefaultNamespace is Ferry's namespace when neither a flag nor POD_NAMESPACE says otherwise.
+const DefaultNamespace = "ferry-system"
+
+// Options configure the manager. The zero value of each field is a usable default except
+// Namespace.
+type Options struct {
+	// Namespace is Ferry's own namespace: leader election and kubeconfig Secrets live there.
+	Namespace string
+
+	// MetricsAddr is where Prometheus metrics are served; "0" turns them off.
+	MetricsAddr string
+
+	// ProbeAddr is where /healthz and /readyz are served; "0" turns them off.
+	ProbeAddr string
+
+	// LeaderElect makes only one replica reconcile at a time.
+	LeaderElect bool
+
+	// LeaderElectionID names the Lease used for leader election.
+	LeaderElectionID string
+
+	// Controllers lists the controllers to run; "*" (the default) runs all, "-name" removes one.
+	Controllers []string
+
+	// GracefulShutdownTimeout bounds how long running reconciles may take to finish on shutdown.
+	GracefulShutdownTimeout time.Duration
+
+	// WebhookPort is where admission webhooks are served; 0 turns them off.
+	WebhookPort int
+
+	// WebhookHost is the address webhooks listen on; empty means all addresses.
+	WebhookHost string
+
+	// WebhookCertDir holds the webhook server's tls.crt and tls.key.
+	WebhookCertDir string
+
+	// WebhookCertSecret names the Secret in Namespace where the manager keeps the webhook CA and
+	// serving certificate and from which it injects the CA into Ferry's webhook configurations.
+	// Empty means the certificate in WebhookCertDir is provided by someone else (cert-manager,
+	// envtest, `ferry dev`).
+	WebhookCertSecret string
+
+	// WebhookService is the Service in front of the webhook server; the certificate names it.
+	WebhookService string
+}
+
+// Default names of the install manifests in config/ (kustomize adds the "ferry-" prefix).
+const (
+	DefaultWebhookCertSecret = "ferry-webhook-tls" //nolint:gosec // G101: a Secret name, not a credential
+	DefaultWebhookService    = "ferry-webhook-service"
+	installNamePrefix        = "ferry-"
+)
+
+// Controllers Ferry knows, in the order they start.
+var knownControllers = []string{"cluster"}
+
+// Scheme returns a scheme with every kind Ferry reads or writes.
+func Scheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(s))
+	utilruntime.Must(ferryv1.AddToScheme(s))
+	utilruntime.Must(pipelinev1.AddToScheme(s))
+	return s
+}
+
+// Manager is a configured controller-runtime manager with Ferry's shared state.
+type Manager struct {
+	ctrl.Manager
+
+	// Clusters caches one client per target Cluster.
+	Clusters *clusters.Cache
+
+	opts    Options
+	rotator *webhookcert.Rotator
+}
+
+// New builds the manager and registers the enabled controllers; Start runs it.
+func New(cfg *rest.Config, opts Options) (*Manager, error) {
+	if opts.Namespace == "" {
+		return nil, errors.New("the manager needs its namespace (--namespace)")
+	}
+	enabled, err := enabledControllers(opts.Controllers)
+	if err != nil {
+		return nil, err
+	}
+	if opts.LeaderElectionID == "" {
+		opts.LeaderElectionID = "ferry-manager.ferry.dev"
+	}
+	if opts.GracefulShutdownTimeout == 0 {
+		opts.GracefulShutdownTimeout = 30 * time.Second
+	}
+	scheme := Scheme()
+	var webhookServer webhook.Server
+	if opts.WebhookPort > 0 {
+		webhookServer = webhook.NewServer(webhook.Options{Host: opts.WebhookHost, Port: opts.WebhookPort, CertDir: opts.WebhookCertDir})
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		WebhookServer:                 webhookServer,
+		Scheme:                        scheme,
+		Metrics:                       metricsserver.Options{BindAddress: orDefault(opts.MetricsAddr, ":8080")},
+		HealthProbeBindAddress:        orDefault(opts.ProbeAddr, ":8081"),
+		LeaderElection:                opts.LeaderElect,
+		LeaderElectionID:              opts.LeaderElectionID,
+		LeaderElectionNamespace:       opts.Namespace,
+		LeaderElectionReleaseOnCancel: true,
+		GracefulShutdownTimeout:       &opts.GracefulShutdownTimeout,
+		// Tests and `ferry dev` run several managers in one process; each registers a controller
+		// name once per manager, so the process-wide uniqueness check would only get in the way.
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
+		Cache: cache.Options{
+			// Ferry only watches the Secrets of its own namespace (kubeconfigs, its webhook
+			// certificate); Secrets elsewhere are read one at a time when needed.
+			ByObject: map[client.Object]cache.ByObject{
+				&corev1.Secret{}: {Namespaces: map[string]cache.Config{opts.Namespace: {}}},
+			},
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("failed to create the manager: %w", err)
+	}
+	m := &Manager{
+		Manager: mgr,
+		opts:    opts,
+		Clusters: &clusters.Cache{
+			Loader: &clusters.Loader{Reader: mgr.GetClient(), Namespace: opts.Namespace},
+			Reader: mgr.GetClient(),
+			Scheme: scheme,
+		},
+	}
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return nil, err
+	}
+	if err := mgr.AddReadyzCheck("ping", healthz.Ping); err != nil {
+		return nil, err
+	}
+	if webhookServer != nil {
+		if err := m.setupWebhooks(); err != nil {
+			return nil, err
+		}
+	}
+	for _, name := range enabled {
+		if err := m.setupController(name); err != nil {
+			return nil, fmt.Errorf("failed to set up the %s controller: %w", name, err)
+		}
+	}
+	return m, nil
+}
+
+func (m *Manager) setupController(name string) error {
+	switch name {
+	case "cluster":
+		return (&clustercontroller.Reconciler{
+			Client:    m.GetClient(),
+			Cache:     m.Clusters,
+			Namespace: m.opts.Namespace,
+			Recorder:  m.GetEventRecorder("ferry-cluster-controller"),
+		}).SetupWithManager(m.Manager)
+	}
+	return fmt.Errorf("unknown controller %q", name)
+}
+
+// setupWebhooks registers the admission webhooks and, when the manager keeps its own certificate,
+// the rotator that issues it.
+func (m *Manager) setupWebhooks() error {
+	if err := admission.SetupWebhooks(m.Manager); err != nil {
+		return fmt.Errorf("failed to set up the admission webhooks: %w", err)
+	}
+	if err := m.AddReadyzCheck("webhook", m.GetWebhookServer().StartedChecker()); err != nil {
+		return err
+	}
+	if m.opts.WebhookCertSecret == "" {
+		return nil
+	}
+	mutating, validating, err := webhookconfig.Configurations()
+	if err != nil {
+		return err
+	}
+	// The webhook server needs its certificate before it starts, before the manager's cache runs:
+	// the rotator works with a direct client.
+	direct, err := client.New(m.GetConfig(), client.Options{Scheme: m.GetScheme()})
+	if err != nil {
+		return err
+	}
+	rotator := &webhookcert.Rotator{
+		Client:      direct,
+		Namespace:   m.opts.Namespace,
+		SecretName:  m.opts.WebhookCertSecret,
+		ServiceName: orDefault(m.opts.WebhookService, DefaultWebhookService),
+		CertDir:     m.opts.WebhookCertDir,
+	}
+	for _, c := range mutating {
+		rotator.MutatingWebhooks = append(rotator.MutatingWebhooks, installNamePrefix+c.Name)
+	}
+	for _, c := range validating {
+		rotator.ValidatingWebhooks = append(rotator.ValidatingWebhooks, installNamePrefix+c.Name)
+	}
+	if err := m.Add(rotator); err != nil {
+		return err
+	}
+	m.rotator = rotator
+	return m.AddReadyzCheck("webhook-certificate", rotator.ReadyCheck)
+}
+
+// Start issues the webhook certificate when the manager keeps its own, then runs the manager until
+// ctx ends.
+func (m *Manager) Start(ctx context.Context) error {
+	if m.rotator != nil {
+		if err := m.rotator.WaitForCertificate(ctx); err != nil {
+			return err
+		}
+	}
+	return m.Manager.Start(ctx)
+}
+
+// Run builds the manager and runs it until ctx ends.
+func Run(ctx context.Context, cfg *rest.Config, opts Options) error {
+	m, err := New(cfg, opts)
+	if err != nil {
+		return err
+	}
+	ctrl.LoggerFrom(ctx).Info("Starting the manager", "namespace", opts.Namespace, "leaderElection", opts.LeaderElect)
+	return m.Start(ctx)
+}
+
+// enabledControllers resolves a kubectl-style controller list ("*", "name", "-name").
+func enabledControllers(list []string) ([]string, error) {
+	if len(list) == 0 {
+		list = []string{"*"}
+	}
+	var enabled []string
+	for _, item := range list {
+		name := strings.TrimPrefix(item, "-")
+		if name != "*" && !slices.Contains(knownControllers, name) {
+			return nil, fmt.Errorf("unknown controller %q in --controllers (known: %s)", item, strings.Join(knownControllers, ", "))
+		}
+	}
+	for _, name := range knownControllers {
+		on := false
+		for _, item := range list {
+			switch item {
+			case "*", name:
+				on = true
+			case "-" + name:
+				on = false
+			}
+		}
+		if on {
+			enabled = append(enabled, name)
+		}
+	}
+	return enabled, nil
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// Ferry's own namespace: leader election, and the Secrets it watches there (kubeconfigs of target
+// clusters, its webhook certificate).
+// +kubebuilder:rbac:groups=coordination.k8s.io,namespace=ferry-system,resources=leases,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",namespace=ferry-system,resources=secrets,verbs=get;list;watch
