@@ -66,10 +66,14 @@ run: ## Run Ferry's whole flow on this machine (`ferry dev`).
 	@echo "make run arrives with issue 8 (ferry dev): the hub, two simulated clusters, a registry and a git server on loopback." >&2
 	@exit 2
 
+# Every package with a Go benchmark; each benchmark reports its figures with b.ReportMetric.
+BENCH_PKGS = $(shell grep -rl --include='*_test.go' '^func Benchmark' . | xargs -r -n1 dirname | sort -u)
+BENCH_FLAGS ?= -benchtime=1x
+
 .PHONY: bench
-bench: ## Print the performance figures of every issue.
-	@echo "make bench arrives with the issues that name figures (GitLab receiver, Builds, images, Releases)." >&2
-	@exit 2
+bench: controlplane ## Run every benchmark and print the figures of every issue in one table.
+	@if [ -z "$(strip $(BENCH_PKGS))" ]; then echo "no benchmarks yet"; exit 0; fi; \
+	$(GO) test -run '^$$' -bench . $(BENCH_FLAGS) -timeout 60m $(BENCH_PKGS) 2>&1 | $(GO) run ./hack/benchtable
 
 $(GOLANGCI_LINT): hack/tools/go.mod
 	cd hack/tools && $(GO) build -o $(GOLANGCI_LINT) github.com/golangci/golangci-lint/v2/cmd/golangci-lint
