@@ -1,4 +1,4 @@
-package buildplan
+package buildplan_test
 
 import (
 	"context"
@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"knative.dev/pkg/apis"
 
+	"github.com/ferryci/ferry/internal/buildplan"
 	"github.com/ferryci/ferry/internal/controlplane"
 	"github.com/ferryci/ferry/internal/pipelinefile"
 	"github.com/ferryci/ferry/internal/testutil"
@@ -35,8 +36,8 @@ const (
 	imageRepo = "harbor.example.com/team/app"
 )
 
-func inputs() Inputs {
-	return Inputs{
+func inputs() buildplan.Inputs {
+	return buildplan.Inputs{
 		BuildName: "app-main-0123456", BuildUID: "6f1c2d1e-0000-4000-8000-000000000001", Namespace: "team",
 		Project: "app", CloneURL: cloneURL, Revision: sha, Ref: "refs/heads/main", PipelineFile: ".ferry.yaml",
 		Image: imageRepo, StackImage: stackRef, RuntimeImage: rtRef, FerryImage: ferryImg,
@@ -95,13 +96,13 @@ build:
 	return files
 }
 
-func render(t *testing.T, name, content string, in Inputs) (*Plan, *pipelinev1.PipelineRun) {
+func render(t *testing.T, name, content string, in buildplan.Inputs) (*buildplan.Plan, *pipelinev1.PipelineRun) {
 	t.Helper()
 	f, err := pipelinefile.Parse(".ferry.yaml", []byte(content))
 	if err != nil {
 		t.Fatalf("%s: %v", name, err)
 	}
-	p, err := New(f, in)
+	p, err := buildplan.New(f, in)
 	if err != nil {
 		t.Fatalf("%s: %v", name, err)
 	}
@@ -125,13 +126,13 @@ func tektonValidate(pr *pipelinev1.PipelineRun) *apis.FieldError {
 func TestRenderedPipelineRunsAreValid(t *testing.T) {
 	hub := testutil.CurrentHub(t)
 	ns := testutil.Namespace(t, hub.Client)
-	variants := map[string]func(*Inputs){
-		"with secrets": func(*Inputs) {},
-		"without secrets": func(in *Inputs) {
+	variants := map[string]func(*buildplan.Inputs){
+		"with secrets": func(*buildplan.Inputs) {},
+		"without secrets": func(in *buildplan.Inputs) {
 			in.GitCredentialsSecret, in.PushSecret, in.ServiceAccountName, in.RuntimeImage = "", "", "", ""
 		},
-		"tag build":       func(in *Inputs) { in.Tag, in.Ref, in.Insecure = "v1.2.0", "refs/tags/v1.2.0", true },
-		"long build name": func(in *Inputs) { in.BuildName = strings.Repeat("very-long-build-name-", 10) + "x" },
+		"tag build":       func(in *buildplan.Inputs) { in.Tag, in.Ref, in.Insecure = "v1.2.0", "refs/tags/v1.2.0", true },
+		"long build name": func(in *buildplan.Inputs) { in.BuildName = strings.Repeat("very-long-build-name-", 10) + "x" },
 	}
 	i := 0
 	for name, content := range pipelineFiles(t) {
@@ -169,7 +170,7 @@ func TestTektonVariablesAreEscaped(t *testing.T) {
 	if tektonValidate(&raw) == nil {
 		t.Fatal("Tekton accepts an undeclared $(params.foo): the escaping test proves nothing")
 	}
-	script := UserScript(Step{Run: "echo $(params.foo) $(date) $((1+2)) $(params[\"a\"])", Env: map[string]string{"B": "it's $(x)", "A": "plain"}})
+	script := buildplan.UserScript(buildplan.Step{Run: "echo $(params.foo) $(date) $((1+2)) $(params[\"a\"])", Env: map[string]string{"B": "it's $(x)", "A": "plain"}})
 	want := "#!/bin/sh\nexport A='plain'\nexport B='it'\\''s $''(x)'\necho $( params.foo) $(date) $((1+2)) $( params[\"a\"])\n"
 	if script != want {
 		t.Errorf("script:\n%s\nwant:\n%s", script, want)
@@ -192,14 +193,14 @@ func TestPlanSteps(t *testing.T) {
 	if !slices.Equal(p.Tags, []string{sha, "v1.2.0"}) {
 		t.Errorf("tags = %v", p.Tags)
 	}
-	if pr.Name != "app-main-0123456-"+PipelineRunName("", in.BuildUID)[1:] || !strings.HasPrefix(pr.Name, "app-main-0123456-") {
+	if pr.Name != "app-main-0123456-"+buildplan.PipelineRunName("", in.BuildUID)[1:] || !strings.HasPrefix(pr.Name, "app-main-0123456-") {
 		t.Errorf("name = %s", pr.Name)
 	}
-	if pr.Labels["ferry.dev/project"] != "app" || pr.Labels["ferry.dev/build"] != "app-main-0123456" || pr.Annotations[RevisionAnnotation] != sha {
+	if pr.Labels["ferry.dev/project"] != "app" || pr.Labels["ferry.dev/build"] != "app-main-0123456" || pr.Annotations[buildplan.RevisionAnnotation] != sha {
 		t.Errorf("labels %v annotations %v", pr.Labels, pr.Annotations)
 	}
-	if pr.Annotations[DeployAnnotation] != `{"replicas":1}` {
-		t.Errorf("deploy annotation = %s", pr.Annotations[DeployAnnotation])
+	if pr.Annotations[buildplan.DeployAnnotation] != `{"replicas":1}` {
+		t.Errorf("deploy annotation = %s", pr.Annotations[buildplan.DeployAnnotation])
 	}
 	if pr.Spec.Timeouts.Pipeline.Duration != 30*time.Minute {
 		t.Errorf("pipeline timeout = %v", pr.Spec.Timeouts.Pipeline)
@@ -261,11 +262,11 @@ func TestEffectiveTimeout(t *testing.T) {
 		{d(3 * time.Hour), 0, 0, time.Hour},
 		{d(3 * time.Hour), 4 * time.Hour, 0, 3 * time.Hour},
 		{d(3 * time.Hour), 4 * time.Hour, 2 * time.Hour, 2 * time.Hour},
-		{nil, 10 * time.Hour, 0, DefaultMaxTimeout},
+		{nil, 10 * time.Hour, 0, buildplan.DefaultMaxTimeout},
 	}
 	for _, tc := range cases {
-		if got := EffectiveTimeout(tc.file, tc.project, tc.platform); got != tc.want {
-			t.Errorf("EffectiveTimeout(%v, %v, %v) = %v, want %v", tc.file, tc.project, tc.platform, got, tc.want)
+		if got := buildplan.EffectiveTimeout(tc.file, tc.project, tc.platform); got != tc.want {
+			t.Errorf("buildplan.EffectiveTimeout(%v, %v, %v) = %v, want %v", tc.file, tc.project, tc.platform, got, tc.want)
 		}
 	}
 	// A step's timeout never outlasts the Build's.
@@ -282,33 +283,33 @@ func TestInvalidInputs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cases := map[string]func(*Inputs){
-		"file URL":           func(in *Inputs) { in.CloneURL = "file:///srv/repo" },
-		"short revision":     func(in *Inputs) { in.Revision = "abc" },
-		"option-like ref":    func(in *Inputs) { in.Ref = "refs/heads/-x" },
-		"dollar in tag":      func(in *Inputs) { in.Tag = "v$(HOME)" },
-		"absolute file path": func(in *Inputs) { in.PipelineFile = "/etc/passwd" },
-		"no ferry image":     func(in *Inputs) { in.FerryImage = "" },
-		"no stack image":     func(in *Inputs) { in.StackImage = "" },
+	cases := map[string]func(*buildplan.Inputs){
+		"file URL":           func(in *buildplan.Inputs) { in.CloneURL = "file:///srv/repo" },
+		"short revision":     func(in *buildplan.Inputs) { in.Revision = "abc" },
+		"option-like ref":    func(in *buildplan.Inputs) { in.Ref = "refs/heads/-x" },
+		"dollar in tag":      func(in *buildplan.Inputs) { in.Tag = "v$(HOME)" },
+		"absolute file path": func(in *buildplan.Inputs) { in.PipelineFile = "/etc/passwd" },
+		"no ferry image":     func(in *buildplan.Inputs) { in.FerryImage = "" },
+		"no stack image":     func(in *buildplan.Inputs) { in.StackImage = "" },
 	}
 	for name, vary := range cases {
 		in := inputs()
 		vary(&in)
-		if _, err := New(f, in); err == nil {
+		if _, err := buildplan.New(f, in); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}
 }
 
 func TestPipelineRunName(t *testing.T) {
-	if got := PipelineRunName("app", ""); got != "app" {
+	if got := buildplan.PipelineRunName("app", ""); got != "app" {
 		t.Errorf("without a UID: %s", got)
 	}
-	a, b := PipelineRunName("app", "uid-1"), PipelineRunName("app", "uid-2")
-	if a == b || a != PipelineRunName("app", "uid-1") || !strings.HasPrefix(a, "app-") || len(a) != len("app-")+5 {
+	a, b := buildplan.PipelineRunName("app", "uid-1"), buildplan.PipelineRunName("app", "uid-2")
+	if a == b || a != buildplan.PipelineRunName("app", "uid-1") || !strings.HasPrefix(a, "app-") || len(a) != len("app-")+5 {
 		t.Errorf("names %s %s", a, b)
 	}
-	long := PipelineRunName(strings.Repeat("a", 43)+"-b"+strings.Repeat("c", 100), "u")
+	long := buildplan.PipelineRunName(strings.Repeat("a", 43)+"-b"+strings.Repeat("c", 100), "u")
 	if len(long) > 50 || strings.Contains(long, "--") {
 		t.Errorf("long name %s", long)
 	}
