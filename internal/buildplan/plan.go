@@ -171,7 +171,7 @@ func (p *Plan) assembleArgs(dir, dockerConfig, results string) []string {
 		args = append(args, "--docker-config", dockerConfig)
 	}
 	if p.Insecure {
-		args = append(args, "--insecure")
+		args = append(args, "--insecure-registry")
 	}
 	return append(args, "--results-dir", results)
 }

@@ -185,7 +185,7 @@ func TestTektonVariablesAreEscaped(t *testing.T) {
 func TestPlanSteps(t *testing.T) {
 	content := pipelineFiles(t)["build"]
 	in := inputs()
-	in.Tag, in.Ref = "v1.2.0", "refs/tags/v1.2.0"
+	in.Tag, in.Ref, in.Insecure = "v1.2.0", "refs/tags/v1.2.0", true
 	p, pr := render(t, "build", content, in)
 	if got := p.StepNames(); !slices.Equal(got, []string{"clone", "deps", "test", "assemble"}) {
 		t.Errorf("steps = %v", got)
@@ -217,7 +217,7 @@ func TestPlanSteps(t *testing.T) {
 	// The contract with the image issue, argument for argument.
 	wantAssemble := []string{"assemble", "--dir", "/workspace/source", "--file", ".ferry.yaml", "--image", imageRepo, "--revision", sha,
 		"--tag", "v1.2.0", "--source-url", cloneURL, "--stack-image", stackRef, "--runtime-image", rtRef,
-		"--docker-config", "/ferry/docker-config", "--results-dir", "/tekton/results"}
+		"--docker-config", "/ferry/docker-config", "--insecure-registry", "--results-dir", "/tekton/results"}
 	if last := steps[3]; last.Name != "assemble" || last.Image != ferryImg || !slices.Equal(last.Args, wantAssemble) {
 		t.Errorf("assemble step = %+v\nwant args %v", last, wantAssemble)
 	}
