@@ -216,6 +216,14 @@ type NotifyingExecutor interface {
 	Notifications() <-chan event.GenericEvent
 }
 
+// ForgettingExecutor keeps something of each Build outside the API server (the local executor's
+// logs) and removes it when the Build is deleted.
+type ForgettingExecutor interface {
+	Executor
+	// Forget removes what the executor kept of a deleted Build.
+	Forget(b *ferryv1.Build) error
+}
+
 // SetupWithManager registers the controller: Builds (spec changes only: the controller's own
 // status writes do not come back), the PipelineRuns they own and their TaskRuns (status changes
 // only), and Projects (so that Builds waiting for one start when it appears or changes).

@@ -166,6 +166,11 @@ func (r *Reconciler) pruneHistory(ctx context.Context, b *ferryv1.Build) error {
 		if err := r.Delete(ctx, old, client.PropagationPolicy(metav1.DeletePropagationBackground), client.Preconditions{UID: &old.UID}); client.IgnoreNotFound(err) != nil {
 			return fmt.Errorf("failed to delete Build %s: %w", old.Name, err)
 		}
+		if f, ok := r.Executor.(ForgettingExecutor); ok {
+			if err := f.Forget(old); err != nil {
+				ctrl.LoggerFrom(ctx).Error(err, "Failed to remove what the executor kept of a deleted Build", "deleted", old.Name)
+			}
+		}
 		ctrl.LoggerFrom(ctx).Info("Deleted a Build beyond the Project's history limit", "deleted", old.Name, "limit", limit)
 	}
 	return nil

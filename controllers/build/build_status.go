@@ -35,6 +35,9 @@ type RunState struct {
 	Exists bool
 	// Name is the run's name (the PipelineRun's).
 	Name string
+	// Kind names what the run is in messages: "PipelineRun" (recorded as the Build's
+	// pipelineRunRef) or "Local run".
+	Kind string
 	// Phase is where the run stands.
 	Phase Phase
 	// Message explains a failure (or a cancellation in progress), from the executor.
@@ -53,6 +56,9 @@ type RunState struct {
 
 // Done reports whether the run finished.
 func (s *RunState) Done() bool { return s.Exists && s.Phase != PhaseRunning }
+
+// pipelineRunKind is the Kind of a Tekton run.
+const pipelineRunKind = "PipelineRun"
 
 // SupersededPrefix starts the cancelReason of a Build that a newer one superseded.
 const SupersededPrefix = "superseded by "
@@ -141,7 +147,12 @@ func cancelReason(b *ferryv1.Build, detail string) (string, string) {
 // its tags and lineage; a failure, a timeout or missing results is Ready=False with that reason; a
 // cancellation is Ready=False with reason Cancelled or Superseded.
 func setRunStatus(b *ferryv1.Build, s *RunState, p planFacts, now metav1.Time) {
-	b.Status.PipelineRunRef = &ferryv1.LocalObjectReference{Name: s.Name}
+	kind := s.Kind
+	if kind == "" || kind == pipelineRunKind {
+		kind = pipelineRunKind
+		b.Status.PipelineRunRef = &ferryv1.LocalObjectReference{Name: s.Name}
+	}
+	run := kind + " " + s.Name
 	if s.StartTime != nil && b.Status.StartTime == nil {
 		b.Status.StartTime = s.StartTime.DeepCopy()
 	}
@@ -159,9 +170,9 @@ func setRunStatus(b *ferryv1.Build, s *RunState, p planFacts, now metav1.Time) {
 	}
 	switch s.Phase {
 	case PhaseRunning:
-		msg := "PipelineRun " + s.Name + " is running"
+		msg := run + " is running"
 		if b.Spec.Cancelled {
-			msg = "Cancellation requested; waiting for PipelineRun " + s.Name + " to stop"
+			msg = "Cancellation requested; waiting for " + run + " to stop"
 		}
 		if s.Message != "" {
 			msg += ": " + s.Message
@@ -169,7 +180,7 @@ func setRunStatus(b *ferryv1.Build, s *RunState, p planFacts, now metav1.Time) {
 		setCondition(b, ferryv1.PipelineSucceededCondition, metav1.ConditionUnknown, ferryv1.PipelineRunningReason, msg)
 		markProgressing(b, ferryv1.PipelineRunningReason, msg)
 	case PhaseSucceeded:
-		setCondition(b, ferryv1.PipelineSucceededCondition, metav1.ConditionTrue, ferryv1.SucceededReason, "PipelineRun "+s.Name+" succeeded")
+		setCondition(b, ferryv1.PipelineSucceededCondition, metav1.ConditionTrue, ferryv1.SucceededReason, run+" succeeded")
 		image, lineage, err := imageFromResults(s.Results, p.repository)
 		if err != nil {
 			setCondition(b, ferryv1.ImagePushedCondition, metav1.ConditionFalse, ferryv1.ResultsMissingReason, err.Error())
@@ -180,15 +191,15 @@ func setRunStatus(b *ferryv1.Build, s *RunState, p planFacts, now metav1.Time) {
 		setCondition(b, ferryv1.ImagePushedCondition, metav1.ConditionTrue, ferryv1.SucceededReason, "Pushed "+image)
 		markFinished(b, metav1.ConditionTrue, ferryv1.SucceededReason, "Built and pushed "+image, now)
 	case PhaseTimedOut:
-		msg := "PipelineRun " + s.Name + " timed out" + withDetail(s.Message)
+		msg := run + " timed out" + withDetail(s.Message)
 		setCondition(b, ferryv1.PipelineSucceededCondition, metav1.ConditionFalse, ferryv1.PipelineTimeoutReason, msg)
 		markFinished(b, metav1.ConditionFalse, ferryv1.PipelineTimeoutReason, msg, now)
 	case PhaseCancelled:
-		reason, msg := cancelReason(b, "PipelineRun "+s.Name+" stopped")
+		reason, msg := cancelReason(b, run+" stopped")
 		setCondition(b, ferryv1.PipelineSucceededCondition, metav1.ConditionFalse, reason, msg)
 		markFinished(b, metav1.ConditionFalse, reason, msg, now)
 	default:
-		msg := "PipelineRun " + s.Name + " failed" + withDetail(s.Message)
+		msg := run + " failed" + withDetail(s.Message)
 		setCondition(b, ferryv1.PipelineSucceededCondition, metav1.ConditionFalse, ferryv1.PipelineFailedReason, msg)
 		markFinished(b, metav1.ConditionFalse, ferryv1.PipelineFailedReason, msg, now)
 	}
