@@ -227,3 +227,33 @@ func (e *env) patchProject(body string) {
 		e.t.Fatal(err)
 	}
 }
+
+// TestProjectNotFound: a Build whose Project does not exist waits, stalled, and starts once the
+// Project is created.
+func TestProjectNotFound(t *testing.T) {
+	e := newEnv(t)
+	sha := e.commit(okFile)
+	startManager(t)
+	b := &ferryv1.Build{
+		ObjectMeta: metav1.ObjectMeta{Namespace: e.ns, Name: "orphan"},
+		Spec:       ferryv1.BuildSpec{Project: "later", Revision: sha, Ref: "refs/heads/main"},
+	}
+	if err := e.c.Create(context.Background(), b); err != nil {
+		t.Fatal(err)
+	}
+	got := e.waitReady("orphan", metav1.ConditionFalse, ferryv1.ProjectNotFoundReason)
+	if condition(got, ferryv1.StalledCondition) != "True/ProjectNotFound" || got.Status.CompletionTime != nil {
+		t.Errorf("status = %+v", got.Status)
+	}
+	later := e.project.DeepCopy()
+	later.ObjectMeta = metav1.ObjectMeta{Namespace: e.ns, Name: "later"}
+	later.Status = ferryv1.ProjectStatus{}
+	if err := e.c.Create(context.Background(), later); err != nil {
+		t.Fatal(err)
+	}
+	e.waitPipelineRun("orphan")
+	got = e.waitReady("orphan", metav1.ConditionUnknown, ferryv1.PipelineRunningReason)
+	if condition(got, ferryv1.StalledCondition) != "<none>" {
+		t.Errorf("still stalled: %+v", got.Status.Conditions)
+	}
+}
