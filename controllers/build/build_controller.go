@@ -90,10 +90,12 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Re
 	patcher := patch.NewStatusPatcher(b)
 	before := b.DeepCopy()
 	defer func() {
-		retErr = errors.Join(retErr, patcher.Patch(ctx, r.Client, b))
-		if retErr == nil {
-			r.recordTransition(before, b)
+		// Events and metrics follow what was written, so a retried reconcile does not count twice.
+		if err := patcher.Patch(ctx, r.Client, b); err != nil {
+			retErr = errors.Join(retErr, err)
+			return
 		}
+		r.recordTransition(before, b)
 	}()
 	if isFinished(b) {
 		return ctrl.Result{}, r.pruneHistory(ctx, b)

@@ -129,9 +129,11 @@ func stateFromPipelineRun(pr *pipelinev1.PipelineRun, tr *pipelinev1.TaskRun) *R
 			s.Deploy = deploy
 		}
 	}
-	if tr != nil {
-		s.Steps = stepsFromTaskRun(pr, tr)
+	if tr == nil {
+		// Tekton has not made the TaskRun yet: every step waits.
+		tr = &pipelinev1.TaskRun{}
 	}
+	s.Steps = stepsFromTaskRun(pr, tr)
 	cond := pr.Status.GetCondition(apis.ConditionSucceeded)
 	if cond == nil {
 		return s

@@ -260,11 +260,12 @@ func withDetail(msg string) string {
 	return ": " + msg
 }
 
+// truncate shortens s to at most n bytes (and an ellipsis) without splitting a character.
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
-	return s[:n] + "…"
+	return strings.ToValidUTF8(s[:n], "") + "…"
 }
 
 // isFinished reports whether the Build reached an outcome.
