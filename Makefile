@@ -28,10 +28,11 @@ controlplane: ## Build (once; cached per version) kube-apiserver, etcd, kube-con
 ##@ Development
 
 .PHONY: manifests
-manifests: ## Generate CRDs, RBAC and webhook configurations from the API markers.
+manifests: ## Generate CRDs, RBAC, webhook configurations and the pipeline file's JSON Schema from the markers.
 	$(CONTROLLER_GEN) crd paths=./apis/... output:crd:artifacts:config=config/crd/bases
 	$(CONTROLLER_GEN) rbac:roleName=manager paths=./... output:rbac:artifacts:config=config/rbac
 	$(CONTROLLER_GEN) webhook paths=./webhooks/... output:webhook:artifacts:config=config/webhook
+	$(GO) run ./hack/schemagen > config/schema/ferry-pipeline.schema.json
 
 .PHONY: generate
 generate: ## Generate deepcopy functions.

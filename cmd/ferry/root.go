@@ -37,6 +37,9 @@ several clusters, stopping at approval gates that release managers answer in a w
 	root.AddCommand(
 		newManagerCommand(g),
 		newVersionCommand(),
+		newRenderCommand(),
+		newGitCloneCommand(),
+		newCancelCommand(g),
 	)
 	return root
 }

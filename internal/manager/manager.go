@@ -27,6 +27,7 @@ import (
 
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
 	webhookconfig "github.com/ferryci/ferry/config/webhook"
+	buildcontroller "github.com/ferryci/ferry/controllers/build"
 	clustercontroller "github.com/ferryci/ferry/controllers/cluster"
 	"github.com/ferryci/ferry/internal/clusters"
 	"github.com/ferryci/ferry/internal/webhookcert"
@@ -77,7 +78,26 @@ type Options struct {
 
 	// WebhookService is the Service in front of the webhook server; the certificate names it.
 	WebhookService string
+
+	// Executor runs Builds: "tekton" (default) creates a PipelineRun per Build; "local" runs the
+	// same steps as processes on this machine (`ferry dev`).
+	Executor string
+
+	// FerryImage is the image of the ferry binary that runs the clone and assemble steps of every
+	// PipelineRun. Default DefaultFerryImage.
+	FerryImage string
+
+	// MaxBuildTimeout caps every Build's timeout, whatever its Project and pipeline file ask for.
+	// Default 6h.
+	MaxBuildTimeout time.Duration
+
+	// LogDir is where the local executor writes each Build's step logs. Default a directory under
+	// the system's temporary directory.
+	LogDir string
 }
+
+// DefaultFerryImage runs the clone and assemble steps when the manager is not told otherwise.
+const DefaultFerryImage = "ghcr.io/ferryci/ferry:v0.1.0"
 
 // Default names of the install manifests in config/ (kustomize adds the "ferry-" prefix).
 const (
@@ -87,7 +107,7 @@ const (
 )
 
 // Controllers Ferry knows, in the order they start.
-var knownControllers = []string{"cluster"}
+var knownControllers = []string{"cluster", "build"}
 
 // Scheme returns a scheme with every kind Ferry reads or writes.
 func Scheme() *runtime.Scheme {
@@ -123,6 +143,13 @@ func New(cfg *rest.Config, opts Options) (*Manager, error) {
 	}
 	if opts.GracefulShutdownTimeout == 0 {
 		opts.GracefulShutdownTimeout = 30 * time.Second
+	}
+	if cfg.QPS == 0 && cfg.RateLimiter == nil {
+		// Like controller-runtime's own config loading: no client-side throttling (client-go's
+		// default is 5 requests a second), the API server's priority and fairness decides. A burst
+		// of Builds otherwise waits on the client, not on the API server.
+		cfg = rest.CopyConfig(cfg)
+		cfg.QPS = -1
 	}
 	scheme := Scheme()
 	var webhookServer webhook.Server
@@ -190,8 +217,32 @@ func (m *Manager) setupController(name string) error {
 			Namespace: m.opts.Namespace,
 			Recorder:  m.GetEventRecorder("ferry-cluster-controller"),
 		}).SetupWithManager(m.Manager)
+	case "build":
+		executor, err := m.buildExecutor()
+		if err != nil {
+			return err
+		}
+		return (&buildcontroller.Reconciler{
+			Client:          m.GetClient(),
+			APIReader:       m.GetAPIReader(),
+			Scheme:          m.GetScheme(),
+			Recorder:        m.GetEventRecorder("ferry-build-controller"),
+			Namespace:       m.opts.Namespace,
+			Executor:        executor,
+			FerryImage:      orDefault(m.opts.FerryImage, DefaultFerryImage),
+			MaxBuildTimeout: m.opts.MaxBuildTimeout,
+		}).SetupWithManager(m.Manager)
 	}
 	return fmt.Errorf("unknown controller %q", name)
+}
+
+// buildExecutor is the executor Options.Executor names.
+func (m *Manager) buildExecutor() (buildcontroller.Executor, error) {
+	switch m.opts.Executor {
+	case "", "tekton":
+		return &buildcontroller.TektonExecutor{Client: m.GetClient(), APIReader: m.GetAPIReader(), Scheme: m.GetScheme()}, nil
+	}
+	return nil, fmt.Errorf("unknown executor %q (known: tekton, local)", m.opts.Executor)
 }
 
 // setupWebhooks registers the admission webhooks and, when the manager keeps its own certificate,

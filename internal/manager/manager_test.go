@@ -14,7 +14,8 @@ func TestEnabledControllers(t *testing.T) {
 		{in: nil, want: knownControllers},
 		{in: []string{"*"}, want: knownControllers},
 		{in: []string{"cluster"}, want: []string{"cluster"}},
-		{in: []string{"*", "-cluster"}, want: nil},
+		{in: []string{"*", "-cluster"}, want: []string{"build"}},
+		{in: []string{"*", "-cluster", "-build"}, want: nil},
 		{in: []string{"nope"}, wantErr: true},
 		{in: []string{"-nope"}, wantErr: true},
 	}

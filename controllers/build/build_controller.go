@@ -1,0 +1,295 @@
+// Package build holds the Build controller: it reads a Build's pipeline file at the Build's exact
+// commit, resolves its stack and runtime through the platform's catalog, runs the plan with an
+// executor (a Tekton PipelineRun owned by the Build, or processes on the host) and mirrors the run
+// into the Build's conditions. It also cancels superseded Builds, records the Project's last Build
+// and keeps each Project's Build history to its limit.
+package build
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	pipelinev1 "github.com/tektoncd/pipeline/pkg/apis/pipeline/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
+	"github.com/ferryci/ferry/internal/buildplan"
+	"github.com/ferryci/ferry/internal/catalog"
+	"github.com/ferryci/ferry/internal/patch"
+	"github.com/ferryci/ferry/internal/pipelinefile"
+)
+
+// DefaultConcurrency is how many Builds are reconciled at once.
+const DefaultConcurrency = 8
+
+// Reconciler reconciles Builds.
+type Reconciler struct {
+	client.Client
+	// APIReader reads what the cache does not hold: the Projects' credentials Secrets.
+	APIReader client.Reader
+	// Scheme sets owner references.
+	Scheme *runtime.Scheme
+	// Recorder emits events; their reasons are the condition reasons.
+	Recorder events.EventRecorder
+	// Namespace is Ferry's namespace, where the catalog ConfigMap lives.
+	Namespace string
+	// Executor runs the Builds.
+	Executor Executor
+	// FerryImage is the image of the ferry binary, for the clone and assemble steps.
+	FerryImage string
+	// MaxBuildTimeout caps every Build's timeout (0: buildplan.DefaultMaxTimeout).
+	MaxBuildTimeout time.Duration
+	// ReadSource reads the pipeline file at a commit. Default gitsource.ReadFile.
+	ReadSource SourceReader
+	// Concurrency is how many Builds are reconciled at once. Default DefaultConcurrency.
+	Concurrency int
+	// Now returns the current time. Default time.Now.
+	Now func() time.Time
+
+	files          fileCache
+	catalogMu      sync.Mutex
+	catalogVersion string
+	catalogCache   *catalog.Catalog
+	catalogExpiry  time.Time
+}
+
+// +kubebuilder:rbac:groups=ferry.dev,resources=builds,verbs=get;list;watch;patch;delete
+// +kubebuilder:rbac:groups=ferry.dev,resources=builds/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=ferry.dev,resources=projects,verbs=get;list;watch
+// +kubebuilder:rbac:groups=ferry.dev,resources=projects/status,verbs=get;patch
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get
+// +kubebuilder:rbac:groups="",namespace=ferry-system,resources=configmaps,verbs=get
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// Reconcile moves one Build forward: its Project, the Project's last Build, superseded Builds, the
+// run (started once), and the run's state mirrored into the Build.
+func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, retErr error) {
+	b := &ferryv1.Build{}
+	if err := r.Get(ctx, req.NamespacedName, b); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !b.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, nil
+	}
+	patcher := patch.NewStatusPatcher(b)
+	before := b.DeepCopy()
+	defer func() {
+		// Events and metrics follow what was written, so a retried reconcile does not count twice.
+		if err := patcher.Patch(ctx, r.Client, b); err != nil {
+			retErr = errors.Join(retErr, err)
+			return
+		}
+		r.recordTransition(before, b)
+	}()
+	if isFinished(b) {
+		return ctrl.Result{}, r.pruneHistory(ctx, b)
+	}
+
+	project := &ferryv1.Project{}
+	if err := r.Get(ctx, types.NamespacedName{Namespace: b.Namespace, Name: b.Spec.Project}, project); err != nil {
+		if apierrors.IsNotFound(err) {
+			markProjectNotFound(b)
+			return ctrl.Result{}, nil
+		}
+		return ctrl.Result{}, err
+	}
+	if err := r.recordLastBuild(ctx, project, b); err != nil {
+		return ctrl.Result{}, err
+	}
+	if err := r.supersedeOlder(ctx, project, b); err != nil {
+		return ctrl.Result{}, err
+	}
+	run, err := r.ensureRun(ctx, b, project)
+	if err != nil || run == nil {
+		return ctrl.Result{}, err
+	}
+	if b.Spec.Cancelled && !run.Done() {
+		if err := r.Executor.Cancel(ctx, b); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+	setRunStatus(b, run, planFacts{repository: project.Spec.Image.Repository, tags: imageTags(b)}, r.now())
+	if isFinished(b) {
+		return ctrl.Result{}, r.pruneHistory(ctx, b)
+	}
+	return ctrl.Result{}, nil
+}
+
+// ensureRun returns the Build's run, starting it if there is none. It returns nil (and no error)
+// when the Build ended without a run: cancelled first, or a pipeline file that cannot run.
+func (r *Reconciler) ensureRun(ctx context.Context, b *ferryv1.Build, p *ferryv1.Project) (*RunState, error) {
+	run, err := r.Executor.Observe(ctx, b)
+	if err != nil {
+		return nil, err
+	}
+	if run.Exists {
+		if b.Status.Executor == "" {
+			b.Status.Executor = r.Executor.Name()
+		}
+		return run, nil
+	}
+	if b.Spec.Cancelled {
+		markCancelledBeforeStart(b, r.now())
+		return nil, nil
+	}
+	plan, err := r.plan(ctx, b, p)
+	var se *sourceError
+	switch {
+	case pipelinefile.IsInvalid(err):
+		markInvalidPipelineFile(b, err.Error(), r.now())
+		return nil, nil
+	case errors.As(err, &se) && (se.terminal || r.startDeadlinePassed(b, p)):
+		markSourceUnavailable(b, se.reason, se.Error())
+		markFinished(b, metav1.ConditionFalse, se.reason, se.Error(), r.now())
+		return nil, nil
+	case errors.As(err, &se):
+		markSourceUnavailable(b, se.reason, se.Error())
+		return nil, err
+	case err != nil:
+		return nil, err
+	}
+	markSourceResolved(b, fmt.Sprintf("Read %s at %s", plan.PipelineFile, shortSHA(b.Spec.Revision)))
+	b.Status.Executor = r.Executor.Name()
+	b.Status.Deploy = plan.File.Deploy.DeepCopy()
+	b.Status.Steps = waitingSteps(plan)
+	return r.Executor.Start(ctx, b, plan)
+}
+
+// startDeadlinePassed: a Build whose source could not be read within its timeout fails.
+func (r *Reconciler) startDeadlinePassed(b *ferryv1.Build, p *ferryv1.Project) bool {
+	var project time.Duration
+	if p.Spec.BuildTimeout != nil {
+		project = p.Spec.BuildTimeout.Duration
+	}
+	return r.now().Sub(b.CreationTimestamp.Time) > buildplan.EffectiveTimeout(nil, project, r.MaxBuildTimeout)
+}
+
+func waitingSteps(p *buildplan.Plan) []ferryv1.StepStatus {
+	steps := make([]ferryv1.StepStatus, 0, len(p.Steps))
+	for _, s := range p.Steps {
+		steps = append(steps, ferryv1.StepStatus{Name: s.Name, State: "Waiting"})
+	}
+	return steps
+}
+
+// imageTags are the tags `ferry assemble` pushes: the commit SHA and, for tag Builds, the tag.
+func imageTags(b *ferryv1.Build) []string {
+	tags := []string{b.Spec.Revision}
+	if tag := gitTag(b); tag != "" {
+		tags = append(tags, tag)
+	}
+	return tags
+}
+
+func (r *Reconciler) now() metav1.Time {
+	if r.Now != nil {
+		return metav1.NewTime(r.Now())
+	}
+	return metav1.Now()
+}
+
+// Field indexes on Builds.
+const (
+	projectIndex    = "spec.project"
+	projectRefIndex = "spec.project+ref"
+)
+
+// NotifyingExecutor is an executor that tells the controller when a run changes (the local
+// executor); a Tekton PipelineRun is watched instead.
+type NotifyingExecutor interface {
+	Executor
+	// Notifications carries a Build whose run changed.
+	Notifications() <-chan event.GenericEvent
+}
+
+// ForgettingExecutor keeps something of each Build outside the API server (the local executor's
+// logs) and removes it when the Build is deleted.
+type ForgettingExecutor interface {
+	Executor
+	// Forget removes what the executor kept of a deleted Build.
+	Forget(b *ferryv1.Build) error
+}
+
+// SetupWithManager registers the controller: Builds (spec changes only: the controller's own
+// status writes do not come back), the PipelineRuns they own and their TaskRuns (status changes
+// only), and Projects (so that Builds waiting for one start when it appears or changes).
+func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
+	ctx := context.Background()
+	if err := mgr.GetFieldIndexer().IndexField(ctx, &ferryv1.Build{}, projectIndex, func(o client.Object) []string {
+		return []string{o.(*ferryv1.Build).Spec.Project}
+	}); err != nil {
+		return err
+	}
+	if err := mgr.GetFieldIndexer().IndexField(ctx, &ferryv1.Build{}, projectRefIndex, func(o client.Object) []string {
+		b := o.(*ferryv1.Build)
+		return []string{b.Spec.Project + "\x00" + b.Spec.Ref}
+	}); err != nil {
+		return err
+	}
+	if r.Concurrency == 0 {
+		r.Concurrency = DefaultConcurrency
+	}
+	bldr := ctrl.NewControllerManagedBy(mgr).
+		For(&ferryv1.Build{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Owns(&pipelinev1.PipelineRun{}, builder.WithPredicates(runChanged())).
+		Watches(&pipelinev1.TaskRun{}, handler.EnqueueRequestsFromMapFunc(r.buildOfTaskRun), builder.WithPredicates(runChanged())).
+		Watches(&ferryv1.Project{}, handler.EnqueueRequestsFromMapFunc(r.unfinishedBuildsOfProject), builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		WithOptions(controller.Options{MaxConcurrentReconciles: r.Concurrency}).
+		Named("build")
+	if n, ok := r.Executor.(NotifyingExecutor); ok {
+		bldr = bldr.WatchesRawSource(source.Channel(n.Notifications(), &handler.EnqueueRequestForObject{}))
+	}
+	return bldr.Complete(r)
+}
+
+// runChanged passes changes of a run's status or spec and deletions, not creations: the controller
+// created the run and already knows it.
+func runChanged() predicate.Predicate {
+	return predicate.Funcs{
+		CreateFunc: func(event.CreateEvent) bool { return false },
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			return e.ObjectOld.GetResourceVersion() != e.ObjectNew.GetResourceVersion()
+		},
+	}
+}
+
+// buildOfTaskRun finds the Build of a TaskRun by the label Tekton copies from the PipelineRun.
+func (r *Reconciler) buildOfTaskRun(_ context.Context, o client.Object) []reconcile.Request {
+	name := o.GetLabels()[ferryv1.BuildLabel]
+	if name == "" {
+		return nil
+	}
+	return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: name}}}
+}
+
+// unfinishedBuildsOfProject re-queues the Builds of a Project that have not finished.
+func (r *Reconciler) unfinishedBuildsOfProject(ctx context.Context, o client.Object) []reconcile.Request {
+	list := &ferryv1.BuildList{}
+	if err := r.List(ctx, list, client.InNamespace(o.GetNamespace()), client.MatchingFields{projectIndex: o.GetName()}); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "Failed to list the Builds of a Project", "project", o.GetName())
+		return nil
+	}
+	var reqs []reconcile.Request
+	for i := range list.Items {
+		if !isFinished(&list.Items[i]) {
+			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
+		}
+	}
+	return reqs
+}

@@ -1,0 +1,187 @@
+package build
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+
+	pipelinev1 "github.com/tektoncd/pipeline/pkg/apis/pipeline/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
+)
+
+// DefaultBuildHistoryLimit is how many finished Builds a Project keeps when it does not say.
+const DefaultBuildHistoryLimit = 20
+
+// newer orders Builds by creation, then by name, so that every replica agrees which is newest.
+func newer(a, b *ferryv1.Build) bool {
+	if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
+		return b.CreationTimestamp.Before(&a.CreationTimestamp)
+	}
+	return a.Name > b.Name
+}
+
+// recordLastBuild sets the Project's status.lastBuild to this Build when it is the Project's newest.
+// Only the newest Build writes, with the Project's resourceVersion as a precondition (re-reading the
+// Project on a conflict), so Builds reconciled in any order never leave an older one recorded. The
+// patch carries only that field: the Release controller writes status.environments.
+func (r *Reconciler) recordLastBuild(ctx context.Context, p *ferryv1.Project, b *ferryv1.Build) error {
+	builds, err := r.buildsOf(ctx, b.Namespace, client.MatchingFields{projectIndex: p.Name}, client.UnsafeDisableDeepCopy)
+	if err != nil {
+		return err
+	}
+	for i := range builds {
+		if newer(&builds[i], b) {
+			return nil
+		}
+	}
+	for attempt := 0; ; attempt++ {
+		if recordedIsNewer, err := r.lastBuildIsNewer(ctx, p, b); err != nil || recordedIsNewer {
+			return err
+		}
+		body, err := json.Marshal(map[string]any{
+			"metadata": map[string]any{"resourceVersion": p.ResourceVersion},
+			"status":   map[string]any{"lastBuild": ferryv1.BuildReference{Name: b.Name, Revision: b.Spec.Revision, Ref: b.Spec.Ref}},
+		})
+		if err != nil {
+			return err
+		}
+		err = r.Status().Patch(ctx, p.DeepCopy(), client.RawPatch(types.MergePatchType, body))
+		if apierrors.IsConflict(err) && attempt < 5 {
+			p = &ferryv1.Project{}
+			if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: b.Namespace, Name: b.Spec.Project}, p); err != nil {
+				return client.IgnoreNotFound(err)
+			}
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("failed to record the last Build of Project %s: %w", p.Name, err)
+		}
+		return nil
+	}
+}
+
+// lastBuildIsNewer reports whether the Project already records this Build or a newer one.
+func (r *Reconciler) lastBuildIsNewer(ctx context.Context, p *ferryv1.Project, b *ferryv1.Build) (bool, error) {
+	last := p.Status.LastBuild
+	if last == nil {
+		return false, nil
+	}
+	if last.Name == b.Name {
+		return true, nil
+	}
+	recorded := &ferryv1.Build{}
+	key := types.NamespacedName{Namespace: b.Namespace, Name: last.Name}
+	err := r.Get(ctx, key, recorded)
+	if apierrors.IsNotFound(err) {
+		// Not in the cache yet (just created) or deleted: ask the API server.
+		err = r.APIReader.Get(ctx, key, recorded)
+	}
+	if apierrors.IsNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return newer(recorded, b), nil
+}
+
+// supersedeOlder cancels the Project's older unfinished Builds of the same ref, when the Project
+// asks for it. Creation times have a resolution of one second: Builds created in the same second
+// do not supersede each other, so that the newest is never the one cancelled.
+func (r *Reconciler) supersedeOlder(ctx context.Context, p *ferryv1.Project, b *ferryv1.Build) error {
+	if !p.Spec.Triggers.Supersede || b.Spec.Cancelled {
+		return nil
+	}
+	builds, err := r.buildsOf(ctx, b.Namespace, client.MatchingFields{projectRefIndex: p.Name + "\x00" + b.Spec.Ref}, client.UnsafeDisableDeepCopy)
+	if err != nil {
+		return err
+	}
+	for i := range builds {
+		if o := &builds[i]; o.Name == b.Name || o.Spec.Cancelled || isFinished(o) || !o.CreationTimestamp.Before(&b.CreationTimestamp) {
+			continue
+		}
+		old := builds[i].DeepCopy()
+		body, err := json.Marshal(map[string]any{"spec": map[string]any{"cancelled": true, "cancelReason": SupersededPrefix + b.Name}})
+		if err != nil {
+			return err
+		}
+		if err := r.Patch(ctx, old, client.RawPatch(types.MergePatchType, body)); client.IgnoreNotFound(err) != nil {
+			return fmt.Errorf("failed to cancel superseded Build %s: %w", old.Name, err)
+		}
+		ctrl.LoggerFrom(ctx).Info("Cancelled a superseded Build", "superseded", old.Name)
+	}
+	return nil
+}
+
+// pruneHistory keeps the Project's newest finished Builds up to its buildHistoryLimit and deletes
+// the others with their PipelineRuns. The PipelineRun is deleted first, explicitly: its owner
+// reference would take it too, but only where a garbage collector runs.
+func (r *Reconciler) pruneHistory(ctx context.Context, b *ferryv1.Build) error {
+	p := &ferryv1.Project{}
+	if err := r.Get(ctx, types.NamespacedName{Namespace: b.Namespace, Name: b.Spec.Project}, p); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	limit := int(p.Spec.BuildHistoryLimit)
+	if limit <= 0 {
+		limit = DefaultBuildHistoryLimit
+	}
+	builds, err := r.buildsOf(ctx, b.Namespace, client.MatchingFields{projectIndex: p.Name})
+	if err != nil {
+		return err
+	}
+	var finished []*ferryv1.Build
+	for i := range builds {
+		if builds[i].UID == b.UID {
+			// The cache may not have this reconcile's status yet.
+			builds[i] = *b
+		}
+		if isFinished(&builds[i]) && builds[i].DeletionTimestamp.IsZero() {
+			finished = append(finished, &builds[i])
+		}
+	}
+	if len(finished) <= limit {
+		return nil
+	}
+	sort.Slice(finished, func(i, j int) bool {
+		ci, cj := finished[i].Status.CompletionTime, finished[j].Status.CompletionTime
+		if !ci.Equal(cj) {
+			return cj.Before(ci)
+		}
+		return newer(finished[i], finished[j])
+	})
+	for _, old := range finished[limit:] {
+		if ref := old.Status.PipelineRunRef; ref != nil {
+			pr := &pipelinev1.PipelineRun{ObjectMeta: metav1.ObjectMeta{Namespace: old.Namespace, Name: ref.Name}}
+			if err := r.Delete(ctx, pr, client.PropagationPolicy(metav1.DeletePropagationBackground)); client.IgnoreNotFound(err) != nil && !apierrors.IsForbidden(err) {
+				return fmt.Errorf("failed to delete PipelineRun %s of Build %s: %w", ref.Name, old.Name, err)
+			}
+		}
+		if err := r.Delete(ctx, old, client.PropagationPolicy(metav1.DeletePropagationBackground), client.Preconditions{UID: &old.UID}); client.IgnoreNotFound(err) != nil {
+			return fmt.Errorf("failed to delete Build %s: %w", old.Name, err)
+		}
+		if f, ok := r.Executor.(ForgettingExecutor); ok {
+			if err := f.Forget(old); err != nil {
+				ctrl.LoggerFrom(ctx).Error(err, "Failed to remove what the executor kept of a deleted Build", "deleted", old.Name)
+			}
+		}
+		ctrl.LoggerFrom(ctx).Info("Deleted a Build beyond the Project's history limit", "deleted", old.Name, "limit", limit)
+	}
+	return nil
+}
+
+// buildsOf lists Builds from the cache. With client.UnsafeDisableDeepCopy the items are the
+// cache's own: read them, never change them.
+func (r *Reconciler) buildsOf(ctx context.Context, namespace string, opts ...client.ListOption) ([]ferryv1.Build, error) {
+	list := &ferryv1.BuildList{}
+	if err := r.List(ctx, list, append([]client.ListOption{client.InNamespace(namespace)}, opts...)...); err != nil {
+		return nil, fmt.Errorf("failed to list Builds: %w", err)
+	}
+	return list.Items, nil
+}
