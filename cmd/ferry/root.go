@@ -38,5 +38,8 @@ several clusters, stopping at approval gates that release managers answer in a w
 		newManagerCommand(g),
 		newVersionCommand(),
 	)
+	root.AddCommand(newAssembleCommand())
+	root.AddCommand(newBuildCommand())
+	root.AddCommand(newRebaseCommand())
 	return root
 }
