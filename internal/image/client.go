@@ -153,6 +153,9 @@ func (c *Client) ParseRepository(repo string) (name.Repository, error) {
 	if strings.Contains(repo, "@") {
 		return name.Repository{}, fmt.Errorf("image %q: give the repository without a digest", repo)
 	}
+	if last := repo[strings.LastIndex(repo, "/")+1:]; strings.Contains(last, ":") && strings.Contains(repo, "/") {
+		return name.Repository{}, fmt.Errorf("image %q: give the repository without a tag; the tags are the revision and the extra tags", repo)
+	}
 	r, err := name.NewRepository(repo, opts...)
 	if err != nil {
 		return name.Repository{}, fmt.Errorf("image repository %q: %w", repo, err)

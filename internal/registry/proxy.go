@@ -3,6 +3,7 @@ package registry
 import (
 	"fmt"
 	"io"
+	"log"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
@@ -164,7 +165,8 @@ func StartProxy(target string) (*Proxy, error) {
 			pr.Out.Host = pr.In.Host
 		},
 		Transport: &http.Transport{MaxIdleConnsPerHost: 16},
-		ErrorLog:  nil,
+		// Clients that give up mid-request (faults, cancelled pushes) are not worth a log line.
+		ErrorLog: log.New(io.Discard, "", 0),
 	}
 	s, err := serve("", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p.serve(rp, w, r)
