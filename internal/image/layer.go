@@ -392,7 +392,12 @@ func checkLink(root *os.Root, rel, target string) error {
 // copyBufPool holds the buffers regular files are copied through.
 var copyBufPool = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
 
-// write streams the entries as tar → (diffID) → gzip → (digest, bytes), once.
+// blockSize is the unit in which the tar stream goes from the reader to the compressor.
+const blockSize = 256 << 10
+
+// write streams the entries as tar → (diffID) → gzip → (digest, bytes), once. Reading the files
+// and writing the tar runs in one goroutine, compressing in another, so that file system calls
+// overlap with compression.
 func (l *Layer) write(ctx context.Context, root *os.Root, workdir string, entries []entry, epoch time.Time, level int) error {
 	compressedHash := sha256.New()
 	compressed := &countWriter{w: io.MultiWriter(compressedHash, l.data)}
@@ -400,11 +405,53 @@ func (l *Layer) write(ctx context.Context, root *os.Root, workdir string, entrie
 	if err != nil {
 		return err
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	blocks := make(chan []byte, 8)
+	free := make(chan []byte, 10)
 	uncompressedHash := sha256.New()
-	uncompressed := &countWriter{w: io.MultiWriter(uncompressedHash, zw)}
-	tw := tar.NewWriter(uncompressed)
+	bw := &blockWriter{ctx: ctx, out: blocks, free: free}
+	uncompressed := &countWriter{w: io.MultiWriter(uncompressedHash, bw)}
+	produced := make(chan error, 1)
+	go func() {
+		defer close(blocks)
+		err := l.writeTar(ctx, uncompressed, root, workdir, entries, epoch)
+		if err == nil {
+			err = bw.flush()
+		}
+		produced <- err
+	}()
+	var consumeErr error
+	for b := range blocks {
+		if consumeErr == nil {
+			if _, consumeErr = zw.Write(b); consumeErr != nil {
+				cancel()
+			}
+		}
+		select {
+		case free <- b[:0]:
+		default:
+		}
+	}
+	if err := <-produced; err != nil {
+		return err
+	}
+	if consumeErr != nil {
+		return consumeErr
+	}
+	if err := zw.Close(); err != nil {
+		return err
+	}
+	l.UncompressedSize = uncompressed.n
+	l.size = compressed.n
+	l.diffID = hashOf(uncompressedHash)
+	l.digest = hashOf(compressedHash)
+	return l.data.finish()
+}
 
-	// The workdir and its parents.
+// writeTar writes the workdir, its parents and the entries as a tar stream.
+func (l *Layer) writeTar(ctx context.Context, w io.Writer, root *os.Root, workdir string, entries []entry, epoch time.Time) error {
+	tw := tar.NewWriter(w)
 	parts := strings.Split(workdir, "/")
 	for i := range parts {
 		hdr := &tar.Header{Typeflag: tar.TypeDir, Name: strings.Join(parts[:i+1], "/") + "/", Mode: 0o755, ModTime: epoch}
@@ -415,6 +462,8 @@ func (l *Layer) write(ctx context.Context, root *os.Root, workdir string, entrie
 	}
 	bufp := copyBufPool.Get().(*[]byte)
 	defer copyBufPool.Put(bufp)
+	dirs := &dirRoots{root: root, open: map[string]*os.Root{}}
+	defer dirs.close()
 	for _, e := range entries {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -436,27 +485,98 @@ func (l *Layer) write(ctx context.Context, root *os.Root, workdir string, entrie
 		l.Entries++
 		if hdr.Typeflag == tar.TypeReg {
 			l.Files++
-			if err := copyFile(tw, root, e, *bufp); err != nil {
+			if err := copyFile(tw, dirs, e, *bufp); err != nil {
 				return err
 			}
 		}
 	}
-	if err := tw.Close(); err != nil {
-		return err
+	return tw.Close()
+}
+
+// blockWriter cuts a stream into blocks and sends them to the compressor.
+type blockWriter struct {
+	ctx  context.Context
+	out  chan<- []byte
+	free chan []byte
+	cur  []byte
+}
+
+func (b *blockWriter) Write(p []byte) (int, error) {
+	n := len(p)
+	for len(p) > 0 {
+		if b.cur == nil {
+			select {
+			case b.cur = <-b.free:
+			default:
+				b.cur = make([]byte, 0, blockSize)
+			}
+		}
+		k := min(len(p), blockSize-len(b.cur))
+		b.cur = append(b.cur, p[:k]...)
+		p = p[k:]
+		if len(b.cur) == blockSize {
+			if err := b.flush(); err != nil {
+				return 0, err
+			}
+		}
 	}
-	if err := zw.Close(); err != nil {
-		return err
+	return n, nil
+}
+
+// flush sends the current block.
+func (b *blockWriter) flush() error {
+	if len(b.cur) == 0 {
+		return nil
 	}
-	l.UncompressedSize = uncompressed.n
-	l.size = compressed.n
-	l.diffID = hashOf(uncompressedHash)
-	l.digest = hashOf(compressedHash)
-	return l.data.finish()
+	select {
+	case b.out <- b.cur:
+		b.cur = nil
+		return nil
+	case <-b.ctx.Done():
+		return b.ctx.Err()
+	}
+}
+
+// dirRoots opens files through a handle on their directory, so that each open resolves one name
+// rather than the whole path again; the handles stay confined like the root they come from.
+type dirRoots struct {
+	root *os.Root
+	open map[string]*os.Root
+}
+
+// maxOpenDirs bounds the directory handles kept open.
+const maxOpenDirs = 64
+
+func (d *dirRoots) file(rel string) (*os.File, error) {
+	dir, base := path.Split(rel)
+	dir = strings.TrimSuffix(dir, "/")
+	if dir == "" {
+		return d.root.Open(base)
+	}
+	r, ok := d.open[dir]
+	if !ok {
+		if len(d.open) >= maxOpenDirs {
+			d.close()
+		}
+		var err error
+		if r, err = d.root.OpenRoot(dir); err != nil {
+			return nil, err
+		}
+		d.open[dir] = r
+	}
+	return r.Open(base)
+}
+
+func (d *dirRoots) close() {
+	for k, r := range d.open {
+		_ = r.Close()
+		delete(d.open, k)
+	}
 }
 
 // copyFile writes one regular file's content; it fails when the file changed since it was listed.
-func copyFile(w io.Writer, root *os.Root, e entry, buf []byte) error {
-	f, err := root.Open(e.rel)
+func copyFile(w io.Writer, dirs *dirRoots, e entry, buf []byte) error {
+	f, err := dirs.file(e.rel)
 	if err != nil {
 		return fmt.Errorf("failed to read %s: %w", e.rel, unwrapPathError(err))
 	}
@@ -496,19 +616,33 @@ func (c *countWriter) Write(p []byte) (int, error) {
 // spillLimit is how large a layer may get before it moves from memory to a temporary file.
 const spillLimit = 64 << 20
 
+// chunkSize is the unit in which spill keeps bytes in memory: chunks are never copied or regrown.
+const chunkSize = 1 << 20
+
 // spill keeps bytes in memory up to a limit, then in a temporary file.
 type spill struct {
-	dir   string
-	limit int
-	mem   bytes.Buffer
-	f     *os.File
-	n     int64
-	once  sync.Once
+	dir    string
+	limit  int
+	chunks [][]byte
+	n      int
+	f      *os.File
+	once   sync.Once
 }
 
 func (s *spill) Write(p []byte) (int, error) {
-	if s.f == nil && s.mem.Len()+len(p) <= s.limit {
-		return s.mem.Write(p)
+	if s.f == nil && s.n+len(p) <= s.limit {
+		n := len(p)
+		for len(p) > 0 {
+			if len(s.chunks) == 0 || len(s.chunks[len(s.chunks)-1]) == chunkSize {
+				s.chunks = append(s.chunks, make([]byte, 0, chunkSize))
+			}
+			last := &s.chunks[len(s.chunks)-1]
+			k := min(len(p), chunkSize-len(*last))
+			*last = append(*last, p[:k]...)
+			p = p[k:]
+		}
+		s.n += n
+		return n, nil
 	}
 	if s.f == nil {
 		f, err := os.CreateTemp(s.dir, "ferry-layer-*.tar.gz")
@@ -516,14 +650,14 @@ func (s *spill) Write(p []byte) (int, error) {
 			return 0, fmt.Errorf("failed to make a temporary file for the layer: %w", err)
 		}
 		s.f = f
-		if _, err := f.Write(s.mem.Bytes()); err != nil {
-			return 0, err
+		for _, c := range s.chunks {
+			if _, err := f.Write(c); err != nil {
+				return 0, err
+			}
 		}
-		s.mem = bytes.Buffer{}
+		s.chunks, s.n = nil, 0
 	}
-	n, err := s.f.Write(p)
-	s.n += int64(n)
-	return n, err
+	return s.f.Write(p)
 }
 
 // finish ends writing.
@@ -537,7 +671,11 @@ func (s *spill) finish() error {
 // open returns a reader of everything written; readers may run concurrently.
 func (s *spill) open() (io.ReadCloser, error) {
 	if s.f == nil {
-		return io.NopCloser(bytes.NewReader(s.mem.Bytes())), nil
+		readers := make([]io.Reader, len(s.chunks))
+		for i, c := range s.chunks {
+			readers[i] = bytes.NewReader(c)
+		}
+		return io.NopCloser(io.MultiReader(readers...)), nil
 	}
 	info, err := s.f.Stat()
 	if err != nil {
@@ -553,7 +691,7 @@ func (s *spill) close() error {
 			name := s.f.Name()
 			err = errors.Join(s.f.Close(), os.Remove(name))
 		}
-		s.mem = bytes.Buffer{}
+		s.chunks = nil
 	})
 	return err
 }
