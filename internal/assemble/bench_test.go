@@ -27,7 +27,9 @@ import (
 // distribution registry with Harbor-style token auth, storing on disk. Each round pushes into fresh repositories,
 // so the application layer has to travel and the runtime's layers are mounted from their sibling
 // repository. crane gets the application layer as a ready-made tar (crane cannot read a
-// directory); ferry walks the directory itself. Figures are medians over the rounds.
+// directory); ferry walks the directory itself. Figures are medians over the rounds. Goals:
+// time_ratio_to_crane ≤ 1 (both as processes; inprocess_ratio_to_crane is the local executor's
+// way), and ferry_bytes_over_minimum = 0 (only the app layer, the config and the manifest travel).
 func BenchmarkAssembleVersusCraneAppend(b *testing.B) {
 	root := moduleRoot(b)
 	bin := filepath.Join(root, ".cache", "bench")
