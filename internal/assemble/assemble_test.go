@@ -363,3 +363,36 @@ func TestSanitizeSourceURL(t *testing.T) {
 		}
 	}
 }
+
+func TestAssembleWithBasicAuthRegistry(t *testing.T) {
+	// A registry that challenges with `Basic realm="harbor"` instead of a token service.
+	reg, err := registry.StartMemory(registry.MemoryOptions{Users: map[string]string{robot: secret}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = reg.Close() })
+	seeded, err := registry.SeedBaseImages(context.Background(), reg.Host, registry.SeedOptions{Stack: "ferry/stack", Username: robot, Password: secret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	writeFiles(t, dir, map[string]string{".ferry.yaml": "stack: " + seeded.Stack + "\n", "main.py": "x\n"})
+	configDir := t.TempDir()
+	opts := Options{Dir: dir, Image: reg.Ref("team-a/app"), Revision: rev, DockerConfigDir: configDir, Backoff: &fast}
+
+	// No credentials: refused, and the error says so.
+	if _, err := Assemble(context.Background(), opts); err == nil || !strings.Contains(err.Error(), "UNAUTHORIZED") {
+		t.Fatalf("anonymous: %v", err)
+	}
+	// A Kubernetes dockerconfigjson Secret mounted as is: the key is .dockerconfigjson.
+	if err := os.WriteFile(filepath.Join(configDir, ".dockerconfigjson"), registry.DockerConfigJSON(reg.Host, robot, secret), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	res, err := Assemble(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Lineage.Runtime != nil || res.Lineage.Stack.Image != seeded.Stack {
+		t.Errorf("lineage %+v", res.Lineage)
+	}
+}
