@@ -64,7 +64,7 @@ func BenchmarkAssembleVersusCraneAppend(b *testing.B) {
 	writeLayerTar(b, dir, layerTar)
 
 	const rounds = 5
-	var craneTimes, ferryTimes, inprocTimes []time.Duration
+	var craneTimes, ferryTimes, inprocTimes, craneCPU, ferryCPU []time.Duration
 	var craneBytes, ferryBytes, inprocBytes, minimum, craneMinimum int64
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -74,16 +74,16 @@ func BenchmarkAssembleVersusCraneAppend(b *testing.B) {
 
 			proxy.Reset()
 			start := time.Now()
-			out := runTool(b, crane, []string{"DOCKER_CONFIG=" + configDir}, "append", "--base", seeded.Runtime, "--new_layer", layerTar, "--new_tag", proxy.Ref("team-a/crane-"+n+":"+rev))
-			craneTimes = append(craneTimes, time.Since(start))
+			out, cpu := runTool(b, crane, []string{"DOCKER_CONFIG=" + configDir}, "append", "--base", seeded.Runtime, "--new_layer", layerTar, "--new_tag", proxy.Ref("team-a/crane-"+n+":"+rev))
+			craneTimes, craneCPU = append(craneTimes, time.Since(start)), append(craneCPU, cpu)
 			craneBytes = proxy.Stats().BytesIn
 			craneMinimum = minimumBytes(b, strings.TrimSpace(out))
 
 			proxy.Reset()
 			start = time.Now()
-			out = runTool(b, ferry, nil, "assemble", "--dir", dir, "--image", proxy.Ref("team-a/ferry-"+n), "--revision", rev,
+			out, cpu = runTool(b, ferry, nil, "assemble", "--dir", dir, "--image", proxy.Ref("team-a/ferry-"+n), "--revision", rev,
 				"--docker-config", configDir, "--stack-image", seeded.Stack, "--runtime-image", seeded.Runtime)
-			ferryTimes = append(ferryTimes, time.Since(start))
+			ferryTimes, ferryCPU = append(ferryTimes, time.Since(start)), append(ferryCPU, cpu)
 			ferryBytes = proxy.Stats().BytesIn
 			minimum = minimumBytes(b, lastLine(out))
 
@@ -109,6 +109,8 @@ func BenchmarkAssembleVersusCraneAppend(b *testing.B) {
 	b.ReportMetric(ms(f), "ferry_assemble_ms")
 	b.ReportMetric(ms(p), "ferry_inprocess_ms")
 	b.ReportMetric(float64(f)/float64(c), "time_ratio_to_crane")
+	b.ReportMetric(ms(median(craneCPU)), "crane_cpu_ms")
+	b.ReportMetric(ms(median(ferryCPU)), "ferry_cpu_ms")
 	b.ReportMetric(float64(p)/float64(c), "inprocess_ratio_to_crane")
 	b.ReportMetric(float64(craneBytes), "crane_uploaded_bytes")
 	b.ReportMetric(float64(ferryBytes), "ferry_uploaded_bytes")
@@ -177,7 +179,8 @@ func buildTool(b *testing.B, root, out, pkg string) string {
 	return out
 }
 
-func runTool(b *testing.B, bin string, env []string, args ...string) string {
+// runTool runs a command and returns its output and the CPU time it used.
+func runTool(b *testing.B, bin string, env []string, args ...string) (string, time.Duration) {
 	b.Helper()
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), env...)
@@ -187,7 +190,7 @@ func runTool(b *testing.B, bin string, env []string, args ...string) string {
 	if err != nil {
 		b.Fatalf("%s %s: %v\n%s", filepath.Base(bin), args[0], err, stderr.String())
 	}
-	return string(out)
+	return string(out), cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 }
 
 // writeBenchApp writes a deterministic application of about 24 MiB: source-like text files that

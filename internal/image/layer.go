@@ -13,6 +13,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -133,11 +134,11 @@ type readCloser struct {
 
 func (r readCloser) Close() error { return r.close() }
 
-// entry is one path of the layer, relative to Dir, slash-separated.
+// entry is one path of the layer, relative to Dir, slash-separated: its type (and a directory's
+// permissions), and a link's target.
 type entry struct {
 	rel  string
 	mode fs.FileMode
-	size int64
 	link string
 }
 
@@ -209,16 +210,22 @@ func collect(ctx context.Context, root *os.Root, artifacts []string) ([]entry, [
 	}
 	byPath := map[string]entry{}
 	var dropped []string
-	add := func(rel string, info fs.FileInfo) error {
+	// add records one path; info is called only when the type alone is not enough (directories'
+	// permissions): a regular file's size and permissions come from the open file later.
+	add := func(rel string, typ fs.FileMode, info func() (fs.FileInfo, error)) error {
 		if excluded(rel) {
 			return nil
 		}
-		e := entry{rel: rel, mode: info.Mode()}
+		e := entry{rel: rel, mode: typ}
 		switch {
-		case info.Mode().IsRegular():
-			e.size = info.Size()
-		case info.IsDir():
-		case info.Mode()&fs.ModeSymlink != 0:
+		case typ.IsRegular():
+		case typ.IsDir():
+			fi, err := info()
+			if err != nil {
+				return fmt.Errorf("failed to read %s: %w", rel, unwrapPathError(err))
+			}
+			e.mode = fi.Mode()
+		case typ&fs.ModeSymlink != 0:
 			target, err := root.Readlink(rel)
 			if err != nil {
 				return fmt.Errorf("failed to read the symbolic link %s: %w", rel, err)
@@ -233,6 +240,9 @@ func collect(ctx context.Context, root *os.Root, artifacts []string) ([]entry, [
 		}
 		byPath[rel] = e
 		return nil
+	}
+	statInfo := func(fi fs.FileInfo) func() (fs.FileInfo, error) {
+		return func() (fs.FileInfo, error) { return fi, nil }
 	}
 	for _, a := range artifacts {
 		rel, err := cleanArtifact(a)
@@ -254,7 +264,7 @@ func collect(ctx context.Context, root *os.Root, artifacts []string) ([]entry, [
 				if !info.IsDir() {
 					return nil, nil, fmt.Errorf("artifacts: %q: %s is a symbolic link or file, not a directory; list the path it points to instead", a, parent)
 				}
-				if err := add(parent, info); err != nil {
+				if err := add(parent, info.Mode().Type(), statInfo(info)); err != nil {
 					return nil, nil, err
 				}
 			}
@@ -264,34 +274,17 @@ func collect(ctx context.Context, root *os.Root, artifacts []string) ([]entry, [
 			return nil, nil, fmt.Errorf("artifacts: %q: %w", a, unwrapPathError(err))
 		}
 		if !info.IsDir() {
-			if err := add(rel, info); err != nil {
+			if err := add(rel, info.Mode().Type(), statInfo(info)); err != nil {
 				return nil, nil, err
 			}
 			continue
 		}
-		err = fs.WalkDir(root.FS(), rel, func(p string, d fs.DirEntry, err error) error {
-			if err != nil {
-				return err
+		if rel != "." {
+			if err := add(rel, info.Mode().Type(), statInfo(info)); err != nil {
+				return nil, nil, err
 			}
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			if d.Name() == ".git" {
-				if d.IsDir() {
-					return fs.SkipDir
-				}
-				return nil
-			}
-			if p == "." {
-				return nil
-			}
-			info, err := d.Info()
-			if err != nil {
-				return err
-			}
-			return add(p, info)
-		})
-		if err != nil {
+		}
+		if err := walkDir(ctx, root, rel, add); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -302,6 +295,41 @@ func collect(ctx context.Context, root *os.Root, artifacts []string) ([]entry, [
 	slices.SortFunc(out, func(a, b entry) int { return strings.Compare(a.rel, b.rel) })
 	slices.Sort(dropped)
 	return out, slices.Compact(dropped), nil
+}
+
+// walkDir lists everything under the directory rel, depth first, without following links and
+// without a stat per entry (the directory listing says each entry's type), leaving out .git.
+func walkDir(ctx context.Context, root *os.Root, rel string, add func(string, fs.FileMode, func() (fs.FileInfo, error)) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	d, err := root.Open(rel)
+	if err != nil {
+		return fmt.Errorf("failed to read the directory %s: %w", rel, unwrapPathError(err))
+	}
+	list, err := readDir(d, filepath.Join(root.Name(), filepath.FromSlash(rel)))
+	_ = d.Close()
+	if err != nil {
+		return fmt.Errorf("failed to read the directory %s: %w", rel, unwrapPathError(err))
+	}
+	for _, e := range list {
+		if e.Name() == ".git" {
+			continue
+		}
+		p := e.Name()
+		if rel != "." {
+			p = rel + "/" + p
+		}
+		if err := add(p, e.Type(), func() (fs.FileInfo, error) { return root.Lstat(p) }); err != nil {
+			return err
+		}
+		if e.IsDir() {
+			if err := walkDir(ctx, root, p, add); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // unwrapPathError drops the absolute path from os errors: messages name the artifact instead.
@@ -392,52 +420,21 @@ func checkLink(root *os.Root, rel, target string) error {
 // copyBufPool holds the buffers regular files are copied through.
 var copyBufPool = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
 
-// blockSize is the unit in which the tar stream goes from the reader to the compressor.
-const blockSize = 256 << 10
-
-// write streams the entries as tar → (diffID) → gzip → (digest, bytes), once. Reading the files
-// and writing the tar runs in one goroutine, compressing in another, so that file system calls
-// overlap with compression.
+// write streams the entries as tar → (diffID) → gzip → (digest, bytes), once: this goroutine
+// reads the files and writes the tar, compression runs in blocks on every core, and the
+// compressed bytes are hashed and kept by another goroutine.
 func (l *Layer) write(ctx context.Context, root *os.Root, workdir string, entries []entry, epoch time.Time, level int) error {
 	compressedHash := sha256.New()
 	compressed := &countWriter{w: io.MultiWriter(compressedHash, l.data)}
-	zw, err := gzip.NewWriterLevel(compressed, level)
+	zw, err := newParallelGzip(compressed, level, runtime.GOMAXPROCS(0))
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	blocks := make(chan []byte, 8)
-	free := make(chan []byte, 10)
 	uncompressedHash := sha256.New()
-	bw := &blockWriter{ctx: ctx, out: blocks, free: free}
-	uncompressed := &countWriter{w: io.MultiWriter(uncompressedHash, bw)}
-	produced := make(chan error, 1)
-	go func() {
-		defer close(blocks)
-		err := l.writeTar(ctx, uncompressed, root, workdir, entries, epoch)
-		if err == nil {
-			err = bw.flush()
-		}
-		produced <- err
-	}()
-	var consumeErr error
-	for b := range blocks {
-		if consumeErr == nil {
-			if _, consumeErr = zw.Write(b); consumeErr != nil {
-				cancel()
-			}
-		}
-		select {
-		case free <- b[:0]:
-		default:
-		}
-	}
-	if err := <-produced; err != nil {
+	uncompressed := &countWriter{w: io.MultiWriter(uncompressedHash, zw)}
+	if err := l.writeTar(ctx, uncompressed, root, workdir, entries, epoch); err != nil {
+		zw.abort()
 		return err
-	}
-	if consumeErr != nil {
-		return consumeErr
 	}
 	if err := zw.Close(); err != nil {
 		return err
@@ -462,8 +459,8 @@ func (l *Layer) writeTar(ctx context.Context, w io.Writer, root *os.Root, workdi
 	}
 	bufp := copyBufPool.Get().(*[]byte)
 	defer copyBufPool.Put(bufp)
-	dirs := &dirRoots{root: root, open: map[string]*os.Root{}}
-	defer dirs.close()
+	files := newFileOpener(root)
+	defer files.close()
 	for _, e := range entries {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -477,123 +474,47 @@ func (l *Layer) writeTar(ctx context.Context, w io.Writer, root *os.Root, workdi
 			hdr.Typeflag, hdr.Linkname = tar.TypeSymlink, e.link
 			hdr.Mode = 0o777
 		default:
-			hdr.Typeflag, hdr.Size = tar.TypeReg, e.size
+			hdr.Typeflag = tar.TypeReg
+			if err := copyFile(tw, hdr, files, e.rel, *bufp); err != nil {
+				return err
+			}
+			l.Entries++
+			l.Files++
+			continue
 		}
 		if err := tw.WriteHeader(hdr); err != nil {
 			return fmt.Errorf("failed to add %s to the layer: %w", e.rel, err)
 		}
 		l.Entries++
-		if hdr.Typeflag == tar.TypeReg {
-			l.Files++
-			if err := copyFile(tw, dirs, e, *bufp); err != nil {
-				return err
-			}
-		}
 	}
 	return tw.Close()
 }
 
-// blockWriter cuts a stream into blocks and sends them to the compressor.
-type blockWriter struct {
-	ctx  context.Context
-	out  chan<- []byte
-	free chan []byte
-	cur  []byte
-}
-
-func (b *blockWriter) Write(p []byte) (int, error) {
-	n := len(p)
-	for len(p) > 0 {
-		if b.cur == nil {
-			select {
-			case b.cur = <-b.free:
-			default:
-				b.cur = make([]byte, 0, blockSize)
-			}
-		}
-		k := min(len(p), blockSize-len(b.cur))
-		b.cur = append(b.cur, p[:k]...)
-		p = p[k:]
-		if len(b.cur) == blockSize {
-			if err := b.flush(); err != nil {
-				return 0, err
-			}
-		}
-	}
-	return n, nil
-}
-
-// flush sends the current block.
-func (b *blockWriter) flush() error {
-	if len(b.cur) == 0 {
-		return nil
-	}
-	select {
-	case b.out <- b.cur:
-		b.cur = nil
-		return nil
-	case <-b.ctx.Done():
-		return b.ctx.Err()
-	}
-}
-
-// dirRoots opens files through a handle on their directory, so that each open resolves one name
-// rather than the whole path again; the handles stay confined like the root they come from.
-type dirRoots struct {
-	root *os.Root
-	open map[string]*os.Root
-}
-
-// maxOpenDirs bounds the directory handles kept open.
-const maxOpenDirs = 64
-
-func (d *dirRoots) file(rel string) (*os.File, error) {
-	dir, base := path.Split(rel)
-	dir = strings.TrimSuffix(dir, "/")
-	if dir == "" {
-		return d.root.Open(base)
-	}
-	r, ok := d.open[dir]
-	if !ok {
-		if len(d.open) >= maxOpenDirs {
-			d.close()
-		}
-		var err error
-		if r, err = d.root.OpenRoot(dir); err != nil {
-			return nil, err
-		}
-		d.open[dir] = r
-	}
-	return r.Open(base)
-}
-
-func (d *dirRoots) close() {
-	for k, r := range d.open {
-		_ = r.Close()
-		delete(d.open, k)
-	}
-}
-
-// copyFile writes one regular file's content; it fails when the file changed since it was listed.
-func copyFile(w io.Writer, dirs *dirRoots, e entry, buf []byte) error {
-	f, err := dirs.file(e.rel)
+// copyFile writes one regular file: its header, with the size and permissions of the open file,
+// then its content. It fails when the file is no longer a regular file or shrinks while read.
+func copyFile(tw *tar.Writer, hdr *tar.Header, files *fileOpener, rel string, buf []byte) error {
+	f, err := files.open(rel)
 	if err != nil {
-		return fmt.Errorf("failed to read %s: %w", e.rel, unwrapPathError(err))
+		return fmt.Errorf("failed to read %s: %w", rel, unwrapPathError(err))
 	}
 	defer func() { _ = f.Close() }()
-	info, err := f.Stat()
+	size, mode, err := f.stat()
 	if err != nil {
-		return fmt.Errorf("failed to read %s: %w", e.rel, err)
+		return fmt.Errorf("failed to read %s: %w", rel, err)
 	}
-	if !info.Mode().IsRegular() || info.Size() != e.size {
-		return fmt.Errorf("%s changed while the layer was being made; run the build again", e.rel)
+	if !mode.IsRegular() {
+		return fmt.Errorf("%s changed while the layer was being made; run the build again", rel)
 	}
-	n, err := io.CopyBuffer(w, io.LimitReader(f, e.size), buf)
+	hdr.Size, hdr.Mode = size, int64(mode.Perm())
+	if err := tw.WriteHeader(hdr); err != nil {
+		return fmt.Errorf("failed to add %s to the layer: %w", rel, err)
+	}
+	n, err := io.CopyBuffer(tw, io.LimitReader(f, size), buf)
 	if err != nil {
-		return fmt.Errorf("failed to read %s: %w", e.rel, err)
+		return fmt.Errorf("failed to read %s: %w", rel, err)
 	}
-	if n != e.size {
-		return fmt.Errorf("%s changed while the layer was being made; run the build again", e.rel)
+	if n != size {
+		return fmt.Errorf("%s changed while the layer was being made; run the build again", rel)
 	}
 	return nil
 }

@@ -7,12 +7,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -291,43 +289,6 @@ func TestBuildLayerRefusesHostileInput(t *testing.T) {
 				t.Errorf("error %q names the host path %s", err, dir)
 			}
 		})
-	}
-}
-
-func TestBuildLayerDropsSpecialFiles(t *testing.T) {
-	dir := t.TempDir()
-	writeTree(t, dir, map[string]string{"app.py": "1"})
-	if err := syscall.Mkfifo(filepath.Join(dir, "pipe"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("unix", filepath.Join(dir, "sock"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = ln.Close() }()
-	want := []string{"pipe", "sock"}
-	// A character device (/dev/null's numbers), where the test may create one.
-	if err := syscall.Mknod(filepath.Join(dir, "null"), syscall.S_IFCHR|0o666, int((1<<8)|3)); err == nil {
-		want = []string{"null", "pipe", "sock"}
-	} else {
-		t.Logf("cannot create a device file here (%v): checking pipes and sockets only", err)
-	}
-	var log strings.Builder
-	l := buildLayer(t, LayerOptions{Dir: dir, Log: &log})
-	if !slices.Equal(l.Dropped, want) {
-		t.Fatalf("dropped %q, want %q", l.Dropped, want)
-	}
-	var names []string
-	for _, e := range readLayer(t, l) {
-		names = append(names, e.name)
-	}
-	if !slices.Equal(names, []string{"app/", "app/app.py"}) {
-		t.Fatalf("entries %q, want only app.py", names)
-	}
-	for _, w := range want {
-		if !strings.Contains(log.String(), "left out "+w) {
-			t.Errorf("log %q does not report %s", log.String(), w)
-		}
 	}
 }
 
