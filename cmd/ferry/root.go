@@ -41,5 +41,8 @@ several clusters, stopping at approval gates that release managers answer in a w
 		newGitCloneCommand(),
 		newCancelCommand(g),
 	)
+	root.AddCommand(newAssembleCommand())
+	root.AddCommand(newBuildCommand())
+	root.AddCommand(newRebaseCommand())
 	return root
 }
