@@ -58,7 +58,8 @@ func findProjects(ctx context.Context, r client.Reader, instance string, key pro
 	var out []ferryv1.Project
 	lookup := func(indexKey string) error {
 		var list ferryv1.ProjectList
-		if err := r.List(ctx, &list, client.MatchingFields{projectIndex: indexKey}); err != nil {
+		// Read-only use: no need for the cache to copy every Project.
+		if err := r.List(ctx, &list, client.MatchingFields{projectIndex: indexKey}, client.UnsafeDisableDeepCopy); err != nil {
 			return fmt.Errorf("failed to look up Projects: %w", err)
 		}
 		for _, p := range list.Items {
@@ -67,7 +68,7 @@ func findProjects(ctx context.Context, r client.Reader, instance string, key pro
 				continue
 			}
 			seen[nn] = true
-			out = append(out, p)
+			out = append(out, *p.DeepCopy())
 		}
 		return nil
 	}

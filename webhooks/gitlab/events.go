@@ -69,23 +69,32 @@ func decodeEnvelope(body []byte) (*envelope, error) {
 	if len(trimmed) == 0 {
 		return nil, errors.New("the body is empty; GitLab sends a JSON object")
 	}
-	if !json.Valid(trimmed) {
-		var v any
-		err := json.Unmarshal(trimmed, &v)
-		var syn *json.SyntaxError
-		if errors.As(err, &syn) {
-			return nil, fmt.Errorf("malformed JSON at byte %d: %s", syn.Offset, syn.Error())
-		}
-		return nil, fmt.Errorf("malformed JSON: %w", err)
-	}
 	if trimmed[0] != '{' {
+		if !json.Valid(trimmed) {
+			return nil, malformed(trimmed)
+		}
 		return nil, errors.New("the body must be a JSON object")
 	}
 	e := &envelope{}
 	if err := json.Unmarshal(trimmed, e); err != nil {
+		var syn *json.SyntaxError
+		if errors.As(err, &syn) || !json.Valid(trimmed) {
+			return nil, malformed(trimmed)
+		}
 		return nil, fmt.Errorf("unexpected payload: %w", err)
 	}
 	return e, nil
+}
+
+// malformed names where a body stops being JSON.
+func malformed(body []byte) error {
+	var v any
+	err := json.Unmarshal(body, &v)
+	var syn *json.SyntaxError
+	if errors.As(err, &syn) {
+		return fmt.Errorf("malformed JSON at byte %d: %s", syn.Offset, syn.Error())
+	}
+	return fmt.Errorf("malformed JSON: %w", err)
 }
 
 // trigger is what a delivery asks to build, before the Project's triggers are applied.

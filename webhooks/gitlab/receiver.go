@@ -25,6 +25,8 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
@@ -68,13 +70,14 @@ type Options struct {
 // Receiver is a manager Runnable serving POST /hooks/gitlab on its own listener. Every replica runs
 // it: it needs no leader.
 type Receiver struct {
-	opts    Options
-	cache   cache.Cache
-	reader  client.Reader
-	writer  client.Client
-	secrets *secretCache
-	log     logr.Logger
-	now     func() time.Time
+	opts   Options
+	cache  cache.Cache
+	reader client.Reader
+	// createBuild POSTs a Build to the API server.
+	createBuild func(context.Context, *ferryv1.Build) error
+	secrets     *secretCache
+	log         logr.Logger
+	now         func() time.Time
 
 	addr    atomic.Pointer[string]
 	bufPool sync.Pool
@@ -98,25 +101,45 @@ func New(mgr ctrl.Manager, opts Options) (*Receiver, error) {
 	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &ferryv1.Project{}, projectIndex, projectIndexKeys); err != nil {
 		return nil, fmt.Errorf("failed to index Projects by GitLab project: %w", err)
 	}
-	// Builds are created at webhook speed: a client of its own, without client-side rate limiting
-	// (the API server's priority and fairness protects it), so that a burst of pushes is not
-	// queued behind the controllers' requests.
-	cfg := rest.CopyConfig(mgr.GetConfig())
+	create, err := buildCreator(mgr.GetConfig(), mgr.GetScheme())
+	if err != nil {
+		return nil, err
+	}
+	return &Receiver{
+		opts:        opts,
+		cache:       mgr.GetCache(),
+		reader:      mgr.GetClient(),
+		createBuild: create,
+		secrets:     newSecretCache(mgr.GetAPIReader(), opts.SecretTTL),
+		log:         mgr.GetLogger().WithName("gitlab-receiver"),
+		now:         time.Now,
+	}, nil
+}
+
+// buildCreator returns a function that POSTs Builds. Builds are created at webhook speed: a client
+// of its own, without client-side rate limiting (the API server's priority and fairness protects
+// it), so that a burst of pushes is not queued behind the controllers' requests; and the API
+// server's answer is only checked, not decoded, which is most of a create's cost on this side.
+func buildCreator(base *rest.Config, scheme *runtime.Scheme) (func(context.Context, *ferryv1.Build) error, error) {
+	cfg := rest.CopyConfig(base)
 	if cfg.QPS == 0 && cfg.RateLimiter == nil {
 		cfg.QPS = -1
 	}
-	writer, err := client.New(cfg, client.Options{Scheme: mgr.GetScheme(), Mapper: mgr.GetRESTMapper()})
+	cfg.GroupVersion = &ferryv1.GroupVersion
+	cfg.APIPath = "/apis"
+	cfg.ContentType = runtime.ContentTypeJSON
+	cfg.NegotiatedSerializer = serializer.NewCodecFactory(scheme).WithoutConversion()
+	rc, err := rest.RESTClientFor(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("failed to create the receiver's client: %w", err)
+		return nil, fmt.Errorf("failed to create the receiver's API client: %w", err)
 	}
-	return &Receiver{
-		opts:    opts,
-		cache:   mgr.GetCache(),
-		reader:  mgr.GetClient(),
-		writer:  writer,
-		secrets: newSecretCache(mgr.GetAPIReader(), opts.SecretTTL),
-		log:     mgr.GetLogger().WithName("gitlab-receiver"),
-		now:     time.Now,
+	return func(ctx context.Context, b *ferryv1.Build) error {
+		b.APIVersion, b.Kind = ferryv1.GroupVersion.String(), "Build"
+		body, err := json.Marshal(b)
+		if err != nil {
+			return err
+		}
+		return rc.Post().Namespace(b.Namespace).Resource("builds").Body(body).Do(ctx).Error()
 	}, nil
 }
 
@@ -374,7 +397,7 @@ func (r *Receiver) createBuilds(ctx context.Context, h http.Header, t *trigger, 
 		}
 		b := newBuild(p, t, h.Get("Idempotency-Key"))
 		nn := b.Namespace + "/" + b.Name
-		err := r.writer.Create(ctx, b)
+		err := r.createBuild(ctx, b)
 		switch {
 		case err == nil:
 			created = append(created, nn)
