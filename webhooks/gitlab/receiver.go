@@ -257,7 +257,7 @@ func (r *Receiver) handle(w http.ResponseWriter, req *http.Request) (int, answer
 		w.Header().Set("Connection", "close")
 		return http.StatusBadRequest, answer{Result: resultBadRequest, Error: err.Error()}
 	}
-	defer r.bufPool.Put(body)
+	defer r.release(body)
 	payload := body.Bytes()
 
 	env, err := decodeEnvelope(payload)
@@ -329,10 +329,18 @@ func (r *Receiver) readBody(req *http.Request) (*bytes.Buffer, error) {
 		err = fmt.Errorf("failed to read the body: %w", err)
 	}
 	if err != nil {
-		r.bufPool.Put(buf)
+		r.release(buf)
 		return nil, err
 	}
 	return buf, nil
+}
+
+// release returns a buffer to the pool unless a large body grew it: those are rare and should not
+// stay in memory.
+func (r *Receiver) release(buf *bytes.Buffer) {
+	if buf.Cap() <= 1<<20 {
+		r.bufPool.Put(buf)
+	}
 }
 
 // authenticate keeps the Projects whose webhook Secret the delivery's token (and signature, when
