@@ -115,4 +115,9 @@ const (
 
 	// HealthyReason: every replica is updated and available.
 	HealthyReason = "Healthy"
+
+	// GitLabReportFailedReason: GitLab refused a Build's commit status or merge request note for
+	// good (no permission, unknown project or commit), or the Project's token Secret is missing.
+	// The Build itself is not affected.
+	GitLabReportFailedReason = "GitLabReportFailed"
 )

@@ -27,19 +27,19 @@ func TestMain(m *testing.M) {
 }
 
 type runningManager struct {
-	metrics, probes string
-	cancel          context.CancelFunc
-	done            chan error
+	metrics, probes, receiver string
+	cancel                    context.CancelFunc
+	done                      chan error
 }
 
 // startManagerCommand runs `ferry manager` in-process, as a replica would run in a Deployment.
 func startManagerCommand(t *testing.T, kubeconfig string) *runningManager {
 	t.Helper()
-	m := &runningManager{metrics: freeAddr(t), probes: freeAddr(t), done: make(chan error, 1)}
+	m := &runningManager{metrics: freeAddr(t), probes: freeAddr(t), receiver: freeAddr(t), done: make(chan error, 1)}
 	cmd := newRootCommand()
 	cmd.SetArgs([]string{
 		"manager", "--kubeconfig", kubeconfig, "--namespace", testutil.FerryNamespace,
-		"--metrics-bind-address", m.metrics, "--health-probe-bind-address", m.probes,
+		"--metrics-bind-address", m.metrics, "--health-probe-bind-address", m.probes, "--receiver-bind-address", m.receiver,
 		"--webhook-port", "0", "--leader-elect", "--leader-election-id", "test-leader",
 		"--graceful-shutdown-timeout", "10s", "--zap-log-level", "error",
 	})
@@ -102,6 +102,15 @@ func TestManagerCommand(t *testing.T) {
 	if holder := leaseHolder(t, c, ""); holder != firstHolder {
 		t.Fatalf("lease moved to %s while the first replica runs", holder)
 	}
+	// The replica that does not lead still answers GitLab's webhooks.
+	testutil.Eventually(t, "the second replica's GitLab receiver", func() (bool, error) {
+		resp, err := http.Post("http://"+second.receiver+"/hooks/gitlab", "application/json", strings.NewReader("{}"))
+		if err != nil {
+			return false, err
+		}
+		_ = resp.Body.Close()
+		return resp.StatusCode == http.StatusUnauthorized, fmt.Errorf("status %d", resp.StatusCode)
+	})
 	start := time.Now()
 	first.stop(t)
 	t.Logf("first replica shut down in %s", time.Since(start).Round(time.Millisecond))

@@ -28,10 +28,12 @@ import (
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
 	webhookconfig "github.com/ferryci/ferry/config/webhook"
 	buildcontroller "github.com/ferryci/ferry/controllers/build"
+	buildreportcontroller "github.com/ferryci/ferry/controllers/buildreport"
 	clustercontroller "github.com/ferryci/ferry/controllers/cluster"
 	"github.com/ferryci/ferry/internal/clusters"
 	"github.com/ferryci/ferry/internal/webhookcert"
 	"github.com/ferryci/ferry/webhooks/admission"
+	gitlabreceiver "github.com/ferryci/ferry/webhooks/gitlab"
 )
 
 // DefaultNamespace is Ferry's namespace when neither a flag nor POD_NAMESPACE says otherwise.
@@ -94,6 +96,16 @@ type Options struct {
 	// LogDir is where the local executor writes each Build's step logs. Default a directory under
 	// the system's temporary directory.
 	LogDir string
+	// ReceiverAddr is where the GitLab webhook receiver (POST /hooks/gitlab) listens; "" or "0"
+	// turns it off. Every replica serves it, leader or not.
+	ReceiverAddr string
+
+	// ReceiverMaxBodyBytes caps a webhook body (413 above it). Default 25 MiB, GitLab's own limit.
+	ReceiverMaxBodyBytes int64
+
+	// UIBaseURL is the external URL of Ferry's UI; GitLab commit statuses link to
+	// <UIBaseURL>/builds/<namespace>/<name>. Empty: statuses carry no link.
+	UIBaseURL string
 }
 
 // DefaultFerryImage runs the clone and assemble steps when the manager is not told otherwise.
@@ -107,7 +119,7 @@ const (
 )
 
 // Controllers Ferry knows, in the order they start.
-var knownControllers = []string{"cluster", "build"}
+var knownControllers = []string{"cluster", "build", "buildreport"}
 
 // Scheme returns a scheme with every kind Ferry reads or writes.
 func Scheme() *runtime.Scheme {
@@ -124,6 +136,9 @@ type Manager struct {
 
 	// Clusters caches one client per target Cluster.
 	Clusters *clusters.Cache
+
+	// Receiver is the GitLab webhook receiver; nil when ReceiverAddr turns it off.
+	Receiver *gitlabreceiver.Receiver
 
 	opts    Options
 	rotator *webhookcert.Rotator
@@ -205,6 +220,9 @@ func New(cfg *rest.Config, opts Options) (*Manager, error) {
 			return nil, fmt.Errorf("failed to set up the %s controller: %w", name, err)
 		}
 	}
+	if err := m.setupReceiver(); err != nil {
+		return nil, err
+	}
 	return m, nil
 }
 
@@ -232,6 +250,13 @@ func (m *Manager) setupController(name string) error {
 			FerryImage:      orDefault(m.opts.FerryImage, DefaultFerryImage),
 			MaxBuildTimeout: m.opts.MaxBuildTimeout,
 		}).SetupWithManager(m.Manager)
+	case "buildreport":
+		return (&buildreportcontroller.Reconciler{
+			Client:    m.GetClient(),
+			APIReader: m.GetAPIReader(),
+			Recorder:  m.GetEventRecorder("ferry-buildreport-controller"),
+			UIBaseURL: m.opts.UIBaseURL,
+		}).SetupWithManager(m.Manager)
 	}
 	return fmt.Errorf("unknown controller %q", name)
 }
@@ -243,6 +268,22 @@ func (m *Manager) buildExecutor() (buildcontroller.Executor, error) {
 		return &buildcontroller.TektonExecutor{Client: m.GetClient(), APIReader: m.GetAPIReader(), Scheme: m.GetScheme()}, nil
 	}
 	return nil, fmt.Errorf("unknown executor %q (known: tekton, local)", m.opts.Executor)
+}
+
+// setupReceiver adds the GitLab webhook receiver, which runs on every replica.
+func (m *Manager) setupReceiver() error {
+	if m.opts.ReceiverAddr == "" || m.opts.ReceiverAddr == "0" {
+		return nil
+	}
+	r, err := gitlabreceiver.New(m.Manager, gitlabreceiver.Options{Addr: m.opts.ReceiverAddr, MaxBodyBytes: m.opts.ReceiverMaxBodyBytes})
+	if err != nil {
+		return err
+	}
+	if err := m.Add(r); err != nil {
+		return fmt.Errorf("failed to add the GitLab receiver: %w", err)
+	}
+	m.Receiver = r
+	return m.AddReadyzCheck("gitlab-receiver", r.ReadyCheck)
 }
 
 // setupWebhooks registers the admission webhooks and, when the manager keeps its own certificate,

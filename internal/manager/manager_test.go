@@ -14,8 +14,8 @@ func TestEnabledControllers(t *testing.T) {
 		{in: nil, want: knownControllers},
 		{in: []string{"*"}, want: knownControllers},
 		{in: []string{"cluster"}, want: []string{"cluster"}},
-		{in: []string{"*", "-cluster"}, want: []string{"build"}},
-		{in: []string{"*", "-cluster", "-build"}, want: nil},
+		{in: []string{"*", "-cluster"}, want: without(knownControllers, "cluster")},
+		{in: []string{"buildreport"}, want: []string{"buildreport"}},
 		{in: []string{"nope"}, wantErr: true},
 		{in: []string{"-nope"}, wantErr: true},
 	}
@@ -29,4 +29,14 @@ func TestEnabledControllers(t *testing.T) {
 			t.Errorf("%v: got %v, want %v", tc.in, got, tc.want)
 		}
 	}
+}
+
+func without(list []string, name string) []string {
+	var out []string
+	for _, s := range list {
+		if s != name {
+			out = append(out, s)
+		}
+	}
+	return out
 }

@@ -1,0 +1,121 @@
+package gitlab
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"regexp"
+	"strconv"
+	"strings"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
+	"github.com/ferryci/ferry/internal/gitlab"
+)
+
+// maxNameLength keeps Build names usable as label values and in the names of what a Build creates.
+const maxNameLength = 63
+
+var deliveryIDPattern = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,128}$`)
+
+// BuildName is the deterministic name of the Build a delivery creates:
+// <project>-<sha[:7]>-<hash8>. The hash covers the Project, the event kind, the ref, the commit and
+// the delivery's Idempotency-Key when GitLab sent one (GitLab ≥ 17.4 keeps it across retries and
+// "Resend Request"); without a key, the same push of the same commit names the same Build.
+func BuildName(project string, kind ferryv1.TriggerKind, ref, revision, idempotencyKey string) string {
+	h := sha256.New()
+	for _, part := range []string{"ferry-build/v1", project, string(kind), ref, revision, idempotencyKey} {
+		h.Write([]byte(part))
+		h.Write([]byte{0})
+	}
+	suffix := "-" + revision[:7] + "-" + hex.EncodeToString(h.Sum(nil))[:8]
+	prefix := strings.ReplaceAll(strings.ToLower(project), ".", "-")
+	if room := maxNameLength - len(suffix); len(prefix) > room {
+		prefix = prefix[:room]
+	}
+	prefix = strings.TrimRight(prefix, "-")
+	if prefix == "" {
+		prefix = "build"
+	}
+	return prefix + suffix
+}
+
+// deliveryID is what the Build records as trigger.deliveryID: the Idempotency-Key when it is a
+// plain token, else a digest of it, else (older GitLab) a digest of what named the Build.
+func deliveryID(idempotencyKey, buildName string) string {
+	switch {
+	case deliveryIDPattern.MatchString(idempotencyKey):
+		return idempotencyKey
+	case idempotencyKey != "":
+		sum := sha256.Sum256([]byte(idempotencyKey))
+		return "sha256:" + hex.EncodeToString(sum[:16])
+	}
+	return "derived:" + buildName
+}
+
+func newBuild(p *ferryv1.Project, t *trigger, idempotencyKey string) *ferryv1.Build {
+	name := BuildName(p.Name, t.kind, t.ref, t.revision, idempotencyKey)
+	b := &ferryv1.Build{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:      name,
+			Namespace: p.Namespace,
+			Labels: map[string]string{
+				ferryv1.ProjectLabel:     labelValue(p.Name),
+				ferryv1.TriggerKindLabel: string(t.kind),
+				ferryv1.ManagedByLabel:   ferryv1.ManagedByValue,
+			},
+			// Deleting a Project deletes its Builds.
+			OwnerReferences: []metav1.OwnerReference{{
+				APIVersion: ferryv1.GroupVersion.String(),
+				Kind:       "Project",
+				Name:       p.Name,
+				UID:        p.UID,
+				Controller: ptr.To(false),
+			}},
+		},
+		Spec: ferryv1.BuildSpec{
+			Project:  p.Name,
+			Revision: t.revision,
+			Ref:      t.ref,
+			Trigger: ferryv1.BuildTrigger{
+				Kind:       t.kind,
+				DeliveryID: deliveryID(idempotencyKey, name),
+				User:       truncate(t.user, 255),
+			},
+		},
+	}
+	switch t.kind {
+	case ferryv1.TriggerTag:
+		b.Spec.Trigger.Tag = truncate(t.name, 255)
+	case ferryv1.TriggerMergeRequest:
+		b.Spec.Trigger.MergeRequestIID = t.mergeRequestIID
+		b.Annotations = map[string]string{gitlab.SourceBranchAnnotation: t.sourceBranch}
+		if t.sourceProjectID != 0 && t.targetProjectID != 0 && t.sourceProjectID != t.targetProjectID {
+			// A fork: GitLab wants the commit status on the source project.
+			b.Annotations[gitlab.SourceProjectAnnotation] = strconv.FormatInt(t.sourceProjectID, 10)
+		}
+	}
+	return b
+}
+
+// labelValue fits a Project name (a DNS subdomain) into a label value.
+func labelValue(s string) string {
+	if len(s) > 63 {
+		s = strings.TrimRight(s[:63], "-.")
+	}
+	return s
+}
+
+func truncate(s string, n int) string {
+	r := []rune(s)
+	if len(r) <= n {
+		return s
+	}
+	return string(r[:n])
+}
+
+func isAlreadyExists(err error) bool { return apierrors.IsAlreadyExists(err) }
+
+func isInvalid(err error) bool { return apierrors.IsInvalid(err) || apierrors.IsBadRequest(err) }
