@@ -151,6 +151,7 @@ func eval[T any](b *tab, expr string) T {
 // waitText waits until the element's text contains want.
 func (b *tab) waitText(sel, want string) {
 	b.t.Helper()
+	defer func(start time.Time) { b.t.Logf("%s: %q after %s", sel, want, time.Since(start)) }(time.Now())
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		got := b.text(sel)
@@ -161,6 +162,30 @@ func (b *tab) waitText(sel, want string) {
 			b.t.Fatalf("timed out waiting for %q in %s; it reads:\n%s", want, sel, got)
 		}
 		time.Sleep(100 * time.Millisecond) // polling the page, as Eventually polls the API
+	}
+}
+
+// checkAccessible fails the test for what a screen reader could not name: form controls without a
+// label, images without alt text, tables without a caption, links without text, a page without a
+// language or an h1.
+func (b *tab) checkAccessible() {
+	b.t.Helper()
+	problems := eval[[]string](b, `(() => {
+		const out = [];
+		if (!document.documentElement.lang) out.push('html has no lang');
+		if (document.querySelectorAll('h1').length !== 1) out.push('the page has ' + document.querySelectorAll('h1').length + ' h1');
+		for (const el of document.querySelectorAll('input:not([type=hidden]), textarea, select, button')) {
+			const named = (el.labels && el.labels.length) || el.getAttribute('aria-label') || el.getAttribute('aria-labelledby') || (el.tagName === 'BUTTON' && el.textContent.trim());
+			if (!named) out.push('unnamed ' + el.outerHTML.slice(0, 80));
+		}
+		for (const img of document.querySelectorAll('img')) if (!img.hasAttribute('alt')) out.push('img without alt ' + img.src);
+		for (const t of document.querySelectorAll('table')) if (!t.querySelector('caption') && !t.getAttribute('aria-label') && !t.getAttribute('aria-labelledby')) out.push('table without caption');
+		for (const a of document.querySelectorAll('a')) if (!a.textContent.trim() && !a.getAttribute('aria-label') && !a.querySelector('img[alt]:not([alt=""])')) out.push('link without text ' + a.href);
+		for (const el of document.querySelectorAll('[aria-describedby]')) for (const id of el.getAttribute('aria-describedby').split(/\s+/)) if (id && !document.getElementById(id)) out.push('aria-describedby names no element: ' + id);
+		return out;
+	})()`)
+	for _, p := range problems {
+		b.t.Errorf("accessibility of %s: %s", eval[string](b, `location.pathname`), p)
 	}
 }
 
@@ -227,7 +252,7 @@ func (b *tab) screenshot(name string) {
 }
 
 // replay sends a request with only the given session cookie, as someone who copied it would.
-func replay(t *testing.T, base, cookieName, value string) *http.Response {
+func replay(t *testing.T, base, cookieName, value string) (status int, location string) {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodGet, base+"/", nil)
 	if err != nil {
@@ -240,5 +265,5 @@ func replay(t *testing.T, base, cookieName, value string) *http.Response {
 		t.Fatal(err)
 	}
 	_ = resp.Body.Close()
-	return resp
+	return resp.StatusCode, resp.Header.Get("Location")
 }

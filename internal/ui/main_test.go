@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -24,7 +25,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/yaml"
 
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
@@ -35,6 +38,11 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv("FERRY_TEST_LOGS") != "" {
+		ctrl.SetLogger(zap.New(zap.UseDevMode(true)))
+	} else {
+		ctrl.SetLogger(logr.Discard())
+	}
 	code := testutil.RunWithHub(m, controlplane.APIServerOptions{FerryWebhooks: true})
 	closeBrowser()
 	os.Exit(code)
@@ -252,6 +260,9 @@ func (w *world) bind(users ...string) {
 	if err := w.c.Create(ctx, b); err != nil {
 		t.Fatal(err)
 	}
+	// Namespaces never finish terminating without a namespace controller: what is left of this
+	// test must not show to the same people in the next one.
+	t.Cleanup(func() { _ = w.c.Delete(context.Background(), b) })
 }
 
 // environment creates a cluster-scoped Environment with a unique name and deletes it at the end.

@@ -82,12 +82,21 @@
   function schedule() { clearTimeout(timer); timer = setTimeout(refresh, 200); }
   document.addEventListener('focusout', function () { if (held) schedule(); });
 
+  // A form being sent (signing out, deciding) takes the page elsewhere: the stream's end must not
+  // reload the page under it.
+  var leaving = false;
+  document.addEventListener('submit', function () { leaving = true; });
+  window.addEventListener('pagehide', function () { leaving = true; });
+
   var source = new EventSource('/events');
   source.addEventListener('change', function (e) {
     try {
       if (kinds.indexOf(JSON.parse(e.data).kind) >= 0) schedule();
     } catch (err) { /* not an event of ours */ }
   });
-  source.addEventListener('signedout', function () { source.close(); location.reload(); });
+  source.addEventListener('signedout', function () {
+    source.close();
+    if (!leaving) location.reload();
+  });
   source.addEventListener('open', function () { document.body.setAttribute('data-live-connected', 'true'); });
 })();
