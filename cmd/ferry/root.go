@@ -37,6 +37,11 @@ several clusters, stopping at approval gates that release managers answer in a w
 	root.AddCommand(
 		newManagerCommand(g),
 		newVersionCommand(),
+		newGetCommand(g),
+		newApproveCommand(g),
+		newRejectCommand(g),
+		newRollbackCommand(g),
+		newReleaseCommand(g),
 	)
 	return root
 }

@@ -101,6 +101,11 @@ func StartCluster(ctx context.Context, opts ClusterOptions) (_ *Cluster, err err
 			// The token controller needs a signing key the simulated cluster does not have; nothing
 			// here mounts service account tokens into running containers anyway.
 			"--controllers=*,-serviceaccount-token",
+			// The node lifecycle controller marks every pod of a node NotReady when the node's
+			// heartbeat is late (a loaded machine, a laptop waking up, a Halt and Restart), and
+			// kwok, unlike a kubelet, never reports them ready again: Deployments would stay
+			// unavailable forever. A fake node is never really gone.
+			"--node-monitor-grace-period=1h",
 			"--leader-elect=false",
 			"--secure-port=0",
 			"--use-service-account-credentials=false",

@@ -28,6 +28,7 @@ import (
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
 	webhookconfig "github.com/ferryci/ferry/config/webhook"
 	clustercontroller "github.com/ferryci/ferry/controllers/cluster"
+	releasecontroller "github.com/ferryci/ferry/controllers/release"
 	"github.com/ferryci/ferry/internal/clusters"
 	"github.com/ferryci/ferry/internal/webhookcert"
 	"github.com/ferryci/ferry/webhooks/admission"
@@ -87,7 +88,7 @@ const (
 )
 
 // Controllers Ferry knows, in the order they start.
-var knownControllers = []string{"cluster"}
+var knownControllers = []string{"cluster", "release"}
 
 // Scheme returns a scheme with every kind Ferry reads or writes.
 func Scheme() *runtime.Scheme {
@@ -189,6 +190,19 @@ func (m *Manager) setupController(name string) error {
 			Cache:     m.Clusters,
 			Namespace: m.opts.Namespace,
 			Recorder:  m.GetEventRecorder("ferry-cluster-controller"),
+		}).SetupWithManager(m.Manager)
+	case "release":
+		if err := (&releasecontroller.Reconciler{
+			Client:    m.GetClient(),
+			APIReader: m.GetAPIReader(),
+			Clusters:  m.Clusters,
+			Recorder:  m.GetEventRecorder("ferry-release-controller"),
+		}).SetupWithManager(m.Manager); err != nil {
+			return err
+		}
+		return (&releasecontroller.AutoReleaser{
+			Client:   m.GetClient(),
+			Recorder: m.GetEventRecorder("ferry-autorelease-controller"),
 		}).SetupWithManager(m.Manager)
 	}
 	return fmt.Errorf("unknown controller %q", name)

@@ -155,6 +155,24 @@ func (a *applier) getDeployment(ctx context.Context, w *Workload, track string) 
 	return d, nil
 }
 
+// newReplicaSet finds a Deployment's current ReplicaSet while old pods are still around (nil when
+// there are none, or it cannot be told).
+func (a *applier) newReplicaSet(ctx context.Context, d *appsv1.Deployment) (*appsv1.ReplicaSet, error) {
+	if d == nil || d.Status.Replicas <= d.Status.UpdatedReplicas || d.Spec.Selector == nil {
+		return nil, nil
+	}
+	list := &appsv1.ReplicaSetList{}
+	if err := a.c.List(ctx, list, client.InNamespace(d.Namespace), client.MatchingLabels(d.Spec.Selector.MatchLabels)); err != nil {
+		return nil, fmt.Errorf("failed to list the ReplicaSets of Deployment %s/%s: %w", d.Namespace, d.Name, err)
+	}
+	for i := range list.Items {
+		if isNewReplicaSet(d, &list.Items[i]) {
+			return &list.Items[i], nil
+		}
+	}
+	return nil, nil
+}
+
 // deleteCanary removes the canary Deployment if it exists.
 func (a *applier) deleteCanary(ctx context.Context, w *Workload) error {
 	d, err := a.getDeployment(ctx, w, CanaryTrack)

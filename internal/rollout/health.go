@@ -22,8 +22,10 @@ type Progress struct {
 }
 
 // progressOf reads a Deployment's rollout to image. A Deployment that runs another image, or
-// whose latest spec the Deployment controller has not seen yet, is not healthy.
-func progressOf(d *appsv1.Deployment, image string) Progress {
+// whose latest spec the Deployment controller has not seen yet, is not healthy. newRS, when
+// known, is the Deployment's current ReplicaSet: it tells how many updated pods are available
+// (the Deployment's own count includes old pods).
+func progressOf(d *appsv1.Deployment, image string, newRS *appsv1.ReplicaSet) Progress {
 	if d == nil {
 		return Progress{Message: "the Deployment does not exist"}
 	}
@@ -40,7 +42,12 @@ func progressOf(d *appsv1.Deployment, image string) Progress {
 		return p
 	}
 	p.Healthy = p.Updated == p.Replicas && p.Available >= p.Replicas && d.Status.Replicas == p.Replicas
-	p.Message = fmt.Sprintf("%d of %d replicas updated, %d available", p.Updated, p.Replicas, min(p.Available, p.Replicas))
+	switch {
+	case newRS != nil && d.Status.Replicas > p.Updated:
+		p.Message = fmt.Sprintf("%d of %d replicas updated, %d of them available", p.Updated, p.Replicas, newRS.Status.AvailableReplicas)
+	default:
+		p.Message = fmt.Sprintf("%d of %d replicas updated, %d available", p.Updated, p.Replicas, min(p.Available, p.Replicas))
+	}
 	if old := d.Status.Replicas - p.Updated; old > 0 && p.Updated == p.Replicas {
 		p.Message += fmt.Sprintf(", %d old replicas terminating", old)
 	}
@@ -50,6 +57,23 @@ func progressOf(d *appsv1.Deployment, image string) Progress {
 		}
 	}
 	return p
+}
+
+// revisionAnnotation is the Deployment controller's revision number on a Deployment and its
+// ReplicaSets.
+const revisionAnnotation = "deployment.kubernetes.io/revision"
+
+// isNewReplicaSet reports whether rs is the Deployment's current ReplicaSet.
+func isNewReplicaSet(d *appsv1.Deployment, rs *appsv1.ReplicaSet) bool {
+	if rs.Annotations[revisionAnnotation] == "" || rs.Annotations[revisionAnnotation] != d.Annotations[revisionAnnotation] {
+		return false
+	}
+	for _, ref := range rs.OwnerReferences {
+		if ref.UID == d.UID && ref.Controller != nil && *ref.Controller {
+			return true
+		}
+	}
+	return false
 }
 
 // containerImage is the image of the application container in the Deployment's template.

@@ -378,7 +378,26 @@ func TestBatchPauseAndRejection(t *testing.T) {
 		if got := cond(st); got.Reason != ferryv1.PausedReason || st.Batch != 1 {
 			t.Fatalf("condition = %+v, batch %d; want Paused in batch 1", got, st.Batch)
 		}
+		// The canary loses a pod during the pause: the pause starts again once it recovers.
+		d := c.deployment("shop-canary")
+		d.Status.AvailableReplicas = 0
+		if err := c.Status().Update(context.Background(), d); err != nil {
+			t.Fatal(err)
+		}
+		in.Now = start.Add(10 * time.Second)
+		step(t, c, in, st)
+		if got := cond(st); got.Reason != ferryv1.RollingOutReason || !strings.Contains(got.Message, "was healthy and is not any more") || st.BatchHealthyTime != nil {
+			t.Fatalf("condition = %+v, want RollingOut after losing health", got)
+		}
+		c.settle("shop-canary")
+		in.Now = start.Add(20 * time.Second)
+		step(t, c, in, st)
 		in.Now = start.Add(36 * time.Second)
+		step(t, c, in, st)
+		if st.Batch != 1 {
+			t.Fatalf("batch = %d 16s after recovering, want 1 (the pause started again)", st.Batch)
+		}
+		in.Now = start.Add(51 * time.Second)
 		step(t, c, in, st)
 		if st.Batch != 2 {
 			t.Fatalf("batch = %d after the pause, want 2", st.Batch)

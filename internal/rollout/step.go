@@ -6,6 +6,7 @@ import (
 	"math"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -139,13 +140,22 @@ func (s *stepper) canaryBatch(ctx context.Context) (bool, error) {
 	if applied || s.st.BatchStartTime == nil {
 		s.st.BatchStartTime = &s.now
 	}
-	p := progressOf(d, w.Image)
+	p, err := s.observe(ctx, d, w.Image)
+	if err != nil {
+		return false, err
+	}
 	s.st.UpdatedReplicas, s.st.AvailableReplicas = p.Updated, min(p.Available, p.Replicas)
 	where := fmt.Sprintf("batch %d of %d (%d canary replicas)", k, n, want)
 	if !p.Healthy {
+		if s.st.BatchHealthyTime != nil {
+			// The batch was healthy and is not any more: it gets a new progress deadline to
+			// recover, and a Pause starts again once it has.
+			s.st.BatchHealthyTime = nil
+			s.st.BatchStartTime = &s.now
+			s.set(metav1.ConditionUnknown, ferryv1.RollingOutReason, where+" was healthy and is not any more: "+p.Message)
+			return false, nil
+		}
 		switch {
-		case s.st.BatchHealthyTime != nil:
-			s.fail(ferryv1.RolloutFailedReason, fmt.Sprintf("%s became unhealthy while waiting for the next batch: %s", where, p.Message))
 		case s.pastDeadline():
 			s.fail(ferryv1.RolloutFailedReason, fmt.Sprintf("%s not healthy after %s (progress deadline): %s", where, s.in.Strategy.ProgressDeadline, p.Message))
 		default:
@@ -193,7 +203,10 @@ func (s *stepper) final(ctx context.Context) error {
 	if applied || s.st.BatchStartTime == nil {
 		s.st.BatchStartTime = &s.now
 	}
-	p := progressOf(d, w.Image)
+	p, err := s.observe(ctx, d, w.Image)
+	if err != nil {
+		return err
+	}
 	s.st.Replicas, s.st.UpdatedReplicas, s.st.AvailableReplicas = p.Replicas, p.Updated, min(p.Available, p.Replicas)
 	where := ""
 	if s.st.Batches > 0 {
@@ -246,7 +259,10 @@ func (s *stepper) rollback(ctx context.Context) error {
 	if s.st.BatchStartTime == nil {
 		s.st.BatchStartTime = &s.now
 	}
-	p := progressOf(d, prev.Image)
+	p, err := s.observe(ctx, d, prev.Image)
+	if err != nil {
+		return err
+	}
 	s.st.Replicas, s.st.UpdatedReplicas, s.st.AvailableReplicas = p.Replicas, p.Updated, min(p.Available, p.Replicas)
 	switch {
 	case p.Healthy:
@@ -259,6 +275,15 @@ func (s *stepper) rollback(ctx context.Context) error {
 		s.set(metav1.ConditionFalse, ferryv1.RollingBackReason, "rolling back to "+ShortImage(prev.Image)+": "+p.Message)
 	}
 	return nil
+}
+
+// observe reads how far a Deployment's rollout to image is.
+func (s *stepper) observe(ctx context.Context, d *appsv1.Deployment, image string) (Progress, error) {
+	rs, err := s.a.newReplicaSet(ctx, d)
+	if err != nil {
+		return Progress{}, err
+	}
+	return progressOf(d, image, rs), nil
 }
 
 // refused turns an apply the API server rejected as invalid into a failed rollout; other errors
