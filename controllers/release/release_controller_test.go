@@ -23,6 +23,10 @@ import (
 	"github.com/ferryci/ferry/internal/testutil"
 )
 
+// pullToken is the credential in the Project's pull Secret: it must reach the target namespaces
+// and nothing else.
+const pullToken = "cm9ib3QkdGVhbStwdWxsOnMzY3IzdC1wdWxsLXRva2Vu"
+
 func TestMain(m *testing.M) {
 	ctrl.SetLogger(logr.Discard())
 	code := testutil.RunWithHub(m, controlplane.APIServerOptions{FerryWebhooks: true})
@@ -53,7 +57,16 @@ func TestPromotionThroughGates(t *testing.T) {
 	releasetest.CreateCleanly(t, c, releasetest.Environment(prod, releasetest.Gate(2, nil, []string{"release-managers"}), "west", "north"))
 	project := releasetest.Project(ns, "shop", dev, staging, prod)
 	project.Spec.Promotion.AutoRelease = &ferryv1.AutoRelease{Branches: []string{"main"}}
+	project.Spec.Image.PullSecretRef = &ferryv1.LocalObjectReference{Name: "harbor-pull"}
 	if err := c.Create(ctx, project); err != nil {
+		t.Fatal(err)
+	}
+	pull := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "harbor-pull"},
+		Type:       corev1.SecretTypeDockerConfigJson,
+		Data:       map[string][]byte{corev1.DockerConfigJsonKey: []byte(`{"auths":{"harbor.example.com":{"auth":"` + pullToken + `"}}}`)},
+	}
+	if err := c.Create(ctx, pull); err != nil {
 		t.Fatal(err)
 	}
 	releasetest.BindReleaseManagers(t, c, ns, nil, []string{"release-managers"})
@@ -90,6 +103,17 @@ func TestPromotionThroughGates(t *testing.T) {
 	}
 	if nsObj.Labels[ferryv1.ProjectLabel] != "shop" || nsObj.Labels[ferryv1.EnvironmentLabel] != dev {
 		t.Errorf("namespace labels = %v", nsObj.Labels)
+	}
+	// The Project's pull Secret is copied into the namespace and used by the pods.
+	copied := &corev1.Secret{}
+	if err := tg["east"].client.Get(ctx, client.ObjectKey{Namespace: devNS, Name: "harbor-pull"}, copied); err != nil {
+		t.Fatal(err)
+	}
+	if copied.Type != corev1.SecretTypeDockerConfigJson || string(copied.Data[corev1.DockerConfigJsonKey]) != string(pull.Data[corev1.DockerConfigJsonKey]) {
+		t.Errorf("copied pull Secret = %s %q", copied.Type, copied.Data)
+	}
+	if ps := d.Spec.Template.Spec.ImagePullSecrets; len(ps) != 1 || ps[0].Name != "harbor-pull" {
+		t.Errorf("imagePullSecrets = %v", ps)
 	}
 	svc := &corev1.Service{}
 	if err := tg["east"].client.Get(ctx, client.ObjectKey{Namespace: devNS, Name: "shop"}, svc); err != nil || svc.Spec.Ports[0].Port != 8080 {
@@ -181,6 +205,19 @@ func TestPromotionThroughGates(t *testing.T) {
 		}
 		return true, nil
 	})
+	// The pull Secret's content is in no status and no event.
+	if s := fmt.Sprintf("%+v", rel.Status); strings.Contains(s, pullToken) {
+		t.Error("the release status contains the pull Secret")
+	}
+	events := &corev1.EventList{}
+	if err := c.List(ctx, events, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range events.Items {
+		if strings.Contains(e.Message, pullToken) {
+			t.Errorf("event %s contains the pull Secret", e.Name)
+		}
+	}
 	// The Build records that it was released, and the finalizer is in place.
 	b := &ferryv1.Build{}
 	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "shop-main-1"}, b); err != nil || b.Annotations[release.ReleasedAnnotation] != "shop-main-1" {

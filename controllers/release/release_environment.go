@@ -217,6 +217,9 @@ func (r *Reconciler) builtAt(ctx context.Context, rel *ferryv1.Release) (metav1.
 	return b.CreationTimestamp, nil
 }
 
+// maxGateRecords is the API's limit on the decisions a gate's status lists.
+const maxGateRecords = 100
+
 // gate evaluates the Environment's approval gate. open reports that the Release may roll out.
 func (r *Reconciler) gate(ctx context.Context, rel *ferryv1.Release, p *plan, env *ferryv1.Environment, es *ferryv1.ReleaseEnvironmentStatus, now metav1.Time) (ctrl.Result, bool, error) {
 	gen := rel.Generation
@@ -236,7 +239,8 @@ func (r *Reconciler) gate(ctx context.Context, rel *ferryv1.Release, p *plan, en
 	}
 	tally := approval.Tally(policy, approvals, rel.Name, env.Name, 0, rel.Spec.Image, p.subject, es.Gate.ExpiresAt)
 	es.Gate.RequiredApprovals = tally.Required
-	es.Gate.Approvals = tally.Records
+	// The status keeps the first 100 decisions (the API's limit); the Approvals are the full record.
+	es.Gate.Approvals = tally.Records[:min(len(tally.Records), maxGateRecords)]
 	waited := now.Sub(es.Gate.WaitingSince.Time).Seconds()
 	switch {
 	case tally.Rejection != nil:

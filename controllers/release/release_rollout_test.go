@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -289,4 +290,46 @@ func testManagerOptions(hub *testutil.Hub) manager.Options {
 		Controllers: []string{"release"}, Namespace: testutil.FerryNamespace, MetricsAddr: "0", ProbeAddr: "0",
 		WebhookHost: host, WebhookPort: port, WebhookCertDir: dir,
 	}
+}
+
+// TestDeletingAReleaseMidRollout: a Release deleted in the middle of a batch rollout takes its
+// canary back before it goes; the environment keeps running what it ran, and the next Release
+// can take the deploy lock.
+func TestDeletingAReleaseMidRollout(t *testing.T) {
+	east := startTargets(t)["east"]
+	hub := testutil.CurrentHub(t)
+	c := hub.Client
+	ctx := context.Background()
+	startManager(t)
+	ns := testutil.Namespace(t, c)
+	env := batchEnvironment(t, "east")
+	if err := c.Create(ctx, releasetest.Project(ns, "shop", env.Name)); err != nil {
+		t.Fatal(err)
+	}
+	target := "shop-" + env.Name
+	dumpOnFailure(t, target, "east")
+	releasetest.BindReleaseManagers(t, c, ns, nil, []string{"release-managers"})
+
+	createRelease(t, ns, "v1", "v1", releasetest.Deploy(2, nil), nil)
+	waitRelease(t, c, ns, "v1", metav1.ConditionTrue, ferryv1.SucceededReason)
+	v2 := createRelease(t, ns, "v2", "v2", releasetest.Deploy(2, nil), nil)
+	waitCluster(t, ns, "v2", env.Name, "east", ferryv1.WaitingForApprovalReason)
+	if east.deployment(t, target, "shop-canary") == nil {
+		t.Fatal("no canary")
+	}
+	if err := c.Delete(ctx, v2); err != nil {
+		t.Fatal(err)
+	}
+	within(t, rolloutTimeout, "v2 gone", func() (bool, error) {
+		err := c.Get(ctx, client.ObjectKeyFromObject(v2), &ferryv1.Release{})
+		return apierrors.IsNotFound(err), err
+	})
+	within(t, rolloutTimeout, "the canary gone", func() (bool, error) {
+		d := east.deployment(t, target, "shop-canary")
+		return d == nil || d.DeletionTimestamp != nil, nil
+	})
+	east.waitAvailable(t, target, "shop", releasetest.Image("v1"), 2)
+	// The lock is free: v3 goes straight through its first batch.
+	createRelease(t, ns, "v3", "v3", releasetest.Deploy(2, nil), nil)
+	waitCluster(t, ns, "v3", env.Name, "east", ferryv1.WaitingForApprovalReason)
 }

@@ -14,7 +14,9 @@ func TestEnabledControllers(t *testing.T) {
 		{in: nil, want: knownControllers},
 		{in: []string{"*"}, want: knownControllers},
 		{in: []string{"cluster"}, want: []string{"cluster"}},
-		{in: []string{"*", "-cluster"}, want: nil},
+		{in: []string{"*", "-cluster"}, want: []string{"release"}},
+		{in: []string{"*", "-cluster", "-release"}, want: nil},
+		{in: []string{"release"}, want: []string{"release"}},
 		{in: []string{"nope"}, wantErr: true},
 		{in: []string{"-nope"}, wantErr: true},
 	}
