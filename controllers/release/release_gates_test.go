@@ -240,3 +240,53 @@ func TestDeployLockSupersessionAndOlderImages(t *testing.T) {
 	})
 	east.waitAvailable(t, "shop-"+g.env, "shop", releasetest.Image("v0"), 1)
 }
+
+// TestStalledReleases: a Release that names what does not exist says so and waits for a person;
+// fixing it resumes it.
+func TestStalledReleases(t *testing.T) {
+	hub := testutil.CurrentHub(t)
+	c := hub.Client
+	ctx := context.Background()
+	startManager(t)
+	ns := testutil.Namespace(t, c)
+	env := releasetest.Unique("nowhere")
+	image := releasetest.Image("stalled")
+	create := func(name string, mutate func(*ferryv1.Release)) {
+		t.Helper()
+		rel := &ferryv1.Release{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+			Spec:       ferryv1.ReleaseSpec{Project: "shop", Image: image, Deploy: releasetest.Deploy(1, nil)},
+		}
+		if mutate != nil {
+			mutate(rel)
+		}
+		if err := c.Create(ctx, rel); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wantStalled := func(name, reason, message string) {
+		t.Helper()
+		rel := waitRelease(t, c, ns, name, metav1.ConditionFalse, reason)
+		if msg := meta.FindStatusCondition(rel.Status.Conditions, ferryv1.ReadyCondition).Message; !strings.Contains(msg, message) {
+			t.Errorf("%s: message %q does not say %q", name, msg, message)
+		}
+		if !meta.IsStatusConditionTrue(rel.Status.Conditions, ferryv1.StalledCondition) || rel.Status.CompletionTime != nil {
+			t.Errorf("%s: conditions %+v, completion %v; want Stalled, not finished", name, rel.Status.Conditions, rel.Status.CompletionTime)
+		}
+	}
+
+	create("no-project", nil)
+	wantStalled("no-project", ferryv1.ProjectNotFoundReason, "project shop not found in namespace "+ns)
+
+	if err := c.Create(ctx, releasetest.Project(ns, "shop", env)); err != nil {
+		t.Fatal(err)
+	}
+	// The Project appears: the Release moves on, to an Environment that does not exist yet.
+	waitEnv(t, c, ns, "no-project", env, ferryv1.ReadyCondition, metav1.ConditionUnknown, ferryv1.EnvironmentNotFoundReason)
+
+	create("off-path", func(r *ferryv1.Release) { r.Spec.Environments = []string{"elsewhere"} })
+	wantStalled("off-path", ferryv1.NotOnPromotionPathReason, "environment elsewhere is not on the promotion path of project shop ("+env+")")
+
+	create("no-build", func(r *ferryv1.Release) { r.Spec.Build, r.Spec.Deploy = "gone", nil })
+	wantStalled("no-build", ferryv1.BuildNotFoundReason, "build gone not found")
+}
