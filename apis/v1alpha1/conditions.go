@@ -120,4 +120,23 @@ const (
 	// good (no permission, unknown project or commit), or the Project's token Secret is missing.
 	// The Build itself is not affected.
 	GitLabReportFailedReason = "GitLabReportFailed"
+	// RollingBackReason: a rollout failed and the environment's previous image is being restored.
+	RollingBackReason = "RollingBack"
+
+	// PausedReason: a batch is healthy and the Batch strategy pauses before the next one.
+	PausedReason = "Paused"
+
+	// NewerImageDeployedReason: the environment runs an image built after the Release's, and only a
+	// rollback Release may replace a newer image with an older one.
+	NewerImageDeployedReason = "NewerImageDeployed"
+
+	// EnvironmentNotFoundReason: a Release's path names an Environment that does not exist.
+	EnvironmentNotFoundReason = "EnvironmentNotFound"
+
+	// NotOnPromotionPathReason: a Release names an environment that is not on its Project's
+	// promotion path, or the path is empty.
+	NotOnPromotionPathReason = "NotOnPromotionPath"
+
+	// BuildNotFoundReason: a Release needs its Build's deploy settings and the Build does not exist.
+	BuildNotFoundReason = "BuildNotFound"
 )

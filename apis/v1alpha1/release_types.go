@@ -208,6 +208,22 @@ type ClusterRolloutStatus struct {
 	// +optional
 	StartTime *metav1.Time `json:"startTime,omitempty"`
 
+	// batchStartTime is when the current batch (the whole update under Rolling, or the rollback)
+	// was applied; the progress deadline counts from it.
+	// +optional
+	BatchStartTime *metav1.Time `json:"batchStartTime,omitempty"`
+
+	// batchHealthyTime is when the current batch became healthy; a Pause between batches counts
+	// from it.
+	// +optional
+	BatchHealthyTime *metav1.Time `json:"batchHealthyTime,omitempty"`
+
+	// image is what the cluster's workload was last set to run: the Release's image, or the
+	// previous image after a rollback.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	Image string `json:"image,omitempty"`
+
 	// completionTime is when the rollout on this cluster finished or stopped.
 	// +optional
 	CompletionTime *metav1.Time `json:"completionTime,omitempty"`

@@ -448,6 +448,14 @@ func (in *ClusterRolloutStatus) DeepCopyInto(out *ClusterRolloutStatus) {
 		in, out := &in.StartTime, &out.StartTime
 		*out = (*in).DeepCopy()
 	}
+	if in.BatchStartTime != nil {
+		in, out := &in.BatchStartTime, &out.BatchStartTime
+		*out = (*in).DeepCopy()
+	}
+	if in.BatchHealthyTime != nil {
+		in, out := &in.BatchHealthyTime, &out.BatchHealthyTime
+		*out = (*in).DeepCopy()
+	}
 	if in.CompletionTime != nil {
 		in, out := &in.CompletionTime, &out.CompletionTime
 		*out = (*in).DeepCopy()

@@ -41,6 +41,11 @@ several clusters, stopping at approval gates that release managers answer in a w
 		newRenderCommand(),
 		newGitCloneCommand(),
 		newCancelCommand(g),
+		newGetCommand(g),
+		newApproveCommand(g),
+		newRejectCommand(g),
+		newRollbackCommand(g),
+		newReleaseCommand(g),
 	)
 	root.AddCommand(newAssembleCommand())
 	root.AddCommand(newBuildCommand())

@@ -27,6 +27,11 @@ type APIServerOptions struct {
 	// again.
 	Persistent bool
 
+	// Restartable keeps etcd's data and the API server's serving certificate in Dir (fresh at every
+	// StartAPIServer unless Persistent), so that Halt and Restart stop and start the same control
+	// plane again: same address, same certificates, same objects. Kubeconfigs stay valid.
+	Restartable bool
+
 	// FerryCRDs installs Ferry's CRDs.
 	FerryCRDs bool
 
@@ -57,7 +62,9 @@ type APIServer struct {
 	// the API server expects the webhook server when webhooks are installed.
 	Env *envtest.Environment
 
-	tempDir bool
+	tempDir     bool
+	restartable bool
+	halted      bool
 }
 
 // StartAPIServer starts etcd and kube-apiserver from the binaries in AssetsDir and installs the
@@ -71,7 +78,7 @@ func StartAPIServer(ctx context.Context, opts APIServerOptions) (*APIServer, err
 	if name == "" {
 		name = "apiserver"
 	}
-	a := &APIServer{Dir: opts.Dir}
+	a := &APIServer{Dir: opts.Dir, restartable: opts.Restartable}
 	if a.Dir == "" {
 		if a.Dir, err = os.MkdirTemp("", "ferry-"+name+"-"); err != nil {
 			return nil, err
@@ -98,13 +105,30 @@ func StartAPIServer(ctx context.Context, opts APIServerOptions) (*APIServer, err
 		}
 		env.WebhookInstallOptions = envtest.WebhookInstallOptions{MutatingWebhooks: mutating, ValidatingWebhooks: validating}
 	}
-	if opts.Persistent {
+	if opts.Persistent || opts.Restartable {
 		env.ControlPlane.Etcd = &envtest.Etcd{DataDir: filepath.Join(a.Dir, "etcd")}
+		if !opts.Persistent {
+			// Restartable without Persistent: the data lives as long as this control plane.
+			if err := os.RemoveAll(env.ControlPlane.Etcd.DataDir); err != nil {
+				return nil, err
+			}
+		}
 		if err := os.MkdirAll(env.ControlPlane.Etcd.DataDir, 0o700); err != nil {
 			return nil, err
 		}
 	}
 	apiServer := env.ControlPlane.GetAPIServer()
+	if opts.Restartable {
+		// envtest keeps the serving port across a restart of the same APIServer object, and the
+		// certificates when CertDir is fixed. They are made fresh here: the CA lives in memory only.
+		apiServer.CertDir = filepath.Join(a.Dir, "apiserver-certs")
+		if err := os.RemoveAll(apiServer.CertDir); err != nil {
+			return nil, err
+		}
+		if err := os.MkdirAll(apiServer.CertDir, 0o700); err != nil {
+			return nil, err
+		}
+	}
 	for k, v := range opts.APIServerFlags {
 		apiServer.Configure().Set(k, v)
 	}
@@ -207,11 +231,47 @@ func (a *APIServer) UserKubeconfig(path, name string, groups ...string) error {
 // Stop stops kube-apiserver and etcd, and removes a temporary directory.
 func (a *APIServer) Stop() error {
 	var err error
-	if a.Env != nil {
+	if a.Env != nil && !a.halted {
 		err = a.Env.Stop()
 	}
 	a.cleanup()
 	return err
+}
+
+// Halt stops kube-apiserver and etcd of a Restartable API server and keeps everything Restart
+// needs: its data, address and certificates. Clients get "connection refused" until Restart.
+func (a *APIServer) Halt() error {
+	if !a.restartable {
+		return fmt.Errorf("the API server in %s was not started with Restartable", a.Dir)
+	}
+	if a.halted {
+		return nil
+	}
+	if err := a.Env.ControlPlane.Stop(); err != nil {
+		return fmt.Errorf("failed to stop the API server in %s: %w", a.Dir, err)
+	}
+	a.halted = true
+	return nil
+}
+
+// Restart starts a halted API server again, at the same address with the same certificates and
+// objects, and waits until it serves.
+func (a *APIServer) Restart(ctx context.Context) error {
+	if !a.halted {
+		return nil
+	}
+	done := make(chan error, 1)
+	go func() { done <- a.Env.ControlPlane.Start() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("failed to restart the API server in %s (logs in %s): %w", a.Dir, a.Dir, err)
+		}
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	a.halted = false
+	return nil
 }
 
 func (a *APIServer) cleanup() {

@@ -41,6 +41,16 @@ type Cluster struct {
 	Name string
 
 	processes []*process
+	children  []child
+	logDir    string
+	nodes     int
+}
+
+// child is a process of a simulated cluster besides etcd and the API server.
+type child struct {
+	name string
+	path string
+	args []string
 }
 
 // StartCluster starts a simulated cluster and waits until its nodes are Ready.
@@ -84,53 +94,61 @@ func StartCluster(ctx context.Context, opts ClusterOptions) (_ *Cluster, err err
 		return nil, err
 	}
 	kubeconfig := api.KubeconfigPath
-	children := []struct {
-		name string
-		args []string
-	}{
-		{"kube-controller-manager", []string{
+	c.logDir, c.nodes = logDir, opts.Nodes
+	c.children = []child{
+		{"kube-controller-manager", filepath.Join(assets, "kube-controller-manager"), []string{
 			"--kubeconfig=" + kubeconfig,
 			// The token controller needs a signing key the simulated cluster does not have; nothing
 			// here mounts service account tokens into running containers anyway.
 			"--controllers=*,-serviceaccount-token",
+			// The node lifecycle controller marks every pod of a node NotReady when the node's
+			// heartbeat is late (a loaded machine, a laptop waking up, a Halt and Restart), and
+			// kwok, unlike a kubelet, never reports them ready again: Deployments would stay
+			// unavailable forever. A fake node is never really gone.
+			"--node-monitor-grace-period=1h",
 			"--leader-elect=false",
 			"--secure-port=0",
 			"--use-service-account-credentials=false",
 			"--concurrent-deployment-syncs=10",
 			"--concurrent-replicaset-syncs=10",
 		}},
-		{"kube-scheduler", []string{
+		{"kube-scheduler", filepath.Join(assets, "kube-scheduler"), []string{
 			"--kubeconfig=" + kubeconfig,
 			"--leader-elect=false",
 			"--secure-port=0",
 		}},
-		{"kwok", []string{
+		{"kwok", filepath.Join(assets, "kwok"), []string{
 			"--kubeconfig=" + kubeconfig,
 			"--manage-all-nodes=true",
 			"--config=" + stages,
 		}},
 	}
-	for _, child := range children {
-		p, err := startProcess(child.name, filepath.Join(assets, child.name), child.args, logDir)
-		if err != nil {
-			return nil, err
-		}
-		c.processes = append(c.processes, p)
-	}
-
-	clientset, err := kubernetes.NewForConfig(api.Config)
-	if err != nil {
-		return nil, err
-	}
-	for i := range opts.Nodes {
-		if err := createNode(ctx, clientset, fmt.Sprintf("kwok-node-%d", i)); err != nil {
-			return nil, err
-		}
-	}
-	if err := c.waitNodesReady(ctx, clientset, opts.Nodes); err != nil {
+	if err := c.startChildren(ctx); err != nil {
 		return nil, err
 	}
 	return c, nil
+}
+
+// startChildren starts the controller-manager, the scheduler and kwok, registers the fake nodes
+// (again, after a restart: creating one that exists is fine) and waits until they are Ready.
+func (c *Cluster) startChildren(ctx context.Context) error {
+	for _, ch := range c.children {
+		p, err := startProcess(ch.name, ch.path, ch.args, c.logDir)
+		if err != nil {
+			return err
+		}
+		c.processes = append(c.processes, p)
+	}
+	clientset, err := kubernetes.NewForConfig(c.Config)
+	if err != nil {
+		return err
+	}
+	for i := range c.nodes {
+		if err := createNode(ctx, clientset, fmt.Sprintf("kwok-node-%d", i)); err != nil {
+			return err
+		}
+	}
+	return c.waitNodesReady(ctx, clientset, c.nodes)
 }
 
 func createNode(ctx context.Context, clientset kubernetes.Interface, name string) error {
@@ -203,13 +221,39 @@ func (c *Cluster) Healthy() error { return c.checkProcesses() }
 
 // Stop stops kwok, the scheduler, the controller-manager, then the API server.
 func (c *Cluster) Stop() error {
+	errs := []error{c.stopChildren()}
+	if c.APIServer != nil {
+		errs = append(errs, c.APIServer.Stop())
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Cluster) stopChildren() error {
 	var errs []error
 	for i := len(c.processes) - 1; i >= 0; i-- {
 		errs = append(errs, c.processes[i].stop(10*time.Second))
 	}
 	c.processes = nil
-	if c.APIServer != nil {
-		errs = append(errs, c.APIServer.Stop())
-	}
 	return errors.Join(errs...)
+}
+
+// Halt stops every process of a cluster started with APIServer.Restartable and keeps its data,
+// address and certificates: to its clients the cluster is down until Restart.
+func (c *Cluster) Halt() error {
+	if !c.restartable {
+		return fmt.Errorf("cluster %s was not started with APIServer.Restartable", c.Name)
+	}
+	return errors.Join(c.stopChildren(), c.APIServer.Halt())
+}
+
+// Restart starts a halted cluster again with the same address, certificates and objects, and
+// waits until its nodes are Ready. Workloads carry on where they were.
+func (c *Cluster) Restart(ctx context.Context) error {
+	if err := c.APIServer.Restart(ctx); err != nil {
+		return err
+	}
+	if len(c.processes) > 0 {
+		return nil
+	}
+	return c.startChildren(ctx)
 }

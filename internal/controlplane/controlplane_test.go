@@ -16,6 +16,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/utils/ptr"
 )
 
@@ -234,4 +236,87 @@ func waitFor(ctx context.Context, t *testing.T, what string, cond func() (bool, 
 	if err != nil {
 		t.Fatalf("timed out waiting for %s (last error: %v)", what, last)
 	}
+}
+
+// TestClusterHaltAndRestart stops every process of a simulated cluster and starts it again: the
+// address, the certificates (so its kubeconfig still works) and the objects survive, and its
+// controllers carry on.
+func TestClusterHaltAndRestart(t *testing.T) {
+	ctx := t.Context()
+	c, err := StartCluster(ctx, ClusterOptions{APIServer: APIServerOptions{Name: "restartable", Restartable: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := c.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	clientset := kubernetes.NewForConfigOrDie(c.Config)
+	ns := createNamespace(ctx, t, clientset, "app")
+	if _, err := clientset.AppsV1().Deployments(ns).Create(ctx, deployment(ns, "before", 2, nil), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitAvailable(ctx, t, clientset, ns, "before", 2)
+	host := c.Config.Host
+	var pids []int
+	for _, p := range c.processes {
+		pids = append(pids, p.cmd.Process.Pid)
+	}
+
+	if err := c.Halt(); err != nil {
+		t.Fatal(err)
+	}
+	for _, pid := range pids {
+		if err := syscall.Kill(pid, 0); err == nil {
+			t.Errorf("process %d is still running after Halt", pid)
+		}
+	}
+	if _, err := clientset.Discovery().ServerVersion(); err == nil || !strings.Contains(err.Error(), "connection refused") {
+		t.Fatalf("a halted cluster answered: %v", err)
+	}
+
+	if err := c.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if c.Config.Host != host {
+		t.Errorf("address changed from %s to %s", host, c.Config.Host)
+	}
+	// The kubeconfig written at the first start still works: same address, same CA, same users.
+	kubeconfigClient := kubernetes.NewForConfigOrDie(kubeconfigConfig(t, c.KubeconfigPath))
+	waitAvailable(ctx, t, kubeconfigClient, ns, "before", 2)
+	if _, err := kubeconfigClient.AppsV1().Deployments(ns).Create(ctx, deployment(ns, "after", 1, nil), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitAvailable(ctx, t, kubeconfigClient, ns, "after", 1)
+
+	// Halting twice or restarting a running cluster is harmless; a cluster that is not restartable
+	// says so.
+	if err := c.Restart(ctx); err != nil {
+		t.Errorf("Restart of a running cluster: %v", err)
+	}
+	plain := &Cluster{APIServer: &APIServer{}, Name: "plain"}
+	if err := plain.Halt(); err == nil || !strings.Contains(err.Error(), "Restartable") {
+		t.Errorf("Halt of a cluster that is not restartable: %v", err)
+	}
+}
+
+func waitAvailable(ctx context.Context, t *testing.T, clientset kubernetes.Interface, ns, name string, replicas int32) {
+	t.Helper()
+	waitFor(ctx, t, "deployment "+name+" available", func() (bool, error) {
+		d, err := clientset.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		return d.Status.AvailableReplicas == replicas && d.Status.UpdatedReplicas == replicas, nil
+	})
+}
+
+func kubeconfigConfig(t *testing.T, path string) *rest.Config {
+	t.Helper()
+	cfg, err := clientcmd.BuildConfigFromFlags("", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
 }

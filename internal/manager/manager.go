@@ -30,6 +30,7 @@ import (
 	buildcontroller "github.com/ferryci/ferry/controllers/build"
 	buildreportcontroller "github.com/ferryci/ferry/controllers/buildreport"
 	clustercontroller "github.com/ferryci/ferry/controllers/cluster"
+	releasecontroller "github.com/ferryci/ferry/controllers/release"
 	"github.com/ferryci/ferry/internal/clusters"
 	"github.com/ferryci/ferry/internal/ui"
 	"github.com/ferryci/ferry/internal/webhookcert"
@@ -126,7 +127,7 @@ const (
 )
 
 // Controllers Ferry knows, in the order they start.
-var knownControllers = []string{"cluster", "build", "buildreport"}
+var knownControllers = []string{"cluster", "build", "buildreport", "release"}
 
 // Scheme returns a scheme with every kind Ferry reads or writes.
 func Scheme() *runtime.Scheme {
@@ -269,6 +270,19 @@ func (m *Manager) setupController(name string) error {
 			APIReader: m.GetAPIReader(),
 			Recorder:  m.GetEventRecorder("ferry-buildreport-controller"),
 			UIBaseURL: m.opts.UIBaseURL,
+		}).SetupWithManager(m.Manager)
+	case "release":
+		if err := (&releasecontroller.Reconciler{
+			Client:    m.GetClient(),
+			APIReader: m.GetAPIReader(),
+			Clusters:  m.Clusters,
+			Recorder:  m.GetEventRecorder("ferry-release-controller"),
+		}).SetupWithManager(m.Manager); err != nil {
+			return err
+		}
+		return (&releasecontroller.AutoReleaser{
+			Client:   m.GetClient(),
+			Recorder: m.GetEventRecorder("ferry-autorelease-controller"),
 		}).SetupWithManager(m.Manager)
 	}
 	return fmt.Errorf("unknown controller %q", name)

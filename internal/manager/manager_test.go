@@ -16,6 +16,7 @@ func TestEnabledControllers(t *testing.T) {
 		{in: []string{"cluster"}, want: []string{"cluster"}},
 		{in: []string{"*", "-cluster"}, want: without(knownControllers, "cluster")},
 		{in: []string{"buildreport"}, want: []string{"buildreport"}},
+		{in: []string{"release"}, want: []string{"release"}},
 		{in: []string{"nope"}, wantErr: true},
 		{in: []string{"-nope"}, wantErr: true},
 	}

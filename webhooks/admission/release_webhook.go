@@ -34,7 +34,14 @@ func (d *ReleaseDefaulter) Default(ctx context.Context, r *ferryv1.Release) erro
 
 // SetupWebhooks registers Ferry's admission webhooks with the manager's webhook server.
 func SetupWebhooks(mgr ctrl.Manager) error {
-	return ctrl.NewWebhookManagedBy(mgr, &ferryv1.Release{}).
+	if err := ctrl.NewWebhookManagedBy(mgr, &ferryv1.Release{}).
 		WithDefaulter(&ReleaseDefaulter{}).
+		Complete(); err != nil {
+		return err
+	}
+	approvals := &ApprovalWebhook{Reader: mgr.GetAPIReader()}
+	return ctrl.NewWebhookManagedBy(mgr, &ferryv1.Approval{}).
+		WithDefaulter(approvals).
+		WithValidator(approvals).
 		Complete()
 }

@@ -1,0 +1,241 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
+)
+
+// getKinds are the resources `ferry get` lists, with the singular and short names it accepts.
+var getKinds = map[string]string{
+	"builds": "builds", "build": "builds", "fb": "builds",
+	"releases": "releases", "release": "releases", "frel": "releases",
+	"approvals": "approvals", "approval": "approvals", "fapr": "approvals",
+}
+
+func newGetCommand(g *globalFlags) *cobra.Command {
+	k := &kubeFlags{}
+	var output string
+	var allNamespaces bool
+	cmd := &cobra.Command{
+		Use:   "get builds|releases|approvals [NAME]",
+		Short: "List Builds, Releases or Approvals",
+		Long: `List Builds, Releases or Approvals in a namespace, as a table or as JSON or YAML.
+
+A Release's table shows each environment of its path: ok, waiting for approvals (given/needed),
+rolling out, rolled back, rejected, expired, locked or pending.`,
+		Example: `  ferry get releases -n team-shop
+  ferry get approvals -n team-shop -o yaml
+  ferry get release shop-api-main-42 -o json`,
+		Args:      cobra.RangeArgs(1, 2),
+		ValidArgs: []string{"builds", "releases", "approvals"},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			kind, ok := getKinds[strings.ToLower(args[0])]
+			if !ok {
+				return fmt.Errorf("unknown resource %q: ferry get lists builds, releases or approvals", args[0])
+			}
+			if output != "" && output != "json" && output != "yaml" {
+				return fmt.Errorf("unknown output format %q: use -o json or -o yaml (or nothing for a table)", output)
+			}
+			c, ns, err := k.client(g)
+			if err != nil {
+				return err
+			}
+			name := ""
+			if len(args) == 2 {
+				name = args[1]
+			}
+			opts := []client.ListOption{}
+			if !allNamespaces {
+				opts = append(opts, client.InNamespace(ns))
+			}
+			return runGet(cmd.Context(), c, cmd.OutOrStdout(), kind, ns, name, output, allNamespaces, opts)
+		},
+	}
+	k.bind(cmd)
+	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: json or yaml (default: a table)")
+	cmd.Flags().BoolVarP(&allNamespaces, "all-namespaces", "A", false, "list in every namespace")
+	return cmd
+}
+
+func runGet(ctx context.Context, c client.Client, w io.Writer, kind, ns, name, output string, all bool, opts []client.ListOption) error {
+	switch kind {
+	case "builds":
+		list := &ferryv1.BuildList{}
+		if err := getOrList(ctx, c, ns, name, list, &ferryv1.Build{}, opts); err != nil {
+			return err
+		}
+		for i := range list.Items {
+			tidy(&list.Items[i], "Build")
+		}
+		return printList(w, output, name, list, len(list.Items), func(i int) client.Object { return &list.Items[i] }, all, buildTable(list.Items))
+	case "releases":
+		list := &ferryv1.ReleaseList{}
+		if err := getOrList(ctx, c, ns, name, list, &ferryv1.Release{}, opts); err != nil {
+			return err
+		}
+		for i := range list.Items {
+			tidy(&list.Items[i], "Release")
+		}
+		return printList(w, output, name, list, len(list.Items), func(i int) client.Object { return &list.Items[i] }, all, releaseTable(list.Items))
+	default:
+		list := &ferryv1.ApprovalList{}
+		if err := getOrList(ctx, c, ns, name, list, &ferryv1.Approval{}, opts); err != nil {
+			return err
+		}
+		for i := range list.Items {
+			tidy(&list.Items[i], "Approval")
+		}
+		return printList(w, output, name, list, len(list.Items), func(i int) client.Object { return &list.Items[i] }, all, approvalTable(list.Items))
+	}
+}
+
+// getOrList fills list with the named object, or with every object the options select.
+func getOrList(ctx context.Context, c client.Client, ns, name string, list client.ObjectList, one client.Object, opts []client.ListOption) error {
+	if name == "" {
+		return c.List(ctx, list, opts...)
+	}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, one); err != nil {
+		return err
+	}
+	return meta.SetList(list, []runtime.Object{one})
+}
+
+// printList prints one object (when a name was given) or the list, or the table.
+func printList(w io.Writer, output, name string, list client.ObjectList, n int, item func(int) client.Object, all bool, rows [][]string) error {
+	if output != "" {
+		if name != "" {
+			return printObject(w, output, item(0))
+		}
+		list.GetObjectKind().SetGroupVersionKind(ferryv1.GroupVersion.WithKind(kindOfList(list)))
+		return printObject(w, output, list)
+	}
+	if n == 0 {
+		_, err := fmt.Fprintln(w, "No resources found.")
+		return err
+	}
+	header := rows[0]
+	body := rows[1:]
+	if all {
+		header = append([]string{"NAMESPACE"}, header...)
+		for i := range body {
+			body[i] = append([]string{item(i).GetNamespace()}, body[i]...)
+		}
+	}
+	tw := tabwriter.NewWriter(w, 0, 8, 3, ' ', 0)
+	fmt.Fprintln(tw, strings.Join(header, "\t"))
+	for _, row := range body {
+		fmt.Fprintln(tw, strings.Join(row, "\t"))
+	}
+	return tw.Flush()
+}
+
+func kindOfList(list client.ObjectList) string {
+	switch list.(type) {
+	case *ferryv1.BuildList:
+		return "BuildList"
+	case *ferryv1.ReleaseList:
+		return "ReleaseList"
+	}
+	return "ApprovalList"
+}
+
+func buildTable(items []ferryv1.Build) [][]string {
+	rows := [][]string{{"NAME", "PROJECT", "REF", "REVISION", "READY", "REASON", "IMAGE", "AGE"}}
+	for _, b := range items {
+		ready, reason := readyOf(b.Status.Conditions)
+		rev := b.Spec.Revision
+		if len(rev) > 8 {
+			rev = rev[:8]
+		}
+		rows = append(rows, []string{b.Name, b.Spec.Project, b.Spec.Ref, rev, ready, orNone(reason), orNone(shortDigest(b.Status.Image)), age(b.CreationTimestamp)})
+	}
+	return rows
+}
+
+func releaseTable(items []ferryv1.Release) [][]string {
+	rows := [][]string{{"NAME", "PROJECT", "IMAGE", "READY", "REASON", "ENVIRONMENTS", "AGE"}}
+	for _, r := range items {
+		ready, reason := readyOf(r.Status.Conditions)
+		image := shortDigest(r.Spec.Image)
+		if r.Spec.Rollback {
+			image += " (rollback)"
+		}
+		var envs []string
+		for _, es := range r.Status.Environments {
+			envs = append(envs, es.Name+":"+envState(&es))
+		}
+		rows = append(rows, []string{r.Name, r.Spec.Project, image, ready, orNone(reason), orNone(strings.Join(envs, " ")), age(r.CreationTimestamp)})
+	}
+	return rows
+}
+
+// envState is one word (and a count) for where a Release stands in an environment.
+func envState(es *ferryv1.ReleaseEnvironmentStatus) string {
+	ready := meta.FindStatusCondition(es.Conditions, ferryv1.ReadyCondition)
+	if ready == nil {
+		return "pending"
+	}
+	switch ready.Reason {
+	case ferryv1.SucceededReason:
+		return "ok"
+	case ferryv1.WaitingForApprovalReason:
+		if es.Gate != nil {
+			approved := 0
+			for _, a := range es.Gate.Approvals {
+				if a.Decision == ferryv1.DecisionApprove {
+					approved++
+				}
+			}
+			return fmt.Sprintf("waiting(%d/%d)", approved, es.Gate.RequiredApprovals)
+		}
+		return "waiting"
+	case ferryv1.WaitingForPreviousEnvironmentReason:
+		return "pending"
+	case ferryv1.RollingOutReason:
+		return "rolling-out"
+	case ferryv1.RollingBackReason:
+		return "rolling-back"
+	case ferryv1.RolledBackReason:
+		return "rolled-back"
+	case ferryv1.RejectedReason:
+		return "rejected"
+	case ferryv1.ExpiredReason:
+		return "expired"
+	case ferryv1.EnvironmentLockedReason:
+		return "locked"
+	case ferryv1.SupersededReason:
+		return "superseded"
+	}
+	return strings.ToLower(ready.Reason)
+}
+
+func approvalTable(items []ferryv1.Approval) [][]string {
+	slices.SortStableFunc(items, func(a, b ferryv1.Approval) int { return a.CreationTimestamp.Compare(b.CreationTimestamp.Time) })
+	rows := [][]string{{"NAME", "RELEASE", "ENVIRONMENT", "BATCH", "DECISION", "APPROVER", "COMMENT", "AGE"}}
+	for _, a := range items {
+		approver, batch := "", "-"
+		if a.Spec.Approver != nil {
+			approver = a.Spec.Approver.Username
+		}
+		if a.Spec.Batch > 0 {
+			batch = fmt.Sprint(a.Spec.Batch)
+		}
+		comment := a.Spec.Comment
+		if len(comment) > 60 {
+			comment = comment[:57] + "..."
+		}
+		rows = append(rows, []string{a.Name, a.Spec.Release, a.Spec.Environment, batch, string(a.Spec.Decision), orNone(approver), orNone(comment), age(a.CreationTimestamp)})
+	}
+	return rows
+}

@@ -1,0 +1,309 @@
+package release
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
+	"github.com/ferryci/ferry/internal/approval"
+	"github.com/ferryci/ferry/internal/rollout"
+)
+
+// reconcileEnvironment works on the first environment of the path the Release has not passed:
+// the checks before it may start (supersession, an older image, the deploy lock), the gate, then
+// the rollout. next reports that the environment succeeded and the next one may start.
+func (r *Reconciler) reconcileEnvironment(ctx context.Context, rel *ferryv1.Release, p *plan, es *ferryv1.ReleaseEnvironmentStatus, now metav1.Time) (ctrl.Result, bool, error) {
+	gen := rel.Generation
+	if es.StartTime == nil {
+		es.StartTime = &now
+	}
+	env := &ferryv1.Environment{}
+	if err := r.Get(ctx, types.NamespacedName{Name: es.Name}, env); err != nil {
+		if isNotFound(err) {
+			setEnvWaiting(es, ferryv1.EnvironmentNotFoundReason, fmt.Sprintf("environment %s not found", es.Name), gen, now)
+			return ctrl.Result{}, false, nil
+		}
+		return ctrl.Result{}, false, fmt.Errorf("failed to read Environment %s: %w", es.Name, err)
+	}
+	if !rolloutStarted(es) {
+		res, ready, err := r.beforeRollout(ctx, rel, p, env, es, now)
+		if err != nil || !ready {
+			return res, false, err
+		}
+	}
+	return r.rollOut(ctx, rel, p, env, es, now)
+}
+
+// beforeRollout decides whether the Release may start rolling out in env now, and starts it.
+func (r *Reconciler) beforeRollout(ctx context.Context, rel *ferryv1.Release, p *plan, env *ferryv1.Environment, es *ferryv1.ReleaseEnvironmentStatus, now metav1.Time) (ctrl.Result, bool, error) {
+	gen := rel.Generation
+	siblings, err := r.projectReleases(ctx, rel, false)
+	if err != nil {
+		return ctrl.Result{}, false, err
+	}
+	if stop, err := r.mustStop(ctx, rel, p, siblings, es, now); err != nil || stop {
+		return ctrl.Result{}, false, err
+	}
+	if env.Spec.Locked {
+		msg := "environment " + env.Name + " is locked"
+		if env.Spec.LockReason != "" {
+			msg += ": " + env.Spec.LockReason
+		}
+		setEnvWaiting(es, ferryv1.EnvironmentLockedReason, msg, gen, now)
+		return ctrl.Result{}, false, nil
+	}
+	if holder := lockHolder(siblings, rel, es.Name); holder != "" {
+		setEnvWaiting(es, ferryv1.EnvironmentLockedReason, fmt.Sprintf("release %s is rolling out in environment %s", holder, es.Name), gen, now)
+		return ctrl.Result{}, false, nil
+	}
+	res, open, err := r.gate(ctx, rel, p, env, es, now)
+	if err != nil || !open {
+		return res, false, err
+	}
+	// Take the deploy lock on what the API server says, not on the cache: another Release of the
+	// project may have started a moment ago.
+	live, err := r.projectReleases(ctx, rel, true)
+	if err != nil {
+		return ctrl.Result{}, false, err
+	}
+	if stop, err := r.mustStop(ctx, rel, p, live, es, now); err != nil || stop {
+		return ctrl.Result{}, false, err
+	}
+	if holder := lockHolder(live, rel, es.Name); holder != "" {
+		setEnvWaiting(es, ferryv1.EnvironmentLockedReason, fmt.Sprintf("release %s is rolling out in environment %s", holder, es.Name), gen, now)
+		return ctrl.Result{}, false, nil
+	}
+	ns, err := rollout.NamespaceFor(env.Spec.NamespaceTemplate, rel.Spec.Project, env.Name)
+	if err != nil {
+		setEnvStopped(es, ferryv1.FailedReason, err.Error(), gen, now)
+		return ctrl.Result{}, false, nil
+	}
+	if cur := deployedIn(p.project, env.Name); cur != nil {
+		es.PreviousImage = cur.Image
+	}
+	es.Clusters = nil
+	for _, c := range env.Spec.Clusters {
+		es.Clusters = append(es.Clusters, ferryv1.ClusterRolloutStatus{Cluster: c, Namespace: ns})
+	}
+	msg := fmt.Sprintf("rolling out %s to namespace %s on %s", rollout.ShortImage(p.image), ns, strings.Join(env.Spec.Clusters, ", "))
+	setEnvRollingOut(es, msg, gen, now)
+	r.Recorder.Eventf(rel, nil, corev1.EventTypeNormal, ferryv1.RollingOutReason, "RollOut", "Environment %s: %s", env.Name, msg)
+	return ctrl.Result{}, true, nil
+}
+
+// mustStop stops the Release before env when a newer Release of the project has reached env, or
+// env runs a newer image and this is not a rollback.
+func (r *Reconciler) mustStop(ctx context.Context, rel *ferryv1.Release, p *plan, siblings []ferryv1.Release, es *ferryv1.ReleaseEnvironmentStatus, now metav1.Time) (bool, error) {
+	gen := rel.Generation
+	if newer := supersededBy(siblings, rel, es.Name); newer != "" {
+		setEnvStopped(es, ferryv1.SupersededReason, fmt.Sprintf("superseded by the newer Release %s, which reached environment %s first", newer, es.Name), gen, now)
+		return true, nil
+	}
+	msg, err := r.newerImageDeployed(ctx, rel, p, es.Name)
+	if err != nil || msg == "" {
+		return false, err
+	}
+	setEnvStopped(es, ferryv1.NewerImageDeployedReason, msg, gen, now)
+	return true, nil
+}
+
+// projectReleases lists the other Releases of the same project, from the cache or, when live,
+// from the API server.
+func (r *Reconciler) projectReleases(ctx context.Context, rel *ferryv1.Release, live bool) ([]ferryv1.Release, error) {
+	list := &ferryv1.ReleaseList{}
+	var err error
+	if live {
+		err = r.APIReader.List(ctx, list, client.InNamespace(rel.Namespace))
+	} else {
+		err = r.List(ctx, list, client.InNamespace(rel.Namespace), client.MatchingFields{projectIndex: rel.Spec.Project})
+	}
+	if err != nil {
+		return nil, fmt.Errorf("failed to list the Releases of project %s: %w", rel.Spec.Project, err)
+	}
+	var out []ferryv1.Release
+	for _, o := range list.Items {
+		if o.Spec.Project == rel.Spec.Project && o.Name != rel.Name {
+			out = append(out, o)
+		}
+	}
+	return out, nil
+}
+
+// newerThan orders Releases by creation (then name, for Releases created in the same second).
+func newerThan(a, b *ferryv1.Release) bool {
+	if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
+		return a.CreationTimestamp.After(b.CreationTimestamp.Time)
+	}
+	return a.Name > b.Name
+}
+
+// supersededBy names a newer Release of the project that has reached env, "" when there is none.
+func supersededBy(siblings []ferryv1.Release, rel *ferryv1.Release, env string) string {
+	for i := range siblings {
+		o := &siblings[i]
+		if !newerThan(o, rel) || !o.DeletionTimestamp.IsZero() {
+			continue
+		}
+		if es := envStatus(o, env); es != nil && es.StartTime != nil {
+			return o.Name
+		}
+	}
+	return ""
+}
+
+// lockHolder names a Release of the project that is writing into env, "" when none is.
+func lockHolder(siblings []ferryv1.Release, rel *ferryv1.Release, env string) string {
+	for i := range siblings {
+		o := &siblings[i]
+		if o.Name == rel.Name {
+			continue
+		}
+		if es := envStatus(o, env); es != nil && holdsLock(es) {
+			return o.Name
+		}
+	}
+	return ""
+}
+
+// newerImageDeployed says why the Release may not replace what env runs: an image built after the
+// Release's, which only a rollback may replace. "" when it may.
+func (r *Reconciler) newerImageDeployed(ctx context.Context, rel *ferryv1.Release, p *plan, env string) (string, error) {
+	cur := deployedIn(p.project, env)
+	if rel.Spec.Rollback || cur == nil || cur.Image == "" || cur.Release == "" || cur.Image == rel.Spec.Image {
+		return "", nil
+	}
+	deployed := &ferryv1.Release{}
+	if err := r.Get(ctx, types.NamespacedName{Namespace: rel.Namespace, Name: cur.Release}, deployed); err != nil {
+		if isNotFound(err) {
+			return "", nil
+		}
+		return "", fmt.Errorf("failed to read Release %s: %w", cur.Release, err)
+	}
+	ours, err := r.builtAt(ctx, rel)
+	if err != nil {
+		return "", err
+	}
+	theirs, err := r.builtAt(ctx, deployed)
+	if err != nil {
+		return "", err
+	}
+	if !theirs.After(ours.Time) {
+		return "", nil
+	}
+	return fmt.Sprintf("environment %s runs %s (Release %s, built %s), newer than this Release's image (built %s): only a rollback Release may replace a newer image with an older one",
+		env, rollout.ShortImage(cur.Image), deployed.Name, theirs.UTC().Format(time.RFC3339), ours.UTC().Format(time.RFC3339)), nil
+}
+
+// builtAt is when a Release's image was made: its Build's creation, else the Release's.
+func (r *Reconciler) builtAt(ctx context.Context, rel *ferryv1.Release) (metav1.Time, error) {
+	if rel.Spec.Build == "" {
+		return rel.CreationTimestamp, nil
+	}
+	b := &ferryv1.Build{}
+	if err := r.Get(ctx, types.NamespacedName{Namespace: rel.Namespace, Name: rel.Spec.Build}, b); err != nil {
+		if isNotFound(err) {
+			return rel.CreationTimestamp, nil
+		}
+		return metav1.Time{}, fmt.Errorf("failed to read Build %s: %w", rel.Spec.Build, err)
+	}
+	return b.CreationTimestamp, nil
+}
+
+// maxGateRecords is the API's limit on the decisions a gate's status lists.
+const maxGateRecords = 100
+
+// gate evaluates the Environment's approval gate. open reports that the Release may roll out.
+func (r *Reconciler) gate(ctx context.Context, rel *ferryv1.Release, p *plan, env *ferryv1.Environment, es *ferryv1.ReleaseEnvironmentStatus, now metav1.Time) (ctrl.Result, bool, error) {
+	gen := rel.Generation
+	policy := env.Spec.Approval
+	if policy == nil {
+		es.Gate = nil
+		setGateOpen(es, ferryv1.NoGateReason, fmt.Sprintf("environment %s has no approval gate", env.Name), gen, now)
+		return ctrl.Result{}, true, nil
+	}
+	if es.Gate == nil || es.Gate.WaitingSince == nil {
+		es.Gate = &ferryv1.GateStatus{WaitingSince: &now, ExpiresAt: expiresAt(policy, now)}
+		r.Recorder.Eventf(rel, nil, corev1.EventTypeNormal, ferryv1.WaitingForApprovalReason, "Gate", "Waiting for %d approval(s) for environment %s", approval.MinApprovals(policy), env.Name)
+	}
+	approvals, err := r.approvals(ctx, rel)
+	if err != nil {
+		return ctrl.Result{}, false, err
+	}
+	tally := approval.Tally(policy, approvals, rel.Name, env.Name, 0, rel.Spec.Image, p.subject, es.Gate.ExpiresAt)
+	es.Gate.RequiredApprovals = tally.Required
+	// The status keeps the first 100 decisions (the API's limit); the Approvals are the full record.
+	es.Gate.Approvals = tally.Records[:min(len(tally.Records), maxGateRecords)]
+	waited := now.Sub(es.Gate.WaitingSince.Time).Seconds()
+	switch {
+	case tally.Rejection != nil:
+		a := tally.Rejection
+		msg := fmt.Sprintf("rejected by %s: %s", a.Spec.Approver.Username, a.Spec.Comment)
+		setGateClosed(es, ferryv1.RejectedReason, msg, gen, now)
+		approvalWait.WithLabelValues(env.Name, "rejected").Observe(waited)
+		r.Recorder.Eventf(rel, nil, corev1.EventTypeWarning, ferryv1.RejectedReason, "Gate", "Environment %s: %s", env.Name, msg)
+		return ctrl.Result{}, false, nil
+	case tally.Approved():
+		msg := fmt.Sprintf("approved by %s", strings.Join(tally.Approvers, ", "))
+		setGateOpen(es, ferryv1.ApprovedReason, msg, gen, now)
+		approvalWait.WithLabelValues(env.Name, "approved").Observe(waited)
+		r.Recorder.Eventf(rel, nil, corev1.EventTypeNormal, ferryv1.ApprovedReason, "Gate", "Environment %s: %s", env.Name, msg)
+		return ctrl.Result{}, true, nil
+	case approval.Expired(es.Gate.ExpiresAt, now.Time):
+		msg := fmt.Sprintf("the gate expired at %s with %d of %d approvals; re-request it with `ferry approve %s --env %s --rerequest` (or annotate the Release %s=%s)",
+			es.Gate.ExpiresAt.UTC().Format(time.RFC3339), len(tally.Approvers), tally.Required, rel.Name, env.Name, approval.ReRequestAnnotation, env.Name)
+		if !isExpired(es) {
+			approvalWait.WithLabelValues(env.Name, "expired").Observe(waited)
+			r.Recorder.Eventf(rel, nil, corev1.EventTypeWarning, ferryv1.ExpiredReason, "Gate", "Environment %s: %s", env.Name, msg)
+		}
+		setGateClosed(es, ferryv1.ExpiredReason, msg, gen, now)
+		return ctrl.Result{}, false, nil
+	}
+	msg := fmt.Sprintf("%d of %d approvals", len(tally.Approvers), tally.Required)
+	if len(tally.Approvers) > 0 {
+		msg += " (" + strings.Join(tally.Approvers, ", ") + ")"
+	}
+	msg += "; eligible: " + approval.DescribePolicy(policy)
+	if es.Gate.ExpiresAt != nil {
+		msg += "; expires at " + es.Gate.ExpiresAt.UTC().Format(time.RFC3339)
+	}
+	setGateWaiting(es, msg, gen, now)
+	if es.Gate.ExpiresAt != nil {
+		return ctrl.Result{RequeueAfter: es.Gate.ExpiresAt.Sub(now.Time) + time.Second}, false, nil
+	}
+	return ctrl.Result{}, false, nil
+}
+
+func isExpired(es *ferryv1.ReleaseEnvironmentStatus) bool {
+	for _, c := range es.Conditions {
+		if c.Type == ferryv1.ApprovedCondition {
+			return c.Reason == ferryv1.ExpiredReason
+		}
+	}
+	return false
+}
+
+// expiresAt is when a gate that starts waiting now expires under the policy; nil for no expiry.
+func expiresAt(policy *ferryv1.ApprovalPolicy, now metav1.Time) *metav1.Time {
+	if policy == nil || policy.Expiry == nil || policy.Expiry.Duration <= 0 {
+		return nil
+	}
+	t := metav1.NewTime(now.Add(policy.Expiry.Duration))
+	return &t
+}
+
+// approvals lists the decisions recorded on the Release.
+func (r *Reconciler) approvals(ctx context.Context, rel *ferryv1.Release) ([]ferryv1.Approval, error) {
+	list := &ferryv1.ApprovalList{}
+	if err := r.List(ctx, list, client.InNamespace(rel.Namespace), client.MatchingFields{releaseIndex: rel.Name}); err != nil {
+		return nil, fmt.Errorf("failed to list the Approvals of Release %s: %w", rel.Name, err)
+	}
+	return list.Items, nil
+}

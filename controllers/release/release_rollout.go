@@ -1,0 +1,262 @@
+package release
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/retry"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
+	"github.com/ferryci/ferry/internal/approval"
+	"github.com/ferryci/ferry/internal/clusters"
+	"github.com/ferryci/ferry/internal/rollout"
+)
+
+// rollOut advances the rollout (or its rollback) on every cluster of the environment in
+// parallel. next reports that every cluster is healthy and the environment was recorded.
+func (r *Reconciler) rollOut(ctx context.Context, rel *ferryv1.Release, p *plan, env *ferryv1.Environment, es *ferryv1.ReleaseEnvironmentStatus, now metav1.Time) (ctrl.Result, bool, error) {
+	gen := rel.Generation
+	if len(es.Clusters) == 0 {
+		setEnvFailed(es, ferryv1.FailedReason, "environment "+es.Name+" names no cluster", gen, now)
+		return ctrl.Result{}, false, nil
+	}
+	back := rollingBack(es)
+	ns := es.Clusters[0].Namespace
+	in := rollout.Input{
+		Workload: p.workload(rel, es.Name, ns),
+		Previous: r.previousWorkload(ctx, rel, p, es, ns),
+		Strategy: rollout.StrategyOf(env),
+		Rollback: back,
+		Now:      now.Time,
+	}
+	if in.Strategy.Type == ferryv1.BatchStrategy && in.Strategy.Between == ferryv1.BatchGateApproval && !back {
+		approvals, err := r.approvals(ctx, rel)
+		if err != nil {
+			return ctrl.Result{}, false, err
+		}
+		in.BatchGate = func(batch int32) rollout.GateAnswer {
+			t := approval.Tally(env.Spec.Approval, approvals, rel.Name, env.Name, batch, rel.Spec.Image, p.subject, nil)
+			if t.Rejection != nil {
+				return rollout.GateAnswer{Rejected: fmt.Sprintf("rejected by %s: %s", t.Rejection.Spec.Approver.Username, t.Rejection.Spec.Comment)}
+			}
+			return rollout.GateAnswer{Approved: t.Approved()}
+		}
+	}
+	unreachable := r.stepClusters(ctx, es, in)
+
+	poll := r.pollInterval()
+	if unreachable {
+		poll = unreachableRetry
+	}
+	if back {
+		return r.afterRollback(rel, es, in.Previous, now)
+	}
+	if failed := firstFailed(es); failed != nil {
+		r.startRollback(rel, es, failed, in.Previous, now)
+		return ctrl.Result{RequeueAfter: time.Millisecond}, false, nil
+	}
+	if !allSucceeded(es) {
+		setEnvRollingOut(es, clusterSummary(es), gen, now)
+		return ctrl.Result{RequeueAfter: poll}, false, nil
+	}
+	if err := r.recordDeployed(ctx, rel, p, es); err != nil {
+		return ctrl.Result{}, false, err
+	}
+	msg := fmt.Sprintf("%s is healthy on %s", rollout.ShortImage(p.image), clusterNames(es))
+	setEnvSucceeded(es, msg, gen, now)
+	rolloutDuration.WithLabelValues(es.Name, resultSucceeded).Observe(rolloutSeconds(es, now))
+	r.Recorder.Eventf(rel, nil, corev1.EventTypeNormal, ferryv1.SucceededReason, "RollOut", "Environment %s: %s", es.Name, msg)
+	return ctrl.Result{}, true, nil
+}
+
+// stepClusters runs one rollout step on every cluster that is not done, in parallel, each within
+// its own time limit. A cluster that cannot be reached gets a ClusterUnreachable condition and
+// holds only its own rollout. It reports whether any cluster was unreachable.
+func (r *Reconciler) stepClusters(ctx context.Context, es *ferryv1.ReleaseEnvironmentStatus, base rollout.Input) bool {
+	var (
+		wg          sync.WaitGroup
+		mu          sync.Mutex
+		unreachable bool
+	)
+	for i := range es.Clusters {
+		st := &es.Clusters[i]
+		if (!base.Rollback && rollout.Succeeded(st)) || (base.Rollback && st.CompletionTime != nil) {
+			continue
+		}
+		wg.Go(func() {
+			cctx, cancel := context.WithTimeout(ctx, clusterTimeout)
+			defer cancel()
+			in := base
+			in.Cluster = st.Cluster
+			c, err := r.Clusters.Client(cctx, st.Cluster)
+			if err == nil {
+				_, err = rollout.Step(cctx, c, in, st)
+			}
+			if err != nil {
+				mu.Lock()
+				unreachable = true
+				mu.Unlock()
+				rollout.SetClusterCondition(st, metav1.ConditionFalse, ferryv1.ClusterUnreachableReason, "cluster "+st.Cluster+" cannot be reached: "+clusterError(err), metav1.NewTime(base.Now))
+			}
+		})
+	}
+	wg.Wait()
+	return unreachable
+}
+
+// startRollback turns a failed rollout into a rollback of every cluster of the environment, so
+// that the whole environment returns to its previous image.
+func (r *Reconciler) startRollback(rel *ferryv1.Release, es *ferryv1.ReleaseEnvironmentStatus, failed *ferryv1.ClusterRolloutStatus, prev *rollout.Workload, now metav1.Time) {
+	cause := "cluster " + failed.Cluster + ": " + meta.FindStatusCondition(failed.Conditions, ferryv1.RolledOutCondition).Message
+	target := "nothing to roll back to: environment " + es.Name + " ran nothing before"
+	if prev != nil {
+		target = "rolling back to " + rollout.ShortImage(prev.Image)
+	}
+	for i := range es.Clusters {
+		st := &es.Clusters[i]
+		st.BatchStartTime, st.BatchHealthyTime, st.CompletionTime = nil, nil, nil
+		rollout.SetClusterCondition(st, metav1.ConditionFalse, ferryv1.RollingBackReason, target+" after "+cause, now)
+	}
+	setEnvRollingBack(es, cause+"; "+target, rel.Generation, now)
+	r.Recorder.Eventf(rel, nil, corev1.EventTypeWarning, ferryv1.RolloutFailedReason, "RollOut", "Environment %s: %s; %s", es.Name, cause, target)
+}
+
+// afterRollback waits for every cluster to be rolled back, then stops the Release with the cause.
+func (r *Reconciler) afterRollback(rel *ferryv1.Release, es *ferryv1.ReleaseEnvironmentStatus, prev *rollout.Workload, now metav1.Time) (ctrl.Result, bool, error) {
+	for _, st := range es.Clusters {
+		if st.CompletionTime == nil {
+			return ctrl.Result{RequeueAfter: r.pollInterval()}, false, nil
+		}
+	}
+	cause := ""
+	if c := meta.FindStatusCondition(es.Conditions, ferryv1.RolledOutCondition); c != nil {
+		cause = strings.TrimSuffix(c.Message, "; rolling back to "+shortOf(prev))
+	}
+	reason, outcome := ferryv1.RolledBackReason, "rolled back to "+shortOf(prev)
+	var notBack []string
+	for _, st := range es.Clusters {
+		if c := meta.FindStatusCondition(st.Conditions, ferryv1.RolledOutCondition); c == nil || c.Reason != ferryv1.RolledBackReason {
+			notBack = append(notBack, st.Cluster)
+		}
+	}
+	switch {
+	case prev == nil:
+		reason, outcome = ferryv1.RolloutFailedReason, "no previous image to roll back to: the workload was left as it is"
+	case len(notBack) > 0:
+		reason, outcome = ferryv1.RolloutFailedReason, fmt.Sprintf("the rollback to %s did not become healthy on %s", shortOf(prev), strings.Join(notBack, ", "))
+	}
+	msg := cause + "; " + outcome
+	setEnvFailed(es, reason, msg, rel.Generation, now)
+	rolloutDuration.WithLabelValues(es.Name, resultOf(&metav1.Condition{Reason: reason})).Observe(rolloutSeconds(es, now))
+	r.Recorder.Eventf(rel, nil, corev1.EventTypeWarning, reason, "RollBack", "Environment %s: %s", es.Name, msg)
+	return ctrl.Result{}, false, nil
+}
+
+func shortOf(w *rollout.Workload) string {
+	if w == nil {
+		return ""
+	}
+	return rollout.ShortImage(w.Image)
+}
+
+func firstFailed(es *ferryv1.ReleaseEnvironmentStatus) *ferryv1.ClusterRolloutStatus {
+	for i := range es.Clusters {
+		if rollout.Failed(&es.Clusters[i]) {
+			return &es.Clusters[i]
+		}
+	}
+	return nil
+}
+
+func allSucceeded(es *ferryv1.ReleaseEnvironmentStatus) bool {
+	for i := range es.Clusters {
+		if !rollout.Succeeded(&es.Clusters[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func clusterNames(es *ferryv1.ReleaseEnvironmentStatus) string {
+	names := make([]string, 0, len(es.Clusters))
+	for _, c := range es.Clusters {
+		names = append(names, c.Cluster)
+	}
+	return strings.Join(names, ", ")
+}
+
+// rolloutSeconds is how long the environment's rollout has taken, from the first cluster's start.
+func rolloutSeconds(es *ferryv1.ReleaseEnvironmentStatus, now metav1.Time) float64 {
+	start := now
+	for _, c := range es.Clusters {
+		if c.StartTime != nil && c.StartTime.Before(&start) {
+			start = *c.StartTime
+		}
+	}
+	return now.Sub(start.Time).Seconds()
+}
+
+// recordDeployed writes what now runs in the environment into the Project's
+// status.environments, and nothing else of the Project's status.
+func (r *Reconciler) recordDeployed(ctx context.Context, rel *ferryv1.Release, p *plan, es *ferryv1.ReleaseEnvironmentStatus) error {
+	var deployedAt *metav1.Time
+	for _, c := range es.Clusters {
+		if c.CompletionTime != nil && (deployedAt == nil || deployedAt.Before(c.CompletionTime)) {
+			deployedAt = c.CompletionTime.DeepCopy()
+		}
+	}
+	revision := rel.Spec.Revision
+	if revision == "" && p.build != nil {
+		revision = p.build.Spec.Revision
+	}
+	entry := ferryv1.ProjectEnvironmentStatus{Name: es.Name, Image: rel.Spec.Image, Revision: revision, Release: rel.Name, DeployedAt: deployedAt}
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		proj := &ferryv1.Project{}
+		if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: rel.Namespace, Name: rel.Spec.Project}, proj); err != nil {
+			return client.IgnoreNotFound(err)
+		}
+		before := proj.DeepCopy()
+		if cur := deployedIn(proj, es.Name); cur != nil {
+			*cur = entry
+		} else {
+			proj.Status.Environments = append(proj.Status.Environments, entry)
+		}
+		if equality.Semantic.DeepEqual(before.Status.Environments, proj.Status.Environments) {
+			return nil
+		}
+		// A merge patch of status.environments only, guarded by the resourceVersion: the Build
+		// controller writes status.lastBuild of the same object.
+		if err := r.Status().Patch(ctx, proj, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); err != nil {
+			return err
+		}
+		p.project.Status.Environments = proj.Status.Environments
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("failed to record the deployment in Project %s: %w", rel.Spec.Project, err)
+	}
+	return nil
+}
+
+var userinfoRE = regexp.MustCompile(`://[^/@\s]+@`)
+
+// clusterError is the message of a failure to reach a cluster, without userinfo in URLs.
+func clusterError(err error) string {
+	var ce *clusters.Error
+	if errors.As(err, &ce) {
+		return ce.Message
+	}
+	return userinfoRE.ReplaceAllString(err.Error(), "://")
+}

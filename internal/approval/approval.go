@@ -1,0 +1,177 @@
+// Package approval holds the rules of an approval gate that both the admission webhook (which
+// decides whose decision may be recorded) and the Release controller (which counts the recorded
+// decisions) apply: who is eligible under an Environment's policy, what counts as self-approval,
+// and how decisions add up to an open, waiting, rejected or expired gate.
+package approval
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
+)
+
+// ReRequestAnnotation on a Release names the environments (comma-separated) whose expired gate is
+// asked for again: the Release controller opens a new approval window and removes the annotation.
+const ReRequestAnnotation = "ferry.dev/rerequest"
+
+// MinApprovals is the policy's minimum number of approvals (default 1).
+func MinApprovals(p *ferryv1.ApprovalPolicy) int32 {
+	if p == nil || p.MinApprovals < 1 {
+		return 1
+	}
+	return p.MinApprovals
+}
+
+// ForbidsSelfApproval reports whether the policy refuses approvals from the Release's creator or
+// its Build's trigger user (default true).
+func ForbidsSelfApproval(p *ferryv1.ApprovalPolicy) bool {
+	return p == nil || p.ForbidSelfApproval == nil || *p.ForbidSelfApproval
+}
+
+// Eligible returns nil when user (with groups) may decide under the policy, else an error saying
+// why not. A nil policy (a batch gate of an environment without an approval policy) admits anyone
+// whom RBAC lets create Approvals.
+func Eligible(p *ferryv1.ApprovalPolicy, env, user string, groups []string) error {
+	if p == nil {
+		return nil
+	}
+	if slices.Contains(p.Users, user) {
+		return nil
+	}
+	for _, g := range groups {
+		if slices.Contains(p.Groups, g) {
+			return nil
+		}
+	}
+	return fmt.Errorf("user %q%s is not eligible to decide for environment %s: its approval policy admits %s", user, describeGroups(groups), env, DescribePolicy(p))
+}
+
+// DescribePolicy says whom a policy admits, for messages.
+func DescribePolicy(p *ferryv1.ApprovalPolicy) string {
+	var parts []string
+	if len(p.Users) > 0 {
+		parts = append(parts, "users "+strings.Join(p.Users, ", "))
+	}
+	if len(p.Groups) > 0 {
+		parts = append(parts, "members of groups "+strings.Join(p.Groups, ", "))
+	}
+	return strings.Join(parts, " and ")
+}
+
+func describeGroups(groups []string) string {
+	var own []string
+	for _, g := range groups {
+		// system:authenticated is on every request; it only adds noise.
+		if g != "system:authenticated" {
+			own = append(own, g)
+		}
+	}
+	if len(own) == 0 {
+		return " (in no group)"
+	}
+	return " (groups " + strings.Join(own, ", ") + ")"
+}
+
+// Subject is what self-approval is checked against: who created the Release and who triggered
+// its Build.
+type Subject struct {
+	// RequestedBy is the Release's spec.requestedBy.
+	RequestedBy string
+	// TriggerUser is the Build's spec.trigger.user, when the Release has a Build.
+	TriggerUser string
+}
+
+// SelfApproval returns an error when user may not approve because the policy forbids approving
+// one's own Release.
+func SelfApproval(p *ferryv1.ApprovalPolicy, env, user string, s Subject) error {
+	if !ForbidsSelfApproval(p) {
+		return nil
+	}
+	switch user {
+	case "":
+		return nil
+	case s.RequestedBy:
+		return fmt.Errorf("user %q created this Release and environment %s forbids self-approval: someone else must approve", user, env)
+	case s.TriggerUser:
+		return fmt.Errorf("user %q triggered the Build of this Release and environment %s forbids self-approval: someone else must approve", user, env)
+	}
+	return nil
+}
+
+// Gate is the tally of an approval gate.
+type Gate struct {
+	// Required is the number of approvals needed.
+	Required int32
+	// Records are the counted decisions, one per person, oldest first.
+	Records []ferryv1.ApprovalRecord
+	// Approvers are the people whose approvals count.
+	Approvers []string
+	// Rejection is the first counted rejection, if any: it closes the gate.
+	Rejection *ferryv1.Approval
+}
+
+// Approved reports whether the gate is open.
+func (g *Gate) Approved() bool {
+	return g.Rejection == nil && len(g.Approvers) >= int(g.Required)
+}
+
+// Tally counts the decisions on one gate (release, environment, batch) under a policy: only
+// decisions bound to image, from eligible people, no self-approval when the policy forbids it, one
+// decision per person (the first), none made after notAfter when it is set.
+func Tally(p *ferryv1.ApprovalPolicy, approvals []ferryv1.Approval, release, env string, batch int32, image string, s Subject, notAfter *metav1.Time) Gate {
+	g := Gate{Required: MinApprovals(p)}
+	if batch > 0 {
+		g.Required = 1
+	}
+	sorted := slices.Clone(approvals)
+	slices.SortFunc(sorted, func(a, b ferryv1.Approval) int {
+		if c := a.CreationTimestamp.Compare(b.CreationTimestamp.Time); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.Name, b.Name)
+	})
+	seen := map[string]bool{}
+	for i := range sorted {
+		a := &sorted[i]
+		if a.Spec.Release != release || a.Spec.Environment != env || a.Spec.Batch != batch || a.Spec.Approver == nil || a.DeletionTimestamp != nil {
+			continue
+		}
+		user := a.Spec.Approver.Username
+		if seen[user] || a.Spec.Image != image {
+			continue
+		}
+		if notAfter != nil && a.CreationTimestamp.After(notAfter.Time) {
+			continue
+		}
+		if Eligible(p, env, user, a.Spec.Approver.Groups) != nil {
+			continue
+		}
+		if a.Spec.Decision == ferryv1.DecisionApprove && SelfApproval(p, env, user, s) != nil {
+			continue
+		}
+		seen[user] = true
+		t := a.CreationTimestamp
+		g.Records = append(g.Records, ferryv1.ApprovalRecord{Approval: a.Name, User: user, Decision: a.Spec.Decision, Time: &t})
+		switch a.Spec.Decision {
+		case ferryv1.DecisionApprove:
+			g.Approvers = append(g.Approvers, user)
+		case ferryv1.DecisionReject:
+			if g.Rejection == nil {
+				g.Rejection = a
+			}
+		}
+	}
+	return g
+}
+
+// Expired reports whether a gate window that started at waitingSince has passed under the
+// policy's expiry at now.
+func Expired(expiresAt *metav1.Time, now time.Time) bool {
+	return expiresAt != nil && now.After(expiresAt.Time)
+}
