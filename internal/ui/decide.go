@@ -2,10 +2,12 @@ package ui
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -13,8 +15,10 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
+	"github.com/ferryci/ferry/internal/approval"
 	"github.com/ferryci/ferry/internal/ui/auth"
 )
 
@@ -71,6 +75,56 @@ func (s *Server) decide(w http.ResponseWriter, r *http.Request, sess *auth.Sessi
 		target = "/"
 	}
 	http.Redirect(w, r, target, http.StatusSeeOther)
+}
+
+// rerequest is POST /releases/{namespace}/{name}/rerequest: it asks, as the signed-in person,
+// for a new approval window on an expired gate, the way `ferry approve --rerequest` does (the
+// annotation the Release controller consumes). RBAC decides who may (patch on releases).
+func (s *Server) rerequest(w http.ResponseWriter, r *http.Request, sess *auth.Session) {
+	if err := s.sessions.CheckCSRF(r, sess); err != nil {
+		s.renderError(w, r, sess, http.StatusForbidden, "Refused", err.Error())
+		return
+	}
+	ns, name := r.PathValue("namespace"), r.PathValue("name")
+	env := r.PostFormValue("environment")
+	if env == "" || strings.Contains(env, ",") {
+		s.renderError(w, r, sess, http.StatusBadRequest, "Not a request", "The form must name one environment.")
+		return
+	}
+	err := s.reRequestAs(r.Context(), sess.Identity, ns, name, env)
+	if err != nil {
+		status, message := apiRefusal(err)
+		s.log.Info("Re-request refused", "user", sess.User, "release", klogRef(ns, name), "environment", env, "reason", message)
+		s.showRelease(w, r, sess, status, &formError{key: fmt.Sprintf("%s/%s/%s/0", ns, name, env), message: message})
+		return
+	}
+	s.log.Info("Gate re-requested", "user", sess.User, "release", klogRef(ns, name), "environment", env)
+	s.setFlash(w, r, fmt.Sprintf("You re-requested the approval gate of %s for Release %s.", env, name))
+	http.Redirect(w, r, "/releases/"+url.PathEscape(ns)+"/"+url.PathEscape(name), http.StatusSeeOther)
+}
+
+func (s *Server) reRequestAs(ctx context.Context, id auth.Identity, ns, name, env string) error {
+	c, err := s.userClient(id)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	rel := &ferryv1.Release{}
+	if err := c.Get(ctx, namespacedName(ns, name), rel); err != nil {
+		return err
+	}
+	envs := []string{env}
+	for _, e := range strings.Split(rel.Annotations[approval.ReRequestAnnotation], ",") {
+		if e = strings.TrimSpace(e); e != "" && !slices.Contains(envs, e) {
+			envs = append(envs, e)
+		}
+	}
+	body, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{approval.ReRequestAnnotation: strings.Join(envs, ",")}}})
+	if err != nil {
+		return err
+	}
+	return c.Patch(ctx, rel, client.RawPatch(types.MergePatchType, body))
 }
 
 // createAs creates obj impersonating id.

@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
+	"github.com/ferryci/ferry/internal/approval"
 	"github.com/ferryci/ferry/internal/testutil"
 )
 
@@ -73,7 +74,7 @@ func TestDecisionsAreMadeAsThePerson(t *testing.T) {
 		{name: "eve", groups: []string{"developers"}},
 		{name: "stranger"},
 	}})
-	w.bind("rita", "carl", "eve")
+	w.bind([]string{"eve"}, "release-managers")
 	prod := w.environment("prod", gate(2, "release-managers"))
 	w.project("shop", "https://gitlab.example.com", 0, prod)
 	b := w.build("shop-b1", "shop", revision("1"), image("1"), "dave", nil)
@@ -122,7 +123,7 @@ func TestDecisionsAreMadeAsThePerson(t *testing.T) {
 	eve := newClient(t, w.URL)
 	eve.signIn(w.tokens["eve"])
 	_, page = eve.get("/releases/" + w.ns + "/shop-1")
-	if !strings.Contains(page, "You are not eligible to decide for environment "+prod) {
+	if !strings.Contains(html.UnescapeString(page), `User "eve" (groups developers) is not eligible to decide for environment `+prod) {
 		t.Errorf("eve is not told she is not eligible:\n%s", page)
 	}
 	code, page = eve.post("/releases/"+w.ns+"/shop-1/decide", url.Values{
@@ -156,5 +157,36 @@ func TestDecisionsAreMadeAsThePerson(t *testing.T) {
 	forbidden := `approvals.ferry.dev is forbidden: User "stranger" cannot create resource "approvals" in API group "ferry.dev" in the namespace "` + w.ns + `"`
 	if code != http.StatusForbidden || !strings.Contains(html.UnescapeString(page), forbidden) {
 		t.Errorf("the stranger's decision: %d, want %q:\n%s", code, forbidden, page)
+	}
+
+	// An expired gate is re-requested from the release page, as rita, the way `ferry approve
+	// --rerequest` does it.
+	w.setReleaseStatus(rel, func(st *ferryv1.ReleaseStatus) {
+		st.Environments[0].Conditions = []metav1.Condition{
+			cond(ferryv1.ApprovedCondition, ferryv1.ExpiredReason, "the gate expired", metav1.ConditionFalse),
+			cond(ferryv1.ReadyCondition, ferryv1.ExpiredReason, "the gate expired", metav1.ConditionFalse),
+		}
+	})
+	testutil.Eventually(t, "the expired gate on the release page", func() (bool, error) {
+		_, page = rita.get("/releases/" + w.ns + "/shop-1")
+		return strings.Contains(page, "Re-request approval"), nil
+	})
+	if _, page := rita.get("/"); !strings.Contains(page, "The gate expired: re-request it on the Release") {
+		t.Errorf("the expired gate is not listed as such:\n%s", page)
+	}
+	code, page = rita.post("/releases/"+w.ns+"/shop-1/rerequest", url.Values{"csrf": {csrf(t, page)}, "environment": {prod}})
+	if code != http.StatusOK || !strings.Contains(page, "You re-requested the approval gate of "+prod) {
+		t.Fatalf("re-request: %d\n%s", code, page)
+	}
+	if err := w.c.Get(context.Background(), client.ObjectKeyFromObject(rel), rel); err != nil {
+		t.Fatal(err)
+	}
+	if got := rel.Annotations[approval.ReRequestAnnotation]; got != prod {
+		t.Errorf("annotation %s = %q, want %q", approval.ReRequestAnnotation, got, prod)
+	}
+	_, page = stranger.get("/")
+	code, page = stranger.post("/releases/"+w.ns+"/shop-1/rerequest", url.Values{"csrf": {csrf(t, page)}, "environment": {prod}})
+	if code != http.StatusForbidden || !strings.Contains(html.UnescapeString(page), `User "stranger" cannot get resource "releases"`) {
+		t.Errorf("the stranger's re-request: %d\n%s", code, page)
 	}
 }

@@ -33,6 +33,7 @@ import (
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
 	"github.com/ferryci/ferry/internal/controlplane"
 	"github.com/ferryci/ferry/internal/manager"
+	"github.com/ferryci/ferry/internal/releasetest"
 	"github.com/ferryci/ferry/internal/testutil"
 	"github.com/ferryci/ferry/internal/ui"
 )
@@ -232,37 +233,18 @@ func randomHex(n int) string {
 	return hex.EncodeToString(b)[:n]
 }
 
-// releaseManagerRole may read Ferry's objects and create Approvals: RBAC lets its holders try, the
+// bind gives users and groups the release-manager role that Ferry installs
+// (config/rbac/release_manager_role.yaml) in the test's namespace: RBAC lets them try, the
 // Approval webhook decides whose decision counts.
-var releaseManagerRole = &rbacv1.ClusterRole{
-	ObjectMeta: metav1.ObjectMeta{Name: "ferry-ui-test-release-manager"},
-	Rules: []rbacv1.PolicyRule{
-		{APIGroups: []string{ferryv1.GroupVersion.Group}, Resources: []string{"releases", "approvals", "projects", "builds", "environments"}, Verbs: []string{"get", "list", "watch"}},
-		{APIGroups: []string{ferryv1.GroupVersion.Group}, Resources: []string{"approvals"}, Verbs: []string{"create"}},
-	},
-}
-
-// bind lets users read the namespace's Ferry objects and create Approvals there.
-func (w *world) bind(users ...string) {
+func (w *world) bind(users []string, groups ...string) {
 	t := w.t
 	t.Helper()
-	ctx := context.Background()
-	if err := w.c.Create(ctx, releaseManagerRole.DeepCopy()); err != nil && !apierrors.IsAlreadyExists(err) {
-		t.Fatal(err)
-	}
-	b := &rbacv1.RoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Namespace: w.ns, Name: "release-managers-" + randomHex(4)},
-		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: releaseManagerRole.Name},
-	}
-	for _, u := range users {
-		b.Subjects = append(b.Subjects, rbacv1.Subject{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: u})
-	}
-	if err := w.c.Create(ctx, b); err != nil {
-		t.Fatal(err)
-	}
+	releasetest.BindReleaseManagers(t, w.c, w.ns, users, groups)
 	// Namespaces never finish terminating without a namespace controller: what is left of this
 	// test must not show to the same people in the next one.
-	t.Cleanup(func() { _ = w.c.Delete(context.Background(), b) })
+	t.Cleanup(func() {
+		_ = w.c.Delete(context.Background(), &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: w.ns, Name: "release-managers"}})
+	})
 }
 
 // environment creates a cluster-scoped Environment with a unique name and deletes it at the end.

@@ -5,7 +5,6 @@ import (
 	"context"
 	"net/http"
 	"slices"
-	"strings"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -211,16 +210,6 @@ func releasePath(rel *ferryv1.Release, p *ferryv1.Project) []string {
 	return path
 }
 
-func describePolicy(p *ferryv1.ApprovalPolicy) string {
-	var who []string
-	if len(p.Users) > 0 {
-		who = append(who, "users "+strings.Join(p.Users, ", "))
-	}
-	if len(p.Groups) > 0 {
-		who = append(who, "members of "+strings.Join(p.Groups, ", "))
-	}
-	return strings.Join(who, " or ")
-}
 
 // matrixData is the Environments page: projects × environments.
 type matrixData struct {

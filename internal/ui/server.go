@@ -291,6 +291,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /releases", s.signedIn(s.releasesPage))
 	mux.HandleFunc("GET /releases/{namespace}/{name}", s.signedIn(s.releasePage))
 	mux.HandleFunc("POST /releases/{namespace}/{name}/decide", s.signedIn(s.decide))
+	mux.HandleFunc("POST /releases/{namespace}/{name}/rerequest", s.signedIn(s.rerequest))
 	mux.HandleFunc("GET /environments", s.signedIn(s.environmentsPage))
 	mux.HandleFunc("GET /builds", s.signedIn(s.buildsPage))
 	mux.HandleFunc("GET /builds/{namespace}/{name}", s.signedIn(s.buildPage))

@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
+	"github.com/ferryci/ferry/internal/approval"
 	"github.com/ferryci/ferry/internal/ui/auth"
 )
 
@@ -158,7 +159,8 @@ func (g gateView) key() string {
 	return fmt.Sprintf("%s/%s/%s/%d", g.Namespace, g.Release, g.Environment, g.Batch)
 }
 
-// openGates lists the gates of a Release that wait for decisions.
+// openGates lists the gates of a Release that wait for decisions, and expired ones that wait to be
+// re-requested.
 func openGates(rel *ferryv1.Release) []gateView {
 	if rel.Status.CompletionTime != nil {
 		return nil
@@ -167,8 +169,12 @@ func openGates(rel *ferryv1.Release) []gateView {
 	for i := range rel.Status.Environments {
 		es := &rel.Status.Environments[i]
 		base := gateView{Namespace: rel.Namespace, Release: rel.Name, Project: rel.Spec.Project, Environment: es.Name, Image: rel.Spec.Image, Revision: rel.Spec.Revision, Build: rel.Spec.Build, RequestedBy: rel.Spec.RequestedBy}
-		if c := meta.FindStatusCondition(es.Conditions, ferryv1.ApprovedCondition); c != nil && c.Status == metav1.ConditionUnknown && c.Reason == ferryv1.WaitingForApprovalReason {
+		c := meta.FindStatusCondition(es.Conditions, ferryv1.ApprovedCondition)
+		waiting := c != nil && c.Status == metav1.ConditionUnknown && c.Reason == ferryv1.WaitingForApprovalReason
+		expired := c != nil && c.Status == metav1.ConditionFalse && c.Reason == ferryv1.ExpiredReason && es.CompletionTime == nil
+		if waiting || expired {
 			g := base
+			g.Expired = expired
 			if es.Gate != nil {
 				g.WaitingSince, g.ExpiresAt, g.Required, g.Counted = es.Gate.WaitingSince, es.Gate.ExpiresAt, es.Gate.RequiredApprovals, es.Gate.Approvals
 			}
@@ -201,7 +207,7 @@ func (snap *snapshot) decorate(g *gateView, id auth.Identity, now metav1.Time) {
 		policy = env.Spec.Approval
 	}
 	if g.Required == 0 {
-		g.Required = minApprovals(policy)
+		g.Required = approval.MinApprovals(policy)
 	}
 	for _, rec := range g.Counted {
 		if rec.Decision == ferryv1.DecisionApprove {
@@ -219,17 +225,17 @@ func (snap *snapshot) decorate(g *gateView, id auth.Identity, now metav1.Time) {
 			g.TriggeredBy = b.Spec.Trigger.User
 		}
 	}
-	g.Expired = g.ExpiresAt != nil && now.After(g.ExpiresAt.Time)
+	g.Expired = g.Expired || (g.ExpiresAt != nil && now.After(g.ExpiresAt.Time))
 	if g.Batch > 0 && (env == nil || env.Spec.Approval == nil) {
 		// A batch gate without a policy: whoever RBAC lets create Approvals decides.
 		policy = nil
 	}
-	g.CanApprove, g.CanReject, g.Why = mayDecide(policy, g.Environment, id, gateSubject{requestedBy: g.RequestedBy, triggerUser: g.TriggeredBy})
+	g.CanApprove, g.CanReject, g.Why = mayDecide(policy, g.Environment, id, approval.Subject{RequestedBy: g.RequestedBy, TriggerUser: g.TriggeredBy})
 	switch {
+	case g.Expired:
+		g.CanApprove, g.CanReject, g.Why = false, false, "The gate expired: re-request it on the Release's page"
 	case g.Mine != nil:
 		g.CanApprove, g.CanReject, g.Why = false, false, fmt.Sprintf("You decided already: %s", strings.ToLower(string(g.Mine.Spec.Decision)))
-	case g.Expired:
-		g.CanApprove, g.CanReject, g.Why = false, false, "The gate expired: it must be re-requested"
 	}
 }
 

@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
+	"github.com/ferryci/ferry/internal/approval"
 	"github.com/ferryci/ferry/internal/gitlab"
 	"github.com/ferryci/ferry/internal/ui/auth"
 )
@@ -29,7 +30,7 @@ func condition(t string, s metav1.ConditionStatus, reason string) metav1.Conditi
 
 func TestMayDecide(t *testing.T) {
 	policy := &ferryv1.ApprovalPolicy{Users: []string{"olga"}, Groups: []string{"release-managers"}}
-	subject := gateSubject{requestedBy: "dana", triggerUser: "dave"}
+	subject := approval.Subject{RequestedBy: "dana", TriggerUser: "dave"}
 	cases := []struct {
 		name            string
 		policy          *ferryv1.ApprovalPolicy
