@@ -185,7 +185,9 @@ func (runnable) NeedLeaderElection() bool { return false }
 
 // Close stops every run, waits for them to record their end and releases the log directory.
 func (e *Executor) Close() error {
+	e.mu.Lock()
 	e.stop(errStopping)
+	e.mu.Unlock()
 	e.wg.Wait()
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -197,14 +199,26 @@ func (e *Executor) Close() error {
 	return err
 }
 
+// LogPath is where the local executor with the log directory logDir writes a Build's log. A UI
+// should open this path, not whatever status.logURL says: anyone who may write a Build's status
+// could point that anywhere.
+func LogPath(logDir string, b *ferryv1.Build) string {
+	logPath, _ := paths(logDir, b.Namespace, b.Name, b.UID)
+	return logPath
+}
+
 // paths are a Build's log and state files.
-func (e *Executor) paths(namespace, name string, uid types.UID) (logPath, statePath string) {
+func paths(logDir, namespace, name string, uid types.UID) (logPath, statePath string) {
 	// A Build's name may be 253 characters, a file name 255 bytes.
 	if len(name) > 200 {
 		name = name[:200]
 	}
-	base := filepath.Join(e.logDir, namespace, name+"-"+string(uid))
+	base := filepath.Join(logDir, namespace, name+"-"+string(uid))
 	return base + ".log", base + ".json"
+}
+
+func (e *Executor) paths(namespace, name string, uid types.UID) (logPath, statePath string) {
+	return paths(e.logDir, namespace, name, uid)
 }
 
 // logURL is the file:// URL of a log file.
@@ -274,9 +288,6 @@ func (e *Executor) recordInterrupted(st *state, logPath, statePath string) error
 // Start records the run and starts it in the background; it waits in the queue while Parallelism
 // Builds run. A Build that has a run (in memory or in its state file) is not started again.
 func (e *Executor) Start(ctx context.Context, b *ferryv1.Build, p *buildplan.Plan) (*build.RunState, error) {
-	if e.base.Err() != nil {
-		return nil, errors.New("the local executor is stopping")
-	}
 	if s, err := e.Observe(ctx, b); err != nil || s.Exists {
 		return s, err
 	}
@@ -285,19 +296,35 @@ func (e *Executor) Start(ctx context.Context, b *ferryv1.Build, p *buildplan.Pla
 		return nil, fmt.Errorf("failed to create the log directory of namespace %s: %w", b.Namespace, err)
 	}
 	r := newRun(b, p, logPath, statePath, e.opts.Parallelism)
-	// Written before anything runs: from here on a restarted manager finds the Build started.
-	if err := writeState(statePath, &r.state); err != nil {
-		return nil, err
+	r.ctx, r.cancel = context.WithCancelCause(e.base)
+	// In memory first, then on disk: Observe never takes the new state file for a stopped run.
+	e.mu.Lock()
+	if e.base.Err() != nil {
+		e.mu.Unlock()
+		return nil, errors.New("the local executor is stopping")
+	}
+	e.runs[b.UID] = r
+	e.wg.Add(1)
+	e.mu.Unlock()
+	forget := func() {
+		e.mu.Lock()
+		delete(e.runs, b.UID)
+		e.mu.Unlock()
+		r.cancel(errGone)
+		e.wg.Done()
 	}
 	logFile, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
+		forget()
 		return nil, fmt.Errorf("failed to create the Build's log: %w", err)
 	}
-	r.ctx, r.cancel = context.WithCancelCause(e.base)
-	e.mu.Lock()
-	e.runs[b.UID] = r
-	e.mu.Unlock()
-	e.wg.Add(1)
+	// Written before anything runs: from here on a restarted manager finds the Build started.
+	if err := writeState(statePath, &r.state); err != nil {
+		forget()
+		_ = logFile.Close()
+		_ = os.Remove(logPath)
+		return nil, err
+	}
 	go e.execute(r, p, logFile)
 	return r.snapshot(), nil
 }

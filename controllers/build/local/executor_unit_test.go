@@ -6,7 +6,10 @@ import (
 	"strings"
 	"testing"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+
+	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
 )
 
 // TestNewTakesTheLogDirectory: one executor uses a log directory at a time, and a new one removes
@@ -54,5 +57,19 @@ func TestNewRefuses(t *testing.T) {
 			_ = e.Close()
 			t.Errorf("%s: accepted", name)
 		}
+	}
+}
+
+func TestLogPath(t *testing.T) {
+	b := &ferryv1.Build{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "app-main-1", UID: "0f1e"}}
+	if got := LogPath("/var/lib/ferry/builds", b); got != "/var/lib/ferry/builds/team/app-main-1-0f1e.log" {
+		t.Errorf("LogPath = %s", got)
+	}
+	b.Name = strings.Repeat("a", 253)
+	if got := filepath.Base(LogPath("/logs", b)); len(got) > 255 || !strings.HasSuffix(got, "-0f1e.log") {
+		t.Errorf("LogPath of a long name = %s (%d bytes)", got, len(got))
+	}
+	if got := logURL("/var/lib/ferry/builds/team/a b.log"); got != "file:///var/lib/ferry/builds/team/a%20b.log" {
+		t.Errorf("logURL = %s", got)
 	}
 }

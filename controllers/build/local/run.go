@@ -177,18 +177,19 @@ func (e *Executor) execute(r *run, p *buildplan.Plan, logFile *os.File) {
 	_ = out.Flush()
 	_ = logFile.Close()
 
-	e.mu.Lock()
-	delete(e.runs, r.uid)
-	e.mu.Unlock()
+	// The outcome is on disk before the run leaves memory, so Observe always finds it in one.
 	if forgotten {
 		_ = ignoreNotExist(os.Remove(r.logPath))
 		_ = ignoreNotExist(os.Remove(r.statePath))
-		return
-	}
-	if err := writeState(r.statePath, st); err != nil {
+	} else if err := writeState(r.statePath, st); err != nil {
 		log.Error(err, "Failed to record the end of a local run")
 	}
-	e.changed(r, true)
+	e.mu.Lock()
+	delete(e.runs, r.uid)
+	e.mu.Unlock()
+	if !forgotten {
+		e.changed(r, true)
+	}
 }
 
 // workspace is a run's temporary directory.
