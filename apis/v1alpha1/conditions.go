@@ -68,6 +68,14 @@ const (
 	// PipelineRunningReason: the pipeline run was created and has not finished.
 	PipelineRunningReason = "PipelineRunning"
 
+	// QueuedReason: the Build's run exists and waits for the executor to have room for it (the local
+	// executor runs a bounded number of Builds at once).
+	QueuedReason = "Queued"
+
+	// InvalidImageTagReason: the Build's git tag cannot be an image tag (for example release/1.0);
+	// the Build fails without running.
+	InvalidImageTagReason = "InvalidImageTag"
+
 	// PipelineFailedReason: the pipeline run finished with a failure.
 	PipelineFailedReason = "PipelineFailed"
 

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	pipelinev1 "github.com/tektoncd/pipeline/pkg/apis/pipeline/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -31,7 +32,7 @@ import (
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
 	"github.com/ferryci/ferry/internal/buildplan"
 	"github.com/ferryci/ferry/internal/catalog"
-	"github.com/ferryci/ferry/internal/patch"
+	"github.com/ferryci/ferry/internal/image"
 	"github.com/ferryci/ferry/internal/pipelinefile"
 )
 
@@ -79,23 +80,30 @@ type Reconciler struct {
 
 // Reconcile moves one Build forward: its Project, the Project's last Build, superseded Builds, the
 // run (started once), and the run's state mirrored into the Build.
-func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, retErr error) {
+func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
 	b := &ferryv1.Build{}
 	if err := r.Get(ctx, req.NamespacedName, b); err != nil {
+		if f, ok := r.Executor.(ForgettingExecutor); ok && apierrors.IsNotFound(err) {
+			return ctrl.Result{}, f.Forget(ctx, req.NamespacedName)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !b.DeletionTimestamp.IsZero() {
 		return ctrl.Result{}, nil
 	}
-	patcher := patch.NewStatusPatcher(b)
 	before := b.DeepCopy()
 	defer func() {
 		// Events and metrics follow what was written, so a retried reconcile does not count twice.
-		if err := patcher.Patch(ctx, r.Client, b); err != nil {
+		written, err := r.patchStatus(ctx, before, b)
+		switch {
+		case err != nil:
 			retErr = errors.Join(retErr, err)
-			return
+		case !written && retErr == nil:
+			// The cache had not seen the Build's latest write: try again once it has.
+			result = ctrl.Result{RequeueAfter: staleRetry}
+		default:
+			r.recordTransition(before, b)
 		}
-		r.recordTransition(before, b)
 	}()
 	if isFinished(b) {
 		return ctrl.Result{}, r.pruneHistory(ctx, b)
@@ -131,8 +139,33 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Re
 	return ctrl.Result{}, nil
 }
 
+// staleRetry is how soon a reconcile that read a Build older than the API server's runs again.
+const staleRetry = 200 * time.Millisecond
+
+// patchStatus writes the Build's status if it changed, on the condition that the Build is still
+// the one that was read: a reconcile that started from a stale cache (an executor's notification
+// can arrive before the cache has the previous reconcile's write) must not replace the newer
+// status with one derived from the older, nor count a transition twice. written is false when
+// the Build had changed meanwhile; an error is returned for other failures.
+func (r *Reconciler) patchStatus(ctx context.Context, before, b *ferryv1.Build) (written bool, err error) {
+	if equality.Semantic.DeepEqual(before.Status, b.Status) {
+		return true, nil
+	}
+	err = r.Status().Patch(ctx, b, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{}))
+	switch {
+	case apierrors.IsConflict(err):
+		return false, nil
+	case apierrors.IsNotFound(err):
+		return true, nil
+	case err != nil:
+		return false, fmt.Errorf("failed to patch status of Build %s: %w", b.Name, err)
+	}
+	return true, nil
+}
+
 // ensureRun returns the Build's run, starting it if there is none. It returns nil (and no error)
-// when the Build ended without a run: cancelled first, or a pipeline file that cannot run.
+// when the Build ended without a run: cancelled first, a git tag that cannot tag an image, or a
+// pipeline file that cannot run.
 func (r *Reconciler) ensureRun(ctx context.Context, b *ferryv1.Build, p *ferryv1.Project) (*RunState, error) {
 	run, err := r.Executor.Observe(ctx, b)
 	if err != nil {
@@ -146,6 +179,10 @@ func (r *Reconciler) ensureRun(ctx context.Context, b *ferryv1.Build, p *ferryv1
 	}
 	if b.Spec.Cancelled {
 		markCancelledBeforeStart(b, r.now())
+		return nil, nil
+	}
+	if err := image.ValidateTags(imageTags(b)); err != nil {
+		markInvalidImageTag(b, "The git tag cannot be an image tag: "+err.Error(), r.now())
 		return nil, nil
 	}
 	plan, err := r.plan(ctx, b, p)
@@ -219,11 +256,13 @@ type NotifyingExecutor interface {
 }
 
 // ForgettingExecutor keeps something of each Build outside the API server (the local executor's
-// logs) and removes it when the Build is deleted.
+// processes and logs) and stops and removes it when the Build is deleted, as Kubernetes' garbage
+// collector does for a PipelineRun.
 type ForgettingExecutor interface {
 	Executor
-	// Forget removes what the executor kept of a deleted Build.
-	Forget(b *ferryv1.Build) error
+	// Forget stops what still runs of a Build that no longer exists and removes what the executor
+	// kept of it.
+	Forget(ctx context.Context, key types.NamespacedName) error
 }
 
 // SetupWithManager registers the controller: Builds (spec changes only: the controller's own

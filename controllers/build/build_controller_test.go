@@ -369,3 +369,21 @@ func conditionMessage(b *ferryv1.Build, typ string) string {
 	}
 	return ""
 }
+
+// TestInvalidImageTag: a tag Build whose git tag cannot be an image tag fails at once, saying
+// which tag, and never gets a PipelineRun.
+func TestInvalidImageTag(t *testing.T) {
+	e := newEnv(t)
+	sha := e.commit(okFile)
+	startManager(t)
+	e.createBuild("release-1-0", sha, "refs/tags/release/1.0")
+	b := e.waitReady("release-1-0", metav1.ConditionFalse, ferryv1.InvalidImageTagReason)
+	if msg := conditionMessage(b, ferryv1.ReadyCondition); !strings.Contains(msg, `tag "release/1.0"`) {
+		t.Errorf("message %q", msg)
+	}
+	if n := len(e.pipelineRuns("release-1-0")); n != 0 || b.Status.CompletionTime == nil {
+		t.Errorf("%d PipelineRuns, status %+v", n, b.Status)
+	}
+	e.createBuild("v1-0", sha, "refs/tags/v1.0")
+	e.waitPipelineRun("v1-0")
+}

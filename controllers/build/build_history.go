@@ -167,7 +167,7 @@ func (r *Reconciler) pruneHistory(ctx context.Context, b *ferryv1.Build) error {
 			return fmt.Errorf("failed to delete Build %s: %w", old.Name, err)
 		}
 		if f, ok := r.Executor.(ForgettingExecutor); ok {
-			if err := f.Forget(old); err != nil {
+			if err := f.Forget(ctx, client.ObjectKeyFromObject(old)); err != nil {
 				ctrl.LoggerFrom(ctx).Error(err, "Failed to remove what the executor kept of a deleted Build", "deleted", old.Name)
 			}
 		}

@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"strings"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -17,6 +18,8 @@ import (
 type Phase string
 
 const (
+	// PhaseQueued means the run exists and waits for the executor to have room for it.
+	PhaseQueued Phase = "Queued"
 	// PhaseRunning means the run exists and has not finished (including pending and cancelling).
 	PhaseRunning Phase = "Running"
 	// PhaseSucceeded means every step succeeded.
@@ -55,7 +58,7 @@ type RunState struct {
 }
 
 // Done reports whether the run finished.
-func (s *RunState) Done() bool { return s.Exists && s.Phase != PhaseRunning }
+func (s *RunState) Done() bool { return s.Exists && s.Phase != PhaseRunning && s.Phase != PhaseQueued }
 
 // pipelineRunKind is the Kind of a Tekton run.
 const pipelineRunKind = "PipelineRun"
@@ -127,6 +130,12 @@ func markCancelledBeforeStart(b *ferryv1.Build, now metav1.Time) {
 	markFinished(b, metav1.ConditionFalse, reason, msg, now)
 }
 
+// markInvalidImageTag: the Build's git tag cannot be an image tag, so the Build fails before it
+// runs; the message says which tag and why.
+func markInvalidImageTag(b *ferryv1.Build, message string, now metav1.Time) {
+	markFinished(b, metav1.ConditionFalse, ferryv1.InvalidImageTagReason, message, now)
+}
+
 // cancelReason says Cancelled or Superseded, with a message.
 func cancelReason(b *ferryv1.Build, detail string) (string, string) {
 	reason, msg := ferryv1.CancelledReason, "Cancelled"
@@ -142,8 +151,8 @@ func cancelReason(b *ferryv1.Build, detail string) (string, string) {
 	return reason, msg
 }
 
-// setRunStatus mirrors an executor's run into the Build: while it runs PipelineSucceeded is
-// Unknown with reason PipelineRunning; a success with complete results is Ready=True with the image,
+// setRunStatus mirrors an executor's run into the Build: while it waits in the executor's queue
+// PipelineSucceeded is Unknown with reason Queued; while it runs, Unknown with reason PipelineRunning; a success with complete results is Ready=True with the image,
 // its tags and lineage; a failure, a timeout or missing results is Ready=False with that reason; a
 // cancellation is Ready=False with reason Cancelled or Superseded.
 func setRunStatus(b *ferryv1.Build, s *RunState, p planFacts, now metav1.Time) {
@@ -169,6 +178,16 @@ func setRunStatus(b *ferryv1.Build, s *RunState, p planFacts, now metav1.Time) {
 		now = *s.CompletionTime
 	}
 	switch s.Phase {
+	case PhaseQueued:
+		msg := run + " is queued"
+		if b.Spec.Cancelled {
+			msg = "Cancellation requested; waiting for " + run + " to leave the queue"
+		}
+		if s.Message != "" {
+			msg += ": " + s.Message
+		}
+		setCondition(b, ferryv1.PipelineSucceededCondition, metav1.ConditionUnknown, ferryv1.QueuedReason, msg)
+		markProgressing(b, ferryv1.QueuedReason, msg)
 	case PhaseRunning:
 		msg := run + " is running"
 		if b.Spec.Cancelled {
@@ -232,14 +251,29 @@ func imageFromResults(results map[string]string, repository string) (string, *fe
 		return "", nil, fmt.Errorf("result %s %q is not a sha256 digest", buildplan.ResultImageDigest, truncate(digest, 100))
 	}
 	repo := imageRepository(url)
-	if repository != "" && repo != repository {
-		return "", nil, fmt.Errorf("result %s names %s, not the Project's repository %s", buildplan.ResultImageURL, truncate(repo, 200), repository)
+	if repository != "" {
+		if !sameRepository(repo, repository) {
+			return "", nil, fmt.Errorf("result %s names %s, not the Project's repository %s", buildplan.ResultImageURL, truncate(repo, 200), repository)
+		}
+		// The Project's spelling: assemble reports docker.io/team/app as index.docker.io/team/app.
+		repo = repository
 	}
 	lineage := &ferryv1.ImageLineage{}
 	if err := json.Unmarshal([]byte(results[buildplan.ResultLineage]), lineage); err != nil {
 		return "", nil, fmt.Errorf("result %s is not the image's lineage: %w", buildplan.ResultLineage, err)
 	}
 	return repo + "@" + digest, lineage, nil
+}
+
+// sameRepository reports whether two repository names are the same repository once registry
+// defaults are applied (docker.io/team/app and index.docker.io/team/app are).
+func sameRepository(a, b string) bool {
+	if a == b {
+		return true
+	}
+	ra, errA := name.NewRepository(a)
+	rb, errB := name.NewRepository(b)
+	return errA == nil && errB == nil && ra.Name() == rb.Name()
 }
 
 // imageRepository strips a tag or digest from an image reference.

@@ -21,8 +21,9 @@ const (
 	lineageRaw = `{"stack":{"name":"debian-12","image":"reg/stack@sha256:aa","digest":"sha256:aa"},"appLayer":"sha256:bb"}`
 )
 
+// goodResults are what `ferry assemble` reports: IMAGE_URL is the repository only.
 func goodResults() map[string]string {
-	return map[string]string{"IMAGE_URL": testRepo + ":0123456789abcdef0123456789abcdef01234567", "IMAGE_DIGEST": testDigest, "FERRY_LINEAGE": lineageRaw}
+	return map[string]string{"IMAGE_URL": testRepo, "IMAGE_DIGEST": testDigest, "FERRY_LINEAGE": lineageRaw}
 }
 
 func pipelineRun(status corev1.ConditionStatus, reason, message string, results map[string]string) *pipelinev1.PipelineRun {
@@ -58,6 +59,7 @@ func TestTektonReasons(t *testing.T) {
 		{name: "Cancelled while Unknown is still running", pr: pipelineRun("Unknown", "Cancelled", "cancelling", nil), cancelled: true, wantReady: "Unknown", wantReason: "PipelineRunning", wantPipeline: "Unknown", wantPipelineReason: "PipelineRunning", wantMessage: "Cancellation requested"},
 		{name: "Succeeded", pr: pipelineRun("True", "Succeeded", "Tasks Completed: 1, Skipped: 0", goodResults()), wantReady: "True", wantReason: "Succeeded", wantPipeline: "True", wantPipelineReason: "Succeeded", wantImage: true, wantFinal: true},
 		{name: "Completed is success too", pr: pipelineRun("True", "Completed", "Tasks Completed: 1 (Failed: 0, Cancelled 0), Skipped: 1", goodResults()), wantReady: "True", wantReason: "Succeeded", wantPipeline: "True", wantPipelineReason: "Succeeded", wantImage: true, wantFinal: true},
+		{name: "IMAGE_URL with a tag", pr: pipelineRun("True", "Succeeded", "", map[string]string{"IMAGE_URL": testRepo + ":0123456789abcdef0123456789abcdef01234567", "IMAGE_DIGEST": testDigest, "FERRY_LINEAGE": lineageRaw}), wantReady: "True", wantReason: "Succeeded", wantPipeline: "True", wantPipelineReason: "Succeeded", wantImage: true, wantFinal: true},
 		{name: "succeeded without results", pr: pipelineRun("True", "Succeeded", "", nil), wantReady: "False", wantReason: "ResultsMissing", wantPipeline: "True", wantPipelineReason: "Succeeded", wantMessage: "without reporting IMAGE_URL, IMAGE_DIGEST, FERRY_LINEAGE", wantFinal: true},
 		{name: "succeeded with a bad digest", pr: pipelineRun("True", "Succeeded", "", map[string]string{"IMAGE_URL": testRepo, "IMAGE_DIGEST": "latest", "FERRY_LINEAGE": "{}"}), wantReady: "False", wantReason: "ResultsMissing", wantPipeline: "True", wantPipelineReason: "Succeeded", wantMessage: `"latest" is not a sha256 digest`, wantFinal: true},
 		{name: "succeeded pushing elsewhere", pr: pipelineRun("True", "Succeeded", "", map[string]string{"IMAGE_URL": "evil.example.com/x:1", "IMAGE_DIGEST": testDigest, "FERRY_LINEAGE": "{}"}), wantReady: "False", wantReason: "ResultsMissing", wantPipeline: "True", wantPipelineReason: "Succeeded", wantMessage: "not the Project's repository", wantFinal: true},
@@ -180,6 +182,103 @@ func TestImageRepository(t *testing.T) {
 	} {
 		if got := imageRepository(in); got != want {
 			t.Errorf("imageRepository(%s) = %s, want %s", in, got, want)
+		}
+	}
+}
+
+// TestLocalRunStates: a local run's states (queued, running a step, failed, timed out, cancelled,
+// succeeded) give the same conditions as a PipelineRun's, plus Queued while it waits for a slot.
+func TestLocalRunStates(t *testing.T) {
+	cases := []struct {
+		name              string
+		state             RunState
+		cancelled         bool
+		wantReady         string
+		wantPipeline      string
+		wantMessage       string
+		wantFinal         bool
+		wantImage         bool
+		wantReconciling   bool
+		wantPipelineRunRf bool
+	}{
+		{name: "queued", state: RunState{Phase: PhaseQueued, Message: "waiting for a free slot"}, wantReady: "Unknown/Queued", wantPipeline: "Unknown/Queued", wantMessage: "Local run x is queued: waiting for a free slot", wantReconciling: true},
+		{name: "queued and cancelled", state: RunState{Phase: PhaseQueued}, cancelled: true, wantReady: "Unknown/Queued", wantPipeline: "Unknown/Queued", wantMessage: "Cancellation requested; waiting for Local run x to leave the queue", wantReconciling: true},
+		{name: "running a step", state: RunState{Phase: PhaseRunning, Message: "step test is running"}, wantReady: "Unknown/PipelineRunning", wantPipeline: "Unknown/PipelineRunning", wantMessage: "Local run x is running: step test is running", wantReconciling: true},
+		{name: "failed", state: RunState{Phase: PhaseFailed, Message: "step test failed (exit code 3): the script failed"}, wantReady: "False/PipelineFailed", wantPipeline: "False/PipelineFailed", wantMessage: "Local run x failed: step test failed (exit code 3)", wantFinal: true},
+		{name: "timed out", state: RunState{Phase: PhaseTimedOut, Message: "the Build did not finish within 4s"}, wantReady: "False/PipelineTimeout", wantPipeline: "False/PipelineTimeout", wantMessage: "Local run x timed out: the Build did not finish within 4s", wantFinal: true},
+		{name: "cancelled", state: RunState{Phase: PhaseCancelled}, cancelled: true, wantReady: "False/Cancelled", wantPipeline: "False/Cancelled", wantMessage: "Cancelled: by alice (Local run x stopped)", wantFinal: true},
+		{name: "succeeded", state: RunState{Phase: PhaseSucceeded, Results: goodResults()}, wantReady: "True/Succeeded", wantPipeline: "True/Succeeded", wantMessage: "Built and pushed " + testRepo + "@" + testDigest, wantFinal: true, wantImage: true},
+	}
+	now := metav1.NewTime(time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC))
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			b := &ferryv1.Build{ObjectMeta: metav1.ObjectMeta{Name: "b", Generation: 1}}
+			b.Spec.Revision = "0123456789abcdef0123456789abcdef01234567"
+			if tc.cancelled {
+				b.Spec.Cancelled, b.Spec.CancelReason = true, "by alice"
+			}
+			s := tc.state
+			s.Exists, s.Name, s.Kind, s.LogURL = true, "x", "Local run", "file:///var/log/ferry/x.log"
+			setRunStatus(b, &s, planFacts{repository: testRepo, tags: []string{b.Spec.Revision}}, now)
+			got := func(typ string) string {
+				c := meta.FindStatusCondition(b.Status.Conditions, typ)
+				if c == nil {
+					return "<none>"
+				}
+				return string(c.Status) + "/" + c.Reason
+			}
+			if got(ferryv1.ReadyCondition) != tc.wantReady || got(ferryv1.PipelineSucceededCondition) != tc.wantPipeline {
+				t.Errorf("Ready %s PipelineSucceeded %s, want %s and %s", got(ferryv1.ReadyCondition), got(ferryv1.PipelineSucceededCondition), tc.wantReady, tc.wantPipeline)
+			}
+			if msg := meta.FindStatusCondition(b.Status.Conditions, ferryv1.ReadyCondition).Message; !strings.Contains(msg, tc.wantMessage) {
+				t.Errorf("message %q does not contain %q", msg, tc.wantMessage)
+			}
+			if isFinished(b) != tc.wantFinal || (got(ferryv1.ReconcilingCondition) != "<none>") != tc.wantReconciling {
+				t.Errorf("finished %v, Reconciling %s", isFinished(b), got(ferryv1.ReconcilingCondition))
+			}
+			if (b.Status.Image != "") != tc.wantImage || b.Status.PipelineRunRef != nil || b.Status.LogURL != s.LogURL {
+				t.Errorf("status = %+v", b.Status)
+			}
+			if s.Done() != tc.wantFinal {
+				t.Errorf("Done() = %v", s.Done())
+			}
+		})
+	}
+}
+
+func TestMarkInvalidImageTag(t *testing.T) {
+	b := &ferryv1.Build{ObjectMeta: metav1.ObjectMeta{Generation: 1}}
+	markInvalidImageTag(b, `The git tag cannot be an image tag: tag "release/1.0": …`, metav1.Now())
+	c := meta.FindStatusCondition(b.Status.Conditions, ferryv1.ReadyCondition)
+	if c == nil || c.Status != metav1.ConditionFalse || c.Reason != ferryv1.InvalidImageTagReason || !strings.Contains(c.Message, "release/1.0") {
+		t.Errorf("Ready = %+v", c)
+	}
+	if !isFinished(b) || meta.FindStatusCondition(b.Status.Conditions, ferryv1.StalledCondition) != nil || meta.FindStatusCondition(b.Status.Conditions, ferryv1.ReconcilingCondition) != nil {
+		t.Errorf("conditions = %+v", b.Status.Conditions)
+	}
+}
+
+// TestImageFromResultsRepository: the results must name the Project's repository; registry
+// defaults are applied before comparing, and the Build records the Project's spelling.
+func TestImageFromResultsRepository(t *testing.T) {
+	cases := []struct{ project, url, want, wantErr string }{
+		{project: "harbor.example.com/team/app", url: "harbor.example.com/team/app", want: "harbor.example.com/team/app@" + testDigest},
+		{project: "harbor.example.com/team/app", url: "harbor.example.com/team/app:v1", want: "harbor.example.com/team/app@" + testDigest},
+		{project: "docker.io/team/app", url: "index.docker.io/team/app", want: "docker.io/team/app@" + testDigest},
+		{project: "127.0.0.1:5000/team/app", url: "127.0.0.1:5000/team/app", want: "127.0.0.1:5000/team/app@" + testDigest},
+		{project: "harbor.example.com/team/app", url: "harbor.example.com/team/other", wantErr: "not the Project's repository"},
+		{project: "harbor.example.com/team/app", url: "other.example.com/team/app", wantErr: "not the Project's repository"},
+	}
+	for _, tc := range cases {
+		image, _, err := imageFromResults(map[string]string{"IMAGE_URL": tc.url, "IMAGE_DIGEST": testDigest, "FERRY_LINEAGE": lineageRaw}, tc.project)
+		if tc.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("%s for %s: error %v, want %q", tc.url, tc.project, err, tc.wantErr)
+			}
+			continue
+		}
+		if err != nil || image != tc.want {
+			t.Errorf("%s for %s: %q, %v; want %q", tc.url, tc.project, image, err, tc.want)
 		}
 	}
 }

@@ -190,8 +190,9 @@ func (e *env) tekton(pr *pipelinev1.PipelineRun, status corev1.ConditionStatus, 
 	})
 }
 
-func successResults(sha string) map[string]string {
-	return map[string]string{"IMAGE_URL": imageRepo + ":" + sha, "IMAGE_DIGEST": digest, "FERRY_LINEAGE": lineage}
+// successResults are what `ferry assemble` reports: IMAGE_URL is the repository only.
+func successResults(string) map[string]string {
+	return map[string]string{"IMAGE_URL": imageRepo, "IMAGE_DIGEST": digest, "FERRY_LINEAGE": lineage}
 }
 
 func condition(b *ferryv1.Build, typ string) string {

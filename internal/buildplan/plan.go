@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/ferryci/ferry/internal/gitsource"
+	"github.com/ferryci/ferry/internal/image"
 	"github.com/ferryci/ferry/internal/pipelinefile"
 )
 
@@ -134,6 +135,10 @@ func New(f *pipelinefile.File, in Inputs) (*Plan, error) {
 	p.Tags = []string{in.Revision}
 	if in.Tag != "" {
 		p.Tags = append(p.Tags, in.Tag)
+	}
+	// `ferry assemble` would refuse them only at the end of the run.
+	if err := image.ValidateTags(p.Tags); err != nil {
+		return nil, err
 	}
 	clone := []string{"git-clone", "--url", in.CloneURL, "--revision", in.Revision}
 	if in.Ref != "" {

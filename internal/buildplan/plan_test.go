@@ -288,6 +288,8 @@ func TestInvalidInputs(t *testing.T) {
 		"short revision":     func(in *buildplan.Inputs) { in.Revision = "abc" },
 		"option-like ref":    func(in *buildplan.Inputs) { in.Ref = "refs/heads/-x" },
 		"dollar in tag":      func(in *buildplan.Inputs) { in.Tag = "v$(HOME)" },
+		"tag with a slash":   func(in *buildplan.Inputs) { in.Tag = "release/1.0" },
+		"tag latest":         func(in *buildplan.Inputs) { in.Tag = "latest" },
 		"absolute file path": func(in *buildplan.Inputs) { in.PipelineFile = "/etc/passwd" },
 		"no ferry image":     func(in *buildplan.Inputs) { in.FerryImage = "" },
 		"no stack image":     func(in *buildplan.Inputs) { in.StackImage = "" },

@@ -47,7 +47,7 @@ func (p *Plan) PipelineRun() (*pipelinev1.PipelineRun, error) {
 	task := &pipelinev1.TaskSpec{
 		Workspaces: []pipelinev1.WorkspaceDeclaration{{Name: SourceWorkspace, MountPath: SourceDir, Description: "The commit's checkout."}},
 		Results: []pipelinev1.TaskResult{
-			{Name: ResultImageURL, Type: pipelinev1.ResultsTypeString, Description: "The pushed image's repository and tag."},
+			{Name: ResultImageURL, Type: pipelinev1.ResultsTypeString, Description: "The pushed image's repository; IMAGE_URL@IMAGE_DIGEST is the image."},
 			{Name: ResultImageDigest, Type: pipelinev1.ResultsTypeString, Description: "The pushed image's manifest digest."},
 			{Name: ResultLineage, Type: pipelinev1.ResultsTypeString, Description: "The image's stack, runtime and application layer (JSON)."},
 		},

@@ -6,6 +6,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -28,6 +30,7 @@ import (
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
 	webhookconfig "github.com/ferryci/ferry/config/webhook"
 	buildcontroller "github.com/ferryci/ferry/controllers/build"
+	localexecutor "github.com/ferryci/ferry/controllers/build/local"
 	buildreportcontroller "github.com/ferryci/ferry/controllers/buildreport"
 	clustercontroller "github.com/ferryci/ferry/controllers/cluster"
 	releasecontroller "github.com/ferryci/ferry/controllers/release"
@@ -95,9 +98,19 @@ type Options struct {
 	// Default 6h.
 	MaxBuildTimeout time.Duration
 
-	// LogDir is where the local executor writes each Build's step logs. Default a directory under
-	// the system's temporary directory.
+	// LogDir is where the local executor writes each Build's step logs and state, and keeps the
+	// workspaces of running Builds. Keep it across restarts: the state is what keeps a restarted
+	// manager from running a Build twice. Default DefaultLogDir().
 	LogDir string
+
+	// LocalParallelism is how many Builds the local executor runs at once; the others wait in a
+	// queue (Ready=Unknown, reason Queued). Default 2.
+	LocalParallelism int
+
+	// LocalStepEnv is the environment the local executor gives the pipeline file's steps besides
+	// PATH, HOME and TMPDIR: "NAME" passes the manager's value, "NAME=value" sets one.
+	LocalStepEnv []string
+
 	// ReceiverAddr is where the GitLab webhook receiver (POST /hooks/gitlab) listens; "" or "0"
 	// turns it off. Every replica serves it, leader or not.
 	ReceiverAddr string
@@ -293,9 +306,28 @@ func (m *Manager) buildExecutor() (buildcontroller.Executor, error) {
 	switch m.opts.Executor {
 	case "", "tekton":
 		return &buildcontroller.TektonExecutor{Client: m.GetClient(), APIReader: m.GetAPIReader(), Scheme: m.GetScheme()}, nil
+	case localexecutor.Name:
+		e, err := localexecutor.New(localexecutor.Options{
+			APIReader:   m.GetAPIReader(),
+			LogDir:      orDefault(m.opts.LogDir, DefaultLogDir()),
+			Parallelism: m.opts.LocalParallelism,
+			StepEnv:     m.opts.LocalStepEnv,
+			Log:         ctrl.Log.WithName("local-executor"),
+		})
+		if err != nil {
+			return nil, err
+		}
+		if err := m.Add(e.Runnable()); err != nil {
+			_ = e.Close()
+			return nil, err
+		}
+		return e, nil
 	}
 	return nil, fmt.Errorf("unknown executor %q (known: tekton, local)", m.opts.Executor)
 }
+
+// DefaultLogDir is where the local executor keeps Builds' logs when Options.LogDir is empty.
+func DefaultLogDir() string { return filepath.Join(os.TempDir(), "ferry-builds") }
 
 // setupReceiver adds the GitLab webhook receiver, which runs on every replica.
 func (m *Manager) setupReceiver() error {
