@@ -351,7 +351,7 @@ func (m *Manager) setupUI() error {
 		return nil
 	}
 	s, err := ui.New(m.Manager, ui.Options{
-		Addr: m.opts.UIAddr, Namespace: m.opts.Namespace, ExternalURL: m.opts.UIBaseURL, LogDir: m.opts.LogDir, Config: m.opts.UI,
+		Addr: m.opts.UIAddr, Namespace: m.opts.Namespace, ExternalURL: m.opts.UIBaseURL, LogDir: orDefault(m.opts.LogDir, DefaultLogDir()), Config: m.opts.UI,
 	})
 	if err != nil {
 		return fmt.Errorf("failed to set up the UI: %w", err)

@@ -210,7 +210,6 @@ func releasePath(rel *ferryv1.Release, p *ferryv1.Project) []string {
 	return path
 }
 
-
 // matrixData is the Environments page: projects × environments.
 type matrixData struct {
 	Envs []string
