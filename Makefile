@@ -31,6 +31,7 @@ controlplane: ## Build (once; cached per version) kube-apiserver, etcd, kube-con
 manifests: ## Generate CRDs, RBAC, webhook configurations and the pipeline file's JSON Schema from the markers.
 	$(CONTROLLER_GEN) crd paths=./apis/... output:crd:artifacts:config=config/crd/bases
 	$(CONTROLLER_GEN) rbac:roleName=manager paths=./... output:rbac:artifacts:config=config/rbac
+	$(CONTROLLER_GEN) rbac:roleName=ui paths=./internal/ui/... output:rbac:artifacts:config=config/rbac/ui
 	$(CONTROLLER_GEN) webhook paths=./webhooks/... output:webhook:artifacts:config=config/webhook
 	$(GO) run ./hack/schemagen > config/schema/ferry-pipeline.schema.json
 

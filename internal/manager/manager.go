@@ -35,6 +35,7 @@ import (
 	clustercontroller "github.com/ferryci/ferry/controllers/cluster"
 	releasecontroller "github.com/ferryci/ferry/controllers/release"
 	"github.com/ferryci/ferry/internal/clusters"
+	"github.com/ferryci/ferry/internal/ui"
 	"github.com/ferryci/ferry/internal/webhookcert"
 	"github.com/ferryci/ferry/webhooks/admission"
 	gitlabreceiver "github.com/ferryci/ferry/webhooks/gitlab"
@@ -120,6 +121,12 @@ type Options struct {
 	// UIBaseURL is the external URL of Ferry's UI; GitLab commit statuses link to
 	// <UIBaseURL>/builds/<namespace>/<name>. Empty: statuses carry no link.
 	UIBaseURL string
+
+	// UIAddr is where the approval UI listens; "" or "0" turns it off. Every replica serves it.
+	UIAddr string
+
+	// UI configures how people sign in to the UI and how their sessions are kept.
+	UI ui.Config
 }
 
 // DefaultFerryImage runs the clone and assemble steps when the manager is not told otherwise.
@@ -153,6 +160,9 @@ type Manager struct {
 
 	// Receiver is the GitLab webhook receiver; nil when ReceiverAddr turns it off.
 	Receiver *gitlabreceiver.Receiver
+
+	// UI is the approval UI; nil when UIAddr turns it off.
+	UI *ui.Server
 
 	opts    Options
 	rotator *webhookcert.Rotator
@@ -235,6 +245,9 @@ func New(cfg *rest.Config, opts Options) (*Manager, error) {
 		}
 	}
 	if err := m.setupReceiver(); err != nil {
+		return nil, err
+	}
+	if err := m.setupUI(); err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -330,6 +343,24 @@ func (m *Manager) setupReceiver() error {
 	}
 	m.Receiver = r
 	return m.AddReadyzCheck("gitlab-receiver", r.ReadyCheck)
+}
+
+// setupUI adds the approval UI, which runs on every replica.
+func (m *Manager) setupUI() error {
+	if m.opts.UIAddr == "" || m.opts.UIAddr == "0" {
+		return nil
+	}
+	s, err := ui.New(m.Manager, ui.Options{
+		Addr: m.opts.UIAddr, Namespace: m.opts.Namespace, ExternalURL: m.opts.UIBaseURL, LogDir: orDefault(m.opts.LogDir, DefaultLogDir()), Config: m.opts.UI,
+	})
+	if err != nil {
+		return fmt.Errorf("failed to set up the UI: %w", err)
+	}
+	if err := m.Add(s); err != nil {
+		return fmt.Errorf("failed to add the UI: %w", err)
+	}
+	m.UI = s
+	return m.AddReadyzCheck("ui", s.ReadyCheck)
 }
 
 // setupWebhooks registers the admission webhooks and, when the manager keeps its own certificate,

@@ -1,0 +1,192 @@
+package ui_test
+
+import (
+	"context"
+	"fmt"
+	"html"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
+	"github.com/ferryci/ferry/internal/approval"
+	"github.com/ferryci/ferry/internal/testutil"
+)
+
+// admitOnly installs a ValidatingAdmissionPolicy on the namespace's Approvals that refuses every
+// request not made by a member of group, naming the user and groups the API server saw: the
+// decisions the UI makes must reach the API server as the signed-in person.
+func admitOnly(t *testing.T, w *world, group string) {
+	t.Helper()
+	ctx := context.Background()
+	name := "ui-test-" + randomHex(6)
+	policy := &admissionregistrationv1.ValidatingAdmissionPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: admissionregistrationv1.ValidatingAdmissionPolicySpec{
+			FailurePolicy: ptrTo(admissionregistrationv1.Fail),
+			MatchConstraints: &admissionregistrationv1.MatchResources{
+				NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": w.ns}},
+				ResourceRules: []admissionregistrationv1.NamedRuleWithOperations{{RuleWithOperations: admissionregistrationv1.RuleWithOperations{
+					Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
+					Rule:       admissionregistrationv1.Rule{APIGroups: []string{ferryv1.GroupVersion.Group}, APIVersions: []string{"v1alpha1"}, Resources: []string{"approvals"}},
+				}}},
+			},
+			Validations: []admissionregistrationv1.Validation{{
+				Expression:        fmt.Sprintf("%q in request.userInfo.groups", group),
+				MessageExpression: fmt.Sprintf(`"user " + request.userInfo.username + " (groups " + request.userInfo.groups.join(", ") + ") may not decide: only %s may"`, group),
+			}},
+		},
+	}
+	binding := &admissionregistrationv1.ValidatingAdmissionPolicyBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec:       admissionregistrationv1.ValidatingAdmissionPolicyBindingSpec{PolicyName: name, ValidationActions: []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny}},
+	}
+	for _, o := range []client.Object{policy, binding} {
+		if err := w.c.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = w.c.Delete(context.Background(), o) })
+	}
+	probe := &ferryv1.Approval{
+		ObjectMeta: metav1.ObjectMeta{Namespace: w.ns, GenerateName: "probe-"},
+		Spec:       ferryv1.ApprovalSpec{Release: "none", Environment: "none", Decision: ferryv1.DecisionApprove},
+	}
+	testutil.Eventually(t, "the admission policy to take effect", func() (bool, error) {
+		err := w.c.Create(ctx, probe.DeepCopy(), client.DryRunAll)
+		return err != nil && strings.Contains(err.Error(), "may not decide"), err
+	})
+}
+
+func ptrTo[T any](v T) *T { return &v }
+
+// TestDecisionsAreMadeAsThePerson: approving from the list creates an Approval as the signed-in
+// person with their groups; a refusal by admission, RBAC or validation is shown as the API server
+// worded it, with the comment kept; nobody sees Releases RBAC hides from them.
+func TestDecisionsAreMadeAsThePerson(t *testing.T) {
+	w := newWorld(t, worldOptions{people: []person{
+		{name: "rita", groups: []string{"release-managers"}},
+		{name: "carl", groups: []string{"release-managers"}},
+		{name: "eve", groups: []string{"developers"}},
+		{name: "stranger"},
+	}})
+	w.bind([]string{"eve"}, "release-managers")
+	prod := w.environment("prod", gate(2, "release-managers"))
+	w.project("shop", "https://gitlab.example.com", 0, prod)
+	b := w.build("shop-b1", "shop", revision("1"), image("1"), "dave", nil)
+	rel := w.release(w.c, "shop-1", "shop", b)
+	w.setReleaseStatus(rel, func(st *ferryv1.ReleaseStatus) {
+		st.Environments = []ferryv1.ReleaseEnvironmentStatus{waitingFor(prod, 2)}
+	})
+	admitOnly(t, w, "release-managers")
+	gateID := fmt.Sprintf("gate-%s-shop-1-%s-0", w.ns, prod)
+
+	// Rita approves from the list.
+	rita := newClient(t, w.URL)
+	page := rita.signIn(w.tokens["rita"])
+	if !strings.Contains(page, `id="`+gateID+`"`) || !strings.Contains(page, "shop</span> → <span class=\"env\">"+prod) {
+		t.Fatalf("the waiting gate is not on rita's list:\n%s", page)
+	}
+	code, page := rita.post("/releases/"+w.ns+"/shop-1/decide", url.Values{
+		"csrf": {csrf(t, page)}, "environment": {prod}, "batch": {"0"}, "decision": {"Approve"}, "comment": {"Checked the changelog"}, "from": {"waiting"},
+	})
+	if code != http.StatusOK || !strings.Contains(page, "You approved "+prod+" for Release shop-1") {
+		t.Fatalf("approve: %d\n%s", code, page)
+	}
+	list := w.approvals()
+	if len(list) != 1 || list[0].Spec.Decision != ferryv1.DecisionApprove || list[0].Spec.Comment != "Checked the changelog" || list[0].Spec.Release != "shop-1" || list[0].Spec.Environment != prod {
+		t.Fatalf("approvals after rita: %+v", list)
+	}
+	// The flash shows once.
+	if _, page := rita.get("/"); strings.Contains(page, "You approved") {
+		t.Error("the flash message showed twice")
+	}
+
+	// Carl's rejection without a comment is refused by the API's validation, verbatim; his
+	// words are kept.
+	carl := newClient(t, w.URL)
+	carl.signIn(w.tokens["carl"])
+	_, page = carl.get("/releases/" + w.ns + "/shop-1")
+	code, page = carl.post("/releases/"+w.ns+"/shop-1/decide", url.Values{
+		"csrf": {csrf(t, page)}, "environment": {prod}, "decision": {"Reject"}, "comment": {"  "}, "from": {"release"},
+	})
+	if code != http.StatusUnprocessableEntity || !strings.Contains(html.UnescapeString(page), "a rejection needs a comment saying why") {
+		t.Errorf("rejection without a comment: %d\n%s", code, page)
+	}
+
+	// Eve may try (RBAC lets her) and the API server refuses her as herself; the page says so
+	// in the API server's words and keeps her comment.
+	eve := newClient(t, w.URL)
+	eve.signIn(w.tokens["eve"])
+	_, page = eve.get("/releases/" + w.ns + "/shop-1")
+	if !strings.Contains(html.UnescapeString(page), `User "eve" (groups developers) is not eligible to decide for environment `+prod) {
+		t.Errorf("eve is not told she is not eligible:\n%s", page)
+	}
+	code, page = eve.post("/releases/"+w.ns+"/shop-1/decide", url.Values{
+		"csrf": {csrf(t, page)}, "environment": {prod}, "decision": {"Approve"}, "comment": {"ship it"}, "from": {"release"},
+	})
+	refusal := "user eve (groups developers, system:authenticated) may not decide: only release-managers may"
+	if code < 400 || !strings.Contains(html.UnescapeString(page), refusal) || !strings.Contains(page, ">ship it</textarea>") {
+		t.Errorf("eve's refusal: %d, want %q shown with her comment kept:\n%s", code, refusal, page)
+	}
+	if n := len(w.approvals()); n != 1 {
+		t.Errorf("%d Approvals after eve's refused decision, want 1", n)
+	}
+
+	// A stranger sees nothing of the namespace, and RBAC refuses their decision.
+	stranger := newClient(t, w.URL)
+	page = stranger.signIn(w.tokens["stranger"])
+	if strings.Contains(page, "shop-1") || !strings.Contains(page, "Nothing waits for your decision") {
+		t.Errorf("the stranger sees the gate:\n%s", page)
+	}
+	if code, _ := stranger.get("/releases/" + w.ns + "/shop-1"); code != http.StatusNotFound {
+		t.Errorf("the stranger's release page: %d, want 404", code)
+	}
+	for _, path := range []string{"/releases", "/audit", "/builds", "/environments"} {
+		if _, page := stranger.get(path); strings.Contains(page, w.ns) {
+			t.Errorf("the stranger sees %s in %s", w.ns, path)
+		}
+	}
+	code, page = stranger.post("/releases/"+w.ns+"/shop-1/decide", url.Values{
+		"csrf": {csrf(t, page)}, "environment": {prod}, "decision": {"Approve"}, "from": {"release"},
+	})
+	forbidden := `approvals.ferry.dev is forbidden: User "stranger" cannot create resource "approvals" in API group "ferry.dev" in the namespace "` + w.ns + `"`
+	if code != http.StatusForbidden || !strings.Contains(html.UnescapeString(page), forbidden) {
+		t.Errorf("the stranger's decision: %d, want %q:\n%s", code, forbidden, page)
+	}
+
+	// An expired gate is re-requested from the release page, as rita, the way `ferry approve
+	// --rerequest` does it.
+	w.setReleaseStatus(rel, func(st *ferryv1.ReleaseStatus) {
+		st.Environments[0].Conditions = []metav1.Condition{
+			cond(ferryv1.ApprovedCondition, ferryv1.ExpiredReason, "the gate expired", metav1.ConditionFalse),
+			cond(ferryv1.ReadyCondition, ferryv1.ExpiredReason, "the gate expired", metav1.ConditionFalse),
+		}
+	})
+	testutil.Eventually(t, "the expired gate on the release page", func() (bool, error) {
+		_, page = rita.get("/releases/" + w.ns + "/shop-1")
+		return strings.Contains(page, "Re-request approval"), nil
+	})
+	if _, page := rita.get("/"); !strings.Contains(page, "The gate expired: re-request it on the Release") {
+		t.Errorf("the expired gate is not listed as such:\n%s", page)
+	}
+	code, page = rita.post("/releases/"+w.ns+"/shop-1/rerequest", url.Values{"csrf": {csrf(t, page)}, "environment": {prod}})
+	if code != http.StatusOK || !strings.Contains(page, "You re-requested the approval gate of "+prod) {
+		t.Fatalf("re-request: %d\n%s", code, page)
+	}
+	if err := w.c.Get(context.Background(), client.ObjectKeyFromObject(rel), rel); err != nil {
+		t.Fatal(err)
+	}
+	if got := rel.Annotations[approval.ReRequestAnnotation]; got != prod {
+		t.Errorf("annotation %s = %q, want %q", approval.ReRequestAnnotation, got, prod)
+	}
+	_, page = stranger.get("/")
+	code, page = stranger.post("/releases/"+w.ns+"/shop-1/rerequest", url.Values{"csrf": {csrf(t, page)}, "environment": {prod}})
+	if code != http.StatusForbidden || !strings.Contains(html.UnescapeString(page), `User "stranger" cannot get resource "releases"`) {
+		t.Errorf("the stranger's re-request: %d\n%s", code, page)
+	}
+}

@@ -1,0 +1,80 @@
+package ui
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
+	"github.com/ferryci/ferry/internal/gitlab"
+	"github.com/ferryci/ferry/internal/ui/auth"
+)
+
+const testImage = "harbor.example.com/team/shop@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+
+// TestPagesRender renders every page with everything filled in: a template that refers to a
+// missing field or calls a function wrongly fails here, not in front of a release manager.
+func TestPagesRender(t *testing.T) {
+	p, err := loadPages()
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := metav1.NewTime(time.Now().Add(-5 * time.Minute))
+	rel := &ferryv1.Release{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "shop-1", CreationTimestamp: now},
+		Spec:       ferryv1.ReleaseSpec{Project: "shop", Build: "shop-b1", Image: testImage, Revision: strings.Repeat("a", 40), RequestedBy: "dana"},
+	}
+	proj := &ferryv1.Project{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "shop"}, Spec: ferryv1.ProjectSpec{GitLab: ferryv1.GitLabProject{URL: "https://gitlab.example.com", ProjectPath: "team/shop"}, Promotion: ferryv1.Promotion{Environments: []string{"prod"}}},
+		Status: ferryv1.ProjectStatus{Environments: []ferryv1.ProjectEnvironmentStatus{{Name: "prod", Image: testImage, Revision: strings.Repeat("b", 40), Release: "shop-0", DeployedAt: &now}}}}
+	build := &ferryv1.Build{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "shop-b1", CreationTimestamp: now},
+		Spec:       ferryv1.BuildSpec{Project: "shop", Revision: strings.Repeat("a", 40), Ref: "refs/heads/main", Trigger: ferryv1.BuildTrigger{Kind: ferryv1.TriggerPush, User: "dave"}},
+		Status: ferryv1.BuildStatus{Image: testImage, StartTime: &now, Lineage: &ferryv1.ImageLineage{Stack: &ferryv1.LayerSource{Name: "debian-12", Digest: "sha256:" + strings.Repeat("c", 64)}, AppLayer: "sha256:" + strings.Repeat("d", 64)},
+			Steps:      []ferryv1.StepStatus{{Name: "test", State: "Failed", ExitCode: ptr.To[int32](1), StartTime: &now, CompletionTime: &now}},
+			Conditions: []metav1.Condition{{Type: "Ready", Status: "False", Reason: "PipelineFailed", Message: "step test failed"}}},
+	}
+	g := gateView{Namespace: "team", Release: "shop-1", Project: "shop", Environment: "prod", Image: testImage, Revision: rel.Spec.Revision, RequestedBy: "dana", TriggeredBy: "dave",
+		WaitingSince: &now, ExpiresAt: &now, Required: 2, Approvals: 1, CanApprove: true, CanReject: true, Error: `admission webhook "vapprovals.ferry.dev" denied the request: <no>`, Comment: "why <not>"}
+	cluster := ferryv1.ClusterRolloutStatus{Cluster: "eu-west-1", Namespace: "shop-prod", Replicas: 3, UpdatedReplicas: 2, AvailableReplicas: 1, Batch: 1, Batches: 2}
+	approval := &ferryv1.Approval{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "shop-1-prod-x", CreationTimestamp: now},
+		Spec: ferryv1.ApprovalSpec{Release: "shop-1", Environment: "prod", Decision: ferryv1.DecisionApprove, Comment: "ok", Approver: &ferryv1.Approver{Username: "rita"}, Image: testImage}}
+	changes := &changesView{From: imageRef{Image: testImage, Revision: strings.Repeat("b", 40)}, To: imageRef{Image: testImage, Revision: rel.Spec.Revision},
+		Commits: []gitlab.Commit{{ID: strings.Repeat("e", 40), Title: "Fix checkout", AuthorName: "Dave", AuthoredDate: now.Time, WebURL: "https://gitlab.example.com/c"}}, CompareURL: "https://gitlab.example.com/compare",
+		Layers: []layerChange{{Layer: "Stack", From: "a", To: "b", Changed: true}}, CommitsNote: "note"}
+	pages := map[string]any{
+		"signin":   signinData{Next: "/", OIDC: true, Tokens: true, CSRF: "x", Error: "e", Message: "m"},
+		"error":    errorData{Heading: "h", Message: "m"},
+		"waiting":  waitingData{Mine: []gateView{g}, Others: []gateView{g}},
+		"releases": []releaseRow{{Release: rel, State: state{"Rolled out", toneOK, ""}}},
+		"release": releaseData{Release: rel, State: state{"Waiting", toneWait, "m"}, Project: proj, Build: build, Envs: []envView{{
+			Name: "prod", State: state{"Rolling out", toneBusy, "m"}, HasGate: true, Policy: "members of rm", Gate: &ferryv1.GateStatus{RequiredApprovals: 2, WaitingSince: &now, ExpiresAt: &now},
+			Open: []gateView{g}, Decisions: []decisionView{{Approval: approval, Counted: true}}, Clusters: []clusterView{{Status: &cluster, State: state{"Rolling out", toneBusy, "m"}}},
+			Start: &now, End: &now, Changes: changes,
+		}}},
+		"environments": matrixData{Envs: []string{"prod"}, Rows: []matrixRow{{Project: proj, Cells: []matrixCell{{Env: "prod", OnPath: true, Running: &proj.Status.Environments[0], By: "dana", Approvers: []string{"rita"}, Health: state{"Healthy", toneOK, ""}, Rolling: rel, Waiting: rel, Batch: &cluster}}}}},
+		"builds":       buildsData{Rows: []buildRow{{Build: build, State: state{"Pipeline failed", toneBad, ""}}}, More: 1},
+		"build":        buildData{Build: build, State: state{"Pipeline failed", toneBad, "m"}, Project: proj, Steps: []stepView{{Step: build.Status.Steps[0], Log: &stepLog{Step: "test", Text: "FAIL <b>", Truncated: true}}}, Whole: &stepLog{Text: "all"}},
+		"audit":        auditData{Projects: []string{"team/shop"}, Environments: []string{"prod"}, People: []string{"rita"}, Rows: []auditRow{{Approval: approval, Project: "shop"}}, Total: 1},
+	}
+	for _, name := range pageNames {
+		data, ok := pages[name]
+		if !ok {
+			t.Errorf("no sample data for page %s", name)
+			continue
+		}
+		var buf bytes.Buffer
+		err := p.sets[name].ExecuteTemplate(&buf, "layout", layout{Title: name, Nav: name, Session: &auth.Session{Identity: auth.Identity{User: "rita"}}, CSRF: "tok", Live: liveKinds[name], Flash: "done", Page: data})
+		if err != nil {
+			t.Errorf("page %s: %v", name, err)
+			continue
+		}
+		out := buf.String()
+		if strings.Contains(out, "<no>") || strings.Contains(out, "<b>") || strings.Contains(out, "<not>") {
+			t.Errorf("page %s does not escape what it shows", name)
+		}
+	}
+}
