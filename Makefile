@@ -25,6 +25,20 @@ build: ## Build bin/ferry.
 controlplane: ## Build (once; cached per version) kube-apiserver, etcd, kube-controller-manager, kube-scheduler, kwok and kubectl from Go modules.
 	hack/controlplane/build.sh $(CONTROLPLANE)
 
+# What tests, benchmarks and `ferry dev` need: the binaries in $(FERRY_CONTROLPLANE_ASSETS). When that
+# points elsewhere (binaries built once for several checkouts), they are used as they are; only
+# bin/controlplane of this checkout is built here.
+.PHONY: controlplane-assets
+controlplane-assets:
+	@if [ "$(FERRY_CONTROLPLANE_ASSETS)" = "$(CONTROLPLANE)" ]; then \
+		hack/controlplane/build.sh $(CONTROLPLANE); \
+	else \
+		for b in etcd kube-apiserver kube-controller-manager kube-scheduler kwok; do \
+			[ -x "$(FERRY_CONTROLPLANE_ASSETS)/$$b" ] || { echo "FERRY_CONTROLPLANE_ASSETS=$(FERRY_CONTROLPLANE_ASSETS) has no $$b: build it with hack/controlplane/build.sh $(FERRY_CONTROLPLANE_ASSETS), or unset the variable" >&2; exit 1; }; \
+		done; \
+		echo "control-plane binaries: $(FERRY_CONTROLPLANE_ASSETS)" >&2; \
+	fi
+
 ##@ Development
 
 .PHONY: manifests
@@ -60,20 +74,28 @@ verify: manifests generate ## Regenerate everything and fail if the tree changed
 ##@ Test
 
 .PHONY: test
-test: controlplane ## Run every test: unit tests and integration tests against real API servers and simulated clusters.
+test: controlplane-assets ## Run every test: unit tests and integration tests against real API servers and simulated clusters.
 	$(GO) test -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) ./...
 
+E2E_TIMEOUT ?= 20m
+
+.PHONY: e2e
+e2e: controlplane-assets ## The whole flow headless: ferry dev, a push, a Build, approvals, prod, a restart (test/e2e).
+	FERRY_E2E=1 $(GO) test -count=1 -timeout $(E2E_TIMEOUT) -v $(TEST_FLAGS) ./test/e2e/...
+
+# Where `make run` keeps everything between starts (git-ignored).
+DEV_DATA_DIR ?= .ferry-dev
+
 .PHONY: run
-run: ## Run Ferry's whole flow on this machine (`ferry dev`).
-	@echo "make run arrives with issue 8 (ferry dev): the hub, two simulated clusters, a registry and a git server on loopback." >&2
-	@exit 2
+run: build controlplane-assets ## Run Ferry's whole flow on this machine: ferry dev --data-dir .ferry-dev (Ctrl-C stops it).
+	$(BIN)/ferry dev --data-dir $(DEV_DATA_DIR)
 
 # Every package with a Go benchmark; each benchmark reports its figures with b.ReportMetric.
-BENCH_PKGS = $(shell grep -rl --include='*_test.go' '^func Benchmark' . | xargs -r -n1 dirname | sort -u)
+BENCH_PKGS = $(shell grep -rl --include='*_test.go' --exclude-dir=.git --exclude-dir=bin --exclude-dir=$(DEV_DATA_DIR) '^func Benchmark' . | xargs -r -n1 dirname | sort -u)
 BENCH_FLAGS ?= -benchtime=1x
 
 .PHONY: bench
-bench: controlplane ## Run every benchmark and print the figures of every issue in one table.
+bench: controlplane-assets ## Run every benchmark and print the figures of every issue in one table.
 	@if [ -z "$(strip $(BENCH_PKGS))" ]; then echo "no benchmarks yet"; exit 0; fi; \
 	$(GO) test -run '^$$' -bench . $(BENCH_FLAGS) -timeout 60m $(BENCH_PKGS) 2>&1 | $(GO) run ./hack/benchtable
 

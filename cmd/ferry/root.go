@@ -46,6 +46,7 @@ several clusters, stopping at approval gates that release managers answer in a w
 		newRejectCommand(g),
 		newRollbackCommand(g),
 		newReleaseCommand(g),
+		newDevCommand(),
 	)
 	root.AddCommand(newAssembleCommand())
 	root.AddCommand(newBuildCommand())

@@ -65,6 +65,10 @@
           if (!fresh || fresh.innerHTML === el.innerHTML) continue;
           if (inUse(el)) { held = true; continue; }
           el.innerHTML = fresh.innerHTML;
+          // A region's wrapper may say its state too (the timeline's dot): keep it in step.
+          if (fresh.parentElement && el.parentElement && fresh.parentElement.tagName === el.parentElement.tagName) {
+            el.parentElement.className = fresh.parentElement.className;
+          }
           updated++;
         }
         if (updated) {

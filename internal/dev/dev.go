@@ -1,0 +1,654 @@
+// Package dev is `ferry dev`: Ferry's whole flow on one machine, on loopback, with no Docker, no
+// cluster and no internet. It starts a hub control plane (etcd and kube-apiserver with Ferry's and
+// Tekton's CRDs and Ferry's admission webhooks), two simulated target clusters, a distribution
+// registry with Harbor's token authentication, a git server hosting the example apps, a fake
+// GitLab that sends GitLab's real webhooks for every push to that git server, and Ferry's manager
+// in-process with the local executor, the GitLab receiver and the UI. It seeds the base images
+// from files of this machine, writes the catalog, Clusters, Environments dev, staging and prod,
+// and a Project per example app, and prints (and writes to DIR/endpoints.json) what a person
+// needs to use it.
+//
+// Everything lives in the data directory: a second start with the same directory is faster and
+// keeps the history (Builds, Releases, Approvals, images, repositories, workloads).
+package dev
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
+	"github.com/ferryci/ferry/internal/catalog"
+	"github.com/ferryci/ferry/internal/controlplane"
+	"github.com/ferryci/ferry/internal/gitlab/fakegitlab"
+	"github.com/ferryci/ferry/internal/gitserver"
+	"github.com/ferryci/ferry/internal/manager"
+	"github.com/ferryci/ferry/internal/registry"
+)
+
+// DefaultDataDir is the data directory when none is given: .ferry-dev in the working directory,
+// as `make run` uses it.
+const DefaultDataDir = ".ferry-dev"
+
+// Options configure Run.
+type Options struct {
+	// DataDir keeps everything between starts. Default DefaultDataDir.
+	DataDir string
+
+	// RepoDir is the Ferry checkout whose examples/ become the git repositories (on the first start)
+	// and whose config/rbac holds the release manager's role. Default: the checkout that contains
+	// the working directory.
+	RepoDir string
+
+	// Out receives the progress and the summary. Default os.Stdout.
+	Out io.Writer
+
+	// Command is how the summary names the ferry binary in the commands it suggests. Default
+	// "ferry".
+	Command string
+
+	// Ready, when set, is called once everything serves, with what was written to
+	// DIR/endpoints.json.
+	Ready func(*Endpoints)
+}
+
+// env is a running local environment: what was started, in order, so that it can be stopped.
+type env struct {
+	opts     Options
+	dir      string
+	st       *state
+	first    bool
+	out      *progress
+	examples []string
+
+	hub      *controlplane.APIServer
+	clusters map[string]*controlplane.Cluster
+	registry *registry.Server
+	git      *gitserver.Server
+	gitlab   *fakegitlab.Server
+	mirror   *mirror
+	catalog  *catalog.Catalog
+	seeded   int64
+	client   client.Client
+	mgr      *manager.Manager
+	endpoint *Endpoints
+
+	mu    sync.Mutex
+	stops []namedStop
+}
+
+type namedStop struct {
+	name string
+	stop func() error
+}
+
+// onStop registers how to stop something that started; stops run in reverse order.
+func (e *env) onStop(name string, stop func() error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.stops = append(e.stops, namedStop{name, stop})
+}
+
+// stopAll stops everything that started, newest first, and reports what failed to stop.
+func (e *env) stopAll() error {
+	e.mu.Lock()
+	stops := e.stops
+	e.stops = nil
+	e.mu.Unlock()
+	var errs []error
+	for i := len(stops) - 1; i >= 0; i-- {
+		if err := stops[i].stop(); err != nil {
+			errs = append(errs, fmt.Errorf("failed to stop %s: %w", stops[i].name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// startSteps is the number of steps a start reports.
+const startSteps = 8
+
+// Run starts the local environment, prints what a person needs to use it, and serves until ctx
+// ends (Ctrl-C), then stops every process it started.
+func Run(ctx context.Context, opts Options) (err error) {
+	if opts.DataDir == "" {
+		opts.DataDir = DefaultDataDir
+	}
+	if opts.Out == nil {
+		opts.Out = os.Stdout
+	}
+	if opts.Command == "" {
+		opts.Command = "ferry"
+	}
+	dir, err := filepath.Abs(opts.DataDir)
+	if err != nil {
+		return err
+	}
+	if opts.RepoDir == "" {
+		if opts.RepoDir, err = controlplane.RepoRoot(); err != nil {
+			return fmt.Errorf("ferry dev imports the example apps from a Ferry checkout: run it inside one: %w", err)
+		}
+	}
+	if _, err := controlplane.AssetsDir(); err != nil {
+		return err
+	}
+	examples, err := findExamples(opts.RepoDir)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("failed to create the data directory %s: %w", dir, err)
+	}
+	lock, err := lockDataDir(dir)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = lock.Close() }()
+	st, first, err := loadState(dir)
+	if err != nil {
+		return err
+	}
+	logFile, err := os.OpenFile(filepath.Join(dir, "ferry-dev.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("failed to open the log file: %w", err)
+	}
+	defer func() { _ = logFile.Close() }()
+	setupLogging(logFile)
+
+	e := &env{opts: opts, dir: dir, st: st, first: first, examples: examples, clusters: map[string]*controlplane.Cluster{}}
+	e.out = newProgress(opts.Out, startSteps)
+	if first {
+		e.out.printf("Starting ferry dev in %s for the first time: control planes, registry, git server, GitLab, Ferry. This takes a minute or two; later starts are faster.", dir)
+	} else {
+		e.out.printf("Starting ferry dev from %s (start %d; the last one took %s): everything you did is kept.", dir, st.Starts+1, roundDuration(time.Duration(st.LastStartSeconds*float64(time.Second))))
+	}
+	e.out.printf("Logs: %s", logFile.Name())
+
+	defer func() {
+		e.out.printf("Stopping ferry dev…")
+		begin := time.Now()
+		// The endpoints describe a running environment: `ferry dev push` must not find stale ones.
+		stopErr := e.stopAll()
+		if rmErr := os.Remove(EndpointsPath(dir)); rmErr != nil && !errors.Is(rmErr, os.ErrNotExist) {
+			stopErr = errors.Join(stopErr, rmErr)
+		}
+		if left := LeftoverProcesses(dir); len(left) > 0 {
+			stopErr = errors.Join(stopErr, fmt.Errorf("processes still running after the stop: %s", strings.Join(left, "; ")))
+		}
+		if stopErr != nil {
+			err = errors.Join(err, stopErr)
+			return
+		}
+		e.out.printf("Stopped everything in %s; nothing is left running. `%s dev --data-dir %s` resumes where you left off.", since(begin), opts.Command, opts.DataDir)
+	}()
+
+	if err := e.start(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	<-ctx.Done()
+	return nil
+}
+
+// start brings everything up, in parallel where it can.
+func (e *env) start(ctx context.Context) error {
+	if err := e.startParallel(ctx); err != nil {
+		return err
+	}
+	if err := e.out.step("Writing Ferry's objects on the hub: catalog, Clusters, Environments dev/staging/prod, Projects, people", func() error {
+		return e.writeObjects(ctx)
+	}); err != nil {
+		return err
+	}
+	if err := e.out.step("Starting Ferry's manager: controllers, admission webhooks, GitLab receiver, UI, local executor", func() error {
+		return e.startManager(ctx)
+	}); err != nil {
+		return err
+	}
+	if err := e.out.step("Waiting for Ferry to reach the clusters", func() error {
+		return e.waitClustersReady(ctx)
+	}); err != nil {
+		return err
+	}
+	elapsed := e.out.elapsed()
+	e.st.Starts++
+	e.st.LastStartSeconds = elapsed.Seconds()
+	if e.first {
+		e.st.FirstStartSeconds = elapsed.Seconds()
+	}
+	if err := e.st.save(e.dir); err != nil {
+		return err
+	}
+	ep, err := e.writeEndpoints()
+	if err != nil {
+		return err
+	}
+	e.printSummary(ep, elapsed)
+	e.watchActivity(ctx)
+	if e.opts.Ready != nil {
+		e.opts.Ready(ep)
+	}
+	return nil
+}
+
+// startParallel starts the control planes, the registry (and seeds it), the git server and the
+// fake GitLab at the same time: the control planes take longest.
+func (e *env) startParallel(ctx context.Context) error {
+	steps := []struct {
+		what string
+		fn   func(context.Context) error
+	}{
+		{"Starting the hub control plane (etcd, kube-apiserver, Ferry's and Tekton's CRDs, admission webhooks)", e.startHub},
+		{"Starting simulated cluster nonprod (dev, staging)", func(ctx context.Context) error { return e.startCluster(ctx, "nonprod") }},
+		{"Starting simulated cluster prod", func(ctx context.Context) error { return e.startCluster(ctx, "prod") }},
+		{"Starting the registry (Harbor-style token auth) and seeding stacks and runtimes from this machine's files", e.startRegistry},
+		{"Starting the git server and the fake GitLab, importing the example apps", e.startGit},
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errs := make([]error, len(steps))
+	var wg sync.WaitGroup
+	for i, s := range steps {
+		wg.Go(func() {
+			errs[i] = e.out.step(s.what, func() error { return s.fn(ctx) })
+			if errs[i] != nil {
+				cancel()
+			}
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil && !errors.Is(err, context.Canceled) {
+			return err
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (e *env) startHub(ctx context.Context) error {
+	// The CRDs are installed here rather than by the control plane, so that a later start, whose
+	// etcd has them, does not install them again.
+	hub, err := controlplane.StartAPIServer(ctx, controlplane.APIServerOptions{
+		Name: "hub", Dir: filepath.Join(e.dir, "hub"), Persistent: true, FerryWebhooks: true,
+	})
+	if err != nil {
+		return err
+	}
+	e.hub = hub
+	e.onStop("the hub control plane", hub.Stop)
+	if err := installCRDs(ctx, hub.Config); err != nil {
+		return err
+	}
+	e.client, err = client.New(hub.Config, client.Options{Scheme: manager.Scheme()})
+	return err
+}
+
+func (e *env) startCluster(ctx context.Context, name string) error {
+	c, err := controlplane.StartCluster(ctx, controlplane.ClusterOptions{
+		APIServer: controlplane.APIServerOptions{Name: name, Dir: filepath.Join(e.dir, "clusters", name), Persistent: true},
+		Nodes:     2,
+	})
+	if err != nil {
+		return err
+	}
+	e.mu.Lock()
+	e.clusters[name] = c
+	e.mu.Unlock()
+	e.onStop("cluster "+name, c.Stop)
+	return nil
+}
+
+// Registry accounts: the platform team's admin seeds the base images; the robot accounts are what
+// a Harbor project's robots would be.
+const (
+	registryAdmin = "admin"
+	robotPush     = "robot$" + Namespace + "+ci"
+	robotPull     = "robot$" + Namespace + "+pull"
+)
+
+// registryAccess is Harbor's project permissions as the local environment needs them: the admin
+// does anything, the push robot pushes the examples' images (and reads the base images it mounts
+// from), the pull robot reads both.
+func registryAccess(user, repository string, requested []string) []string {
+	project, _, _ := strings.Cut(repository, "/")
+	allowed := map[string]bool{}
+	switch {
+	case user == registryAdmin:
+		return requested
+	case user == robotPush && project == Namespace:
+		allowed["pull"], allowed["push"] = true, true
+	case (user == robotPush || user == robotPull) && project == "ferry":
+		allowed["pull"] = true
+	case user == robotPull && project == Namespace:
+		allowed["pull"] = true
+	}
+	var granted []string
+	for _, a := range requested {
+		if allowed[a] {
+			granted = append(granted, a)
+		}
+	}
+	return granted
+}
+
+func (e *env) startRegistry(ctx context.Context) error {
+	addr, moved := e.st.addr(portRegistry)
+	if moved {
+		e.out.printf("  ! the registry's port %d is taken: it moves, and images of earlier starts keep the old address", e.st.Ports[portRegistry])
+	}
+	logw, err := os.OpenFile(filepath.Join(e.dir, "registry.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	reg, err := registry.StartDistribution(registry.DistributionOptions{
+		Addr: addr,
+		Users: map[string]string{
+			registryAdmin: e.st.secret("registry/"+registryAdmin, "", 16),
+			robotPush:     e.st.secret("registry/"+robotPush, "", 16),
+			robotPull:     e.st.secret("registry/"+robotPull, "", 16),
+		},
+		Access:     registryAccess,
+		StorageDir: filepath.Join(e.dir, "registry"),
+		Log:        logw,
+	})
+	if err != nil {
+		_ = logw.Close()
+		return err
+	}
+	e.registry = reg
+	e.onStop("the registry", func() error { return errors.Join(reg.Close(), logw.Close()) })
+	if err := e.st.setPort(portRegistry, reg.Host); err != nil {
+		return err
+	}
+	e.catalog, e.seeded, err = seedBaseImages(ctx, reg.Host, &authn.Basic{Username: registryAdmin, Password: e.st.get("registry/" + registryAdmin)})
+	return err
+}
+
+func (e *env) startGit(context.Context) error {
+	addr, moved := e.st.addr(portGit)
+	if moved {
+		e.out.printf("  ! the git server's port %d is taken: clone URLs change", e.st.Ports[portGit])
+	}
+	e.gitlab = fakegitlab.New()
+	e.onStop("the fake GitLab", func() error { e.gitlab.Close(); return nil })
+	e.gitlab.AddUser("ferry-bot", e.st.secret("gitlab/ferry-bot", "glpat-", 10))
+	for _, p := range People {
+		e.gitlab.AddUser(p.Name, e.st.secret("gitlab/"+p.Name, "glpat-", 10))
+	}
+	var m *mirror
+	git, err := gitserver.Start(gitserver.Options{
+		Dir:   filepath.Join(e.dir, "git"),
+		Addr:  addr,
+		Users: map[string]string{developer: e.st.secret("git/"+developer, "", 12)},
+		OnPush: func(repo string) {
+			if m != nil {
+				m.onPush(repo)
+			}
+		},
+	})
+	if err != nil {
+		return err
+	}
+	e.git = git
+	e.onStop("the git server", git.Close)
+	if err := e.st.setPort(portGit, strings.TrimPrefix(git.URL(), "http://")); err != nil {
+		return err
+	}
+	receiverAddr, err := e.receiverAddr()
+	if err != nil {
+		return err
+	}
+	m = newMirror(git, e.gitlab, developer, func(format string, args ...any) {
+		e.out.printf("  %s %s", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
+	})
+	for i, name := range e.examples {
+		repo := Namespace + "/" + name
+		created, err := importExample(git, repo, filepath.Join(e.opts.RepoDir, "examples", name))
+		if err != nil {
+			return err
+		}
+		if created && !e.first {
+			e.out.printf("  + new example app %s: repository %s created", name, git.RepoURL(repo))
+		}
+		id := gitlabProjectID(i)
+		if err := m.add(repo, id); err != nil {
+			return err
+		}
+		if err := e.gitlab.AddHook(id, fakegitlab.Hook{
+			URL: "http://" + receiverAddr + "/hooks/gitlab", Token: e.webhookSecret(name),
+			PushEvents: true, TagPushEvents: true, MergeRequestsEvents: true,
+		}); err != nil {
+			return err
+		}
+	}
+	e.mirror = m
+	return nil
+}
+
+// gitlabProjectID is the fake GitLab's ID of the i-th example (sorted by name), the same at every
+// start.
+func gitlabProjectID(i int) int64 { return int64(101 + i) }
+
+func (e *env) webhookSecret(project string) string {
+	return e.st.secret("webhook/"+project, "", 20)
+}
+
+// receiverAddr is the GitLab receiver's address: the port of the last start when it is free.
+func (e *env) receiverAddr() (string, error) {
+	return e.listenAddr(portReceiver, "the GitLab receiver's port %d is taken: the webhook URL changes")
+}
+
+func (e *env) uiAddr() (string, error) {
+	return e.listenAddr(portUI, "the UI's port %d is taken: its URL changes")
+}
+
+// listenAddr picks the address of a listener the manager opens: the kept port when free, else a
+// new free port, which is recorded.
+func (e *env) listenAddr(name, movedMessage string) (string, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	addr, moved := e.st.addr(name)
+	if moved {
+		e.out.printf("  ! "+movedMessage, e.st.Ports[name])
+	}
+	if strings.HasSuffix(addr, ":0") {
+		var err error
+		if addr, err = freePort(); err != nil {
+			return "", err
+		}
+	}
+	return addr, e.st.setPort(name, addr)
+}
+
+// findExamples lists the example apps: the directories of examples/ with a pipeline file.
+func findExamples(repoDir string) ([]string, error) {
+	entries, err := os.ReadDir(filepath.Join(repoDir, "examples"))
+	if err != nil {
+		return nil, fmt.Errorf("failed to list the example apps: %w", err)
+	}
+	var names []string
+	for _, ent := range entries {
+		if !ent.IsDir() {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(repoDir, "examples", ent.Name(), ferryv1.DefaultPipelineFile)); err == nil {
+			names = append(names, ent.Name())
+		}
+	}
+	sort.Strings(names)
+	if len(names) == 0 {
+		return nil, fmt.Errorf("no example app (a directory with %s) in %s", ferryv1.DefaultPipelineFile, filepath.Join(repoDir, "examples"))
+	}
+	return names, nil
+}
+
+// writeObjects writes everything Ferry's controllers read: namespaces, the catalog, the clusters'
+// kubeconfigs and Clusters, Environments, the Projects and their Secrets, the people's roles, and
+// a kubeconfig for the admin and for each person.
+func (e *env) writeObjects(ctx context.Context) error {
+	cm, err := catalogConfigMap(e.catalog)
+	if err != nil {
+		return err
+	}
+	objs := []client.Object{namespace(FerryNamespace), namespace(Namespace), cm}
+	for _, name := range ClusterNames {
+		data, err := os.ReadFile(e.clusters[name].KubeconfigPath)
+		if err != nil {
+			return err
+		}
+		objs = append(objs, secret(FerryNamespace, kubeconfigSecretName(name), corev1.SecretTypeOpaque, map[string]string{"kubeconfig": string(data)}), clusterObject(name))
+	}
+	for _, env := range environments() {
+		objs = append(objs, env)
+	}
+	rbac, err := rbacObjects(e.opts.RepoDir)
+	if err != nil {
+		return err
+	}
+	objs = append(objs, rbac...)
+	objs = append(objs,
+		secret(Namespace, gitlabTokenSecret, corev1.SecretTypeOpaque, map[string]string{"token": e.st.get("gitlab/ferry-bot")}),
+		dockerConfigSecret(pushSecret, e.registry.Host, robotPush, e.st.get("registry/"+robotPush)),
+		dockerConfigSecret(pullSecret, e.registry.Host, robotPull, e.st.get("registry/"+robotPull)),
+	)
+	for i, name := range e.examples {
+		objs = append(objs,
+			secret(Namespace, webhookSecretName(name), corev1.SecretTypeOpaque, map[string]string{"token": e.webhookSecret(name)}),
+			project(projectSpec{
+				name: name, gitlabURL: e.gitlab.URL, gitlabID: gitlabProjectID(i),
+				cloneURL: e.git.RepoURL(Namespace + "/" + name), repository: e.registry.Host + "/" + Namespace + "/" + name,
+			}),
+		)
+	}
+	if err := apply(ctx, e.client, objs...); err != nil {
+		return err
+	}
+	return e.writeKubeconfigs()
+}
+
+// writeKubeconfigs writes DIR/kubeconfig (the hub's admin) and DIR/users/NAME.kubeconfig (each
+// person, authenticated by a client certificate with their groups), all with the examples'
+// namespace as the default.
+func (e *env) writeKubeconfigs() error {
+	if err := withNamespace(e.hub.KubeconfigPath, e.kubeconfigPath()); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Join(e.dir, "users"), 0o700); err != nil {
+		return err
+	}
+	for _, p := range People {
+		path := e.userKubeconfigPath(p.Name)
+		if err := e.hub.UserKubeconfig(path, p.Name, p.Groups...); err != nil {
+			return err
+		}
+		if err := withNamespace(path, path); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (e *env) kubeconfigPath() string { return filepath.Join(e.dir, "kubeconfig") }
+
+func (e *env) userKubeconfigPath(name string) string {
+	return filepath.Join(e.dir, "users", name+".kubeconfig")
+}
+
+// withNamespace copies a kubeconfig from src to dst with Namespace as its current context's
+// namespace.
+func withNamespace(src, dst string) error {
+	cfg, err := clientcmd.LoadFromFile(src)
+	if err != nil {
+		return fmt.Errorf("failed to read the kubeconfig %s: %w", src, err)
+	}
+	if c := cfg.Contexts[cfg.CurrentContext]; c != nil {
+		c.Namespace = Namespace
+	}
+	data, err := clientcmd.Write(*cfg)
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(dst, data, 0o600)
+}
+
+// waitClustersReady waits until the cluster controller reached every target cluster.
+func (e *env) waitClustersReady(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	for {
+		var notReady []string
+		for _, name := range ClusterNames {
+			c := &ferryv1.Cluster{}
+			if err := e.client.Get(ctx, client.ObjectKey{Name: name}, c); err != nil {
+				notReady = append(notReady, name+": "+err.Error())
+				continue
+			}
+			ready := meta.FindStatusCondition(c.Status.Conditions, ferryv1.ReadyCondition)
+			// The Secret changes at every start: only a probe of this generation of it counts.
+			if ready == nil || ready.Status != "True" || c.Status.LastProbeTime == nil || c.Status.LastProbeTime.Time.Before(e.out.start.Truncate(time.Second)) {
+				msg := "not probed yet"
+				if ready != nil {
+					msg = ready.Reason + ": " + ready.Message
+				}
+				notReady = append(notReady, name+": "+msg)
+			}
+		}
+		if len(notReady) == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("ferry did not reach the clusters: %s", strings.Join(notReady, "; "))
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// setupLogging sends the logs of the manager, the control-plane clients and client-go to w.
+func setupLogging(w io.Writer) {
+	logger := zap.New(zap.WriteTo(w), zap.UseDevMode(false))
+	ctrl.SetLogger(logger)
+	klog.SetLogger(logger)
+}
+
+// LeftoverProcesses lists the processes of this machine that belong to a data directory: their
+// command line names it, or they run inside it (build steps). After a stop there must be none.
+// It reads /proc, so it finds nothing where there is none.
+func LeftoverProcesses(dir string) []string {
+	matches, _ := filepath.Glob("/proc/[0-9]*")
+	self := fmt.Sprint(os.Getpid())
+	var left []string
+	for _, proc := range matches {
+		pid := filepath.Base(proc)
+		if pid == self {
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join(proc, "cmdline"))
+		if err != nil {
+			continue
+		}
+		cwd, _ := os.Readlink(filepath.Join(proc, "cwd"))
+		if !strings.Contains(string(data), dir+string(filepath.Separator)) && cwd != dir && !strings.HasPrefix(cwd, dir+string(filepath.Separator)) {
+			continue
+		}
+		left = append(left, pid+" "+strings.ReplaceAll(strings.TrimRight(string(data), "\x00"), "\x00", " "))
+	}
+	return left
+}
