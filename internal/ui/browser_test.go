@@ -2,10 +2,8 @@ package ui_test
 
 import (
 	"context"
-	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -17,6 +15,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/ferryci/ferry/internal/controlplane"
+	"github.com/ferryci/ferry/internal/testutil/chromium"
 )
 
 // One Chromium per test package: each test gets a browser context of its own (its own cookies),
@@ -29,54 +28,14 @@ var browser struct {
 	err    error
 }
 
-// chromiumPath finds Debian's chromium (FERRY_CHROMIUM overrides).
-func chromiumPath() (string, error) {
-	if p := os.Getenv("FERRY_CHROMIUM"); p != "" {
-		return p, nil
-	}
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p, nil
-		}
-	}
-	return "", fmt.Errorf("no Chromium found: install Debian's chromium (apt-get install chromium) or set FERRY_CHROMIUM")
-}
-
 func startBrowser() {
-	path, err := chromiumPath()
-	if err != nil {
-		browser.err = err
-		return
-	}
+	var err error
 	browser.dir, err = os.MkdirTemp("", "ferry-ui-chromium-")
 	if err != nil {
 		browser.err = err
 		return
 	}
-	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
-		chromedp.ExecPath(path),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.NoDefaultBrowserCheck,
-		// Without these Chromium keeps reaching for hosts this network refuses.
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.UserDataDir(browser.dir),
-		chromedp.WindowSize(1200, 900),
-	)
-	ctx, cancel := chromedp.NewContext(alloc)
-	if err := chromedp.Do(ctx); err != nil {
-		cancel()
-		cancelAlloc()
-		browser.err = fmt.Errorf("failed to start Chromium %s: %w", path, err)
-		return
-	}
-	browser.ctx = ctx
-	browser.cancel = func() { cancel(); cancelAlloc() }
+	browser.ctx, browser.cancel, browser.err = chromium.Start(browser.dir)
 }
 
 func closeBrowser() {
@@ -126,15 +85,7 @@ func (b *tab) open(path string) {
 }
 
 // text is the visible text of the first element matching a CSS selector, "" when none does.
-func (b *tab) text(sel string) string {
-	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
-	defer cancel()
-	s, err := chromedp.Run(ctx, chromedp.Evaluate[string](fmt.Sprintf(`(document.querySelector(%q) || {innerText: ""}).innerText`, sel)))
-	if err != nil {
-		return ""
-	}
-	return s
-}
+func (b *tab) text(sel string) string { return chromium.Text(b.ctx, sel) }
 
 // eval evaluates a JavaScript expression.
 func eval[T any](b *tab, expr string) T {
@@ -151,18 +102,7 @@ func eval[T any](b *tab, expr string) T {
 // waitText waits until the element's text contains want.
 func (b *tab) waitText(sel, want string) {
 	b.t.Helper()
-	defer func(start time.Time) { b.t.Logf("%s: %q after %s", sel, want, time.Since(start)) }(time.Now())
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		got := b.text(sel)
-		if strings.Contains(got, want) {
-			return
-		}
-		if time.Now().After(deadline) {
-			b.t.Fatalf("timed out waiting for %q in %s; it reads:\n%s", want, sel, got)
-		}
-		time.Sleep(100 * time.Millisecond) // polling the page, as Eventually polls the API
-	}
+	chromium.WaitText(b.t, b.ctx, sel, want, 60*time.Second)
 }
 
 // checkAccessible fails the test for what a screen reader could not name: form controls without a
@@ -236,19 +176,7 @@ func (b *tab) screenshot(name string) {
 	if err != nil {
 		b.t.Fatal(err)
 	}
-	dir := filepath.Join(root, "artifacts", "ui")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		b.t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
-	defer cancel()
-	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
-	if err != nil {
-		b.t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, name+".png"), png, 0o644); err != nil {
-		b.t.Fatal(err)
-	}
+	chromium.Screenshot(b.t, b.ctx, filepath.Join(root, "artifacts", "ui"), name)
 }
 
 // replay sends a request with only the given session cookie, as someone who copied it would.
