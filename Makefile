@@ -73,21 +73,26 @@ verify: manifests generate ## Regenerate everything and fail if the tree changed
 
 ##@ Test
 
+# Debian packages the tests and ferry dev need (hack/deps.sh installs the missing ones).
+.PHONY: deps
+deps:
+	@hack/deps.sh setpriv git chromium python3
+
 .PHONY: test
-test: controlplane-assets ## Run every test: unit tests and integration tests against real API servers and simulated clusters.
+test: controlplane-assets deps ## Run every test: unit tests and integration tests against real API servers and simulated clusters.
 	$(GO) test -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) ./...
 
 E2E_TIMEOUT ?= 20m
 
 .PHONY: e2e
-e2e: controlplane-assets ## The whole flow headless: ferry dev, a push, a Build, approvals, prod, a restart (test/e2e).
+e2e: controlplane-assets deps ## The whole flow headless: ferry dev, a push, a Build, approvals, prod, a restart (test/e2e).
 	FERRY_E2E=1 $(GO) test -count=1 -timeout $(E2E_TIMEOUT) -v $(TEST_FLAGS) ./test/e2e/...
 
 # Where `make run` keeps everything between starts (git-ignored).
 DEV_DATA_DIR ?= .ferry-dev
 
 .PHONY: run
-run: build controlplane-assets ## Run Ferry's whole flow on this machine: ferry dev --data-dir .ferry-dev (Ctrl-C stops it).
+run: build controlplane-assets deps ## Run Ferry's whole flow on this machine: ferry dev --data-dir .ferry-dev (Ctrl-C stops it).
 	$(BIN)/ferry dev --data-dir $(DEV_DATA_DIR)
 
 # Every package with a Go benchmark; each benchmark reports its figures with b.ReportMetric.
