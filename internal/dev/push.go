@@ -187,6 +187,9 @@ func follow(ctx context.Context, c client.Client, ep *Endpoints, opts PushOption
 	}
 	if alice, ok := ep.Users["alice"]; ok {
 		fmt.Fprintf(opts.Out, "Approve it as the release manager:\n  %s approve %s --env staging --kubeconfig %s\n", opts.Command, r.Name, rel(alice.Kubeconfig))
+		if ep.UIURL != "" {
+			fmt.Fprintf(opts.Out, "  or in the UI: %s/releases/%s/%s (alice's sign-in link is in %s)\n", ep.UIURL, ep.Namespace, r.Name, rel(EndpointsPath(ep.DataDir)))
+		}
 	}
 	return nil
 }
