@@ -269,3 +269,17 @@ type ReleaseList struct {
 func init() {
 	register(&Release{}, &ReleaseList{})
 }
+
+// Approved counts the approving decisions the gate has counted so far; 0 for a nil gate.
+func (g *GateStatus) Approved() int {
+	if g == nil {
+		return 0
+	}
+	n := 0
+	for _, a := range g.Approvals {
+		if a.Decision == DecisionApprove {
+			n++
+		}
+	}
+	return n
+}

@@ -191,13 +191,7 @@ func envState(es *ferryv1.ReleaseEnvironmentStatus) string {
 		return "ok"
 	case ferryv1.WaitingForApprovalReason:
 		if es.Gate != nil {
-			approved := 0
-			for _, a := range es.Gate.Approvals {
-				if a.Decision == ferryv1.DecisionApprove {
-					approved++
-				}
-			}
-			return fmt.Sprintf("waiting(%d/%d)", approved, es.Gate.RequiredApprovals)
+			return fmt.Sprintf("waiting(%d/%d)", es.Gate.Approved(), es.Gate.RequiredApprovals)
 		}
 		return "waiting"
 	case ferryv1.WaitingForPreviousEnvironmentReason:

@@ -126,13 +126,7 @@ func environmentState(es *ferryv1.ReleaseEnvironmentStatus) string {
 		return "rolled out"
 	case ferryv1.WaitingForApprovalReason:
 		if es.Gate != nil {
-			approved := 0
-			for _, a := range es.Gate.Approvals {
-				if a.Decision == ferryv1.DecisionApprove {
-					approved++
-				}
-			}
-			return fmt.Sprintf("waiting for approval (%d/%d)", approved, es.Gate.RequiredApprovals)
+			return fmt.Sprintf("waiting for approval (%d/%d)", es.Gate.Approved(), es.Gate.RequiredApprovals)
 		}
 		return "waiting for approval"
 	case ferryv1.WaitingForPreviousEnvironmentReason:
