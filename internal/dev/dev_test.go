@@ -32,6 +32,7 @@ import (
 	"github.com/ferryci/ferry/internal/gitlab/fakegitlab"
 	"github.com/ferryci/ferry/internal/gitserver"
 	"github.com/ferryci/ferry/internal/registry"
+	"github.com/ferryci/ferry/internal/testutil"
 )
 
 func TestRegistryAccessIsHarborLike(t *testing.T) {
@@ -391,10 +392,14 @@ func TestLeftoverProcessesFindsWhatRunsInTheDataDirectory(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	left := LeftoverProcesses(dir)
-	if len(left) != 1 || !strings.Contains(left[0], "sleep 60") {
-		t.Fatalf("leftovers = %q, want the sleep", left)
-	}
+	// The new process's command line shows in /proc once its exec has settled: wait for it.
+	testutil.Eventually(t, "the sleep among the leftovers", func() (bool, error) {
+		left := LeftoverProcesses(dir)
+		if len(left) > 1 {
+			return false, fmt.Errorf("leftovers = %q, want only the sleep", left)
+		}
+		return len(left) == 1 && strings.Contains(left[0], "sleep 60"), nil
+	})
 	_ = cmd.Process.Kill()
 	_ = cmd.Wait()
 	if left := LeftoverProcesses(dir); len(left) != 0 {
