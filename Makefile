@@ -21,6 +21,13 @@ all: build
 build: ## Build bin/ferry.
 	$(GO) build -o $(BIN)/ferry ./cmd/ferry
 
+# Ferry's own image, built by Ferry from hack/image/ferry.yaml (no Dockerfile): IMAGE_REGISTRY pushes it
+# (and its base images) there with $$DOCKER_CONFIG's credentials; without it the image is written as an
+# OCI layout to dist/image/oci. dist/image/image.json names the digest either way.
+.PHONY: image
+image: build deps ## Build Ferry's image (the ferry binary without ferry dev, on go-static) reproducibly with ferry build.
+	$(GO) run ./hack/image -ferry $(BIN)/ferry
+
 .PHONY: controlplane
 controlplane: ## Build (once; cached per version) kube-apiserver, etcd, kube-controller-manager, kube-scheduler, kwok and kubectl from Go modules.
 	hack/controlplane/build.sh $(CONTROLPLANE)
@@ -41,10 +48,14 @@ controlplane-assets:
 
 ##@ Development
 
+# The packages whose +kubebuilder:rbac markers make the manager's role. The UI's markers
+# (internal/ui) make the UI's own role: the UI runs as a ServiceAccount of its own.
+MANAGER_RBAC_PATHS := ./controllers/...;./webhooks/...;./internal/manager/...;./internal/webhookcert/...
+
 .PHONY: manifests
 manifests: ## Generate CRDs, RBAC, webhook configurations and the pipeline file's JSON Schema from the markers.
 	$(CONTROLLER_GEN) crd paths=./apis/... output:crd:artifacts:config=config/crd/bases
-	$(CONTROLLER_GEN) rbac:roleName=manager paths=./... output:rbac:artifacts:config=config/rbac
+	$(CONTROLLER_GEN) rbac:roleName=manager paths="$(MANAGER_RBAC_PATHS)" output:rbac:artifacts:config=config/rbac
 	$(CONTROLLER_GEN) rbac:roleName=ui paths=./internal/ui/... output:rbac:artifacts:config=config/rbac/ui
 	$(CONTROLLER_GEN) webhook paths=./webhooks/... output:webhook:artifacts:config=config/webhook
 	$(GO) run ./hack/schemagen > config/schema/ferry-pipeline.schema.json
@@ -76,7 +87,7 @@ verify: manifests generate ## Regenerate everything and fail if the tree changed
 # Debian packages the tests and ferry dev need (hack/deps.sh installs the missing ones).
 .PHONY: deps
 deps:
-	@hack/deps.sh setpriv git chromium python3
+	@hack/deps.sh setpriv git chromium python3 real-nodes debootstrap
 
 .PHONY: test
 test: controlplane-assets deps ## Run every test: unit tests and integration tests against real API servers and simulated clusters.
@@ -93,7 +104,7 @@ DEV_DATA_DIR ?= .ferry-dev
 
 .PHONY: run
 run: build controlplane-assets deps ## Run Ferry's whole flow on this machine: ferry dev --data-dir .ferry-dev (Ctrl-C stops it).
-	$(BIN)/ferry dev --data-dir $(DEV_DATA_DIR)
+	$(BIN)/ferry dev --data-dir $(DEV_DATA_DIR) --image-cache $(CURDIR)/.cache/baseimage
 
 # Every package with a Go benchmark; each benchmark reports its figures with b.ReportMetric.
 BENCH_PKGS = $(shell grep -rl --include='*_test.go' --exclude-dir=.git --exclude-dir=bin --exclude-dir=$(DEV_DATA_DIR) '^func Benchmark' . | xargs -r -n1 dirname | sort -u)

@@ -6,15 +6,22 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -26,6 +33,7 @@ import (
 	"github.com/ferryci/ferry/internal/controlplane"
 	"github.com/ferryci/ferry/internal/manager"
 	"github.com/ferryci/ferry/internal/testutil"
+	"github.com/ferryci/ferry/internal/ui"
 )
 
 func TestInstallManifests(t *testing.T) {
@@ -163,6 +171,130 @@ func TestInstallManifests(t *testing.T) {
 		}
 		return false, nil
 	})
+
+	t.Run("least privilege", func(t *testing.T) {
+		checkLeastPrivilege(t, admin)
+	})
+	t.Run("the UI as its ServiceAccount", func(t *testing.T) {
+		runUI(t, api.Config, admin)
+	})
+}
+
+// saUser is the username of a ServiceAccount of ferry-system, with the groups the API server gives it.
+func saUser(name string) (string, []string) {
+	return "system:serviceaccount:ferry-system:" + name, []string{"system:serviceaccounts", "system:serviceaccounts:ferry-system", "system:authenticated"}
+}
+
+// checkLeastPrivilege asks the API server, with the installed RBAC, what the manager's and the
+// UI's ServiceAccounts may do that an attacker who took either over would want: become someone
+// else, or point another product's webhooks at themselves.
+func checkLeastPrivilege(t *testing.T, admin client.Client) {
+	t.Helper()
+	denied := []authorizationv1.ResourceAttributes{
+		{Verb: "impersonate", Resource: "users", Name: "system:admin"},
+		{Verb: "impersonate", Resource: "groups", Name: "system:masters"},
+		{Verb: "impersonate", Resource: "serviceaccounts", Namespace: "kube-system", Name: "default"},
+		{Verb: "impersonate", Group: "authentication.k8s.io", Resource: "userextras", Subresource: "scopes"},
+		{Verb: "patch", Group: "admissionregistration.k8s.io", Resource: "validatingwebhookconfigurations", Name: "istio-validator"},
+		{Verb: "patch", Group: "admissionregistration.k8s.io", Resource: "mutatingwebhookconfigurations", Name: "istio-sidecar-injector"},
+		{Verb: "list", Group: "admissionregistration.k8s.io", Resource: "validatingwebhookconfigurations"},
+		{Verb: "create", Group: "rbac.authorization.k8s.io", Resource: "clusterrolebindings"},
+	}
+	uiDenied := append(slices.Clone(denied),
+		authorizationv1.ResourceAttributes{Verb: "get", Resource: "secrets", Namespace: "ferry-system", Name: "self"},
+		authorizationv1.ResourceAttributes{Verb: "list", Resource: "secrets", Namespace: "ferry-system"},
+		authorizationv1.ResourceAttributes{Verb: "get", Resource: "secrets", Namespace: "team-shop", Name: "shop-gitlab"},
+		authorizationv1.ResourceAttributes{Verb: "create", Resource: "secrets", Namespace: "ferry-system"},
+		authorizationv1.ResourceAttributes{Verb: "delete", Group: ferryv1.GroupVersion.Group, Resource: "approvals", Namespace: "team-shop"},
+		authorizationv1.ResourceAttributes{Verb: "create", Group: ferryv1.GroupVersion.Group, Resource: "releases", Namespace: "team-shop"},
+	)
+	for sa, attrs := range map[string][]authorizationv1.ResourceAttributes{"ferry-manager": denied, "ferry-ui": uiDenied} {
+		user, groups := saUser(sa)
+		for _, a := range attrs {
+			review := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{User: user, Groups: groups, ResourceAttributes: &a}}
+			if err := admin.Create(t.Context(), review); err != nil {
+				t.Fatal(err)
+			}
+			if review.Status.Allowed {
+				t.Errorf("%s may %s %s/%s %q in namespace %q", sa, a.Verb, a.Resource, a.Subresource, a.Name, a.Namespace)
+			}
+		}
+	}
+}
+
+// runUI runs the UI as `ferry ui` does, as the UI's ServiceAccount: with the installed RBAC it
+// fills its session Secret, signs a person in and asks the API server what they may see.
+func runUI(t *testing.T, cfg *rest.Config, admin client.Client) {
+	t.Helper()
+	ctx := t.Context()
+	tokens := filepath.Join(t.TempDir(), "tokens.yaml")
+	if err := os.WriteFile(tokens, []byte("- {token: tok-rita-0123456789, user: rita, groups: [release-managers]}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	user, groups := saUser("ferry-ui")
+	uiCfg := rest.CopyConfig(cfg)
+	uiCfg.Impersonate = rest.ImpersonationConfig{UserName: user, Groups: groups}
+	m, err := manager.New(uiCfg, manager.Options{
+		Namespace: "ferry-system", MetricsAddr: "0", ProbeAddr: "0", Controllers: []string{"-*"}, ReceiverAddr: "0",
+		UIAddr: "127.0.0.1:0", UI: ui.Config{TokenFile: tokens},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	uctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- m.Start(uctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("the UI: %v", err)
+		}
+	})
+	testutil.Eventually(t, "the UI to listen", func() (bool, error) { return m.UI.Addr() != "", nil })
+	jar, err := cookiejar.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	browser := &http.Client{Jar: jar, Timeout: 30 * time.Second}
+	base := "http://" + m.UI.Addr()
+	page := get(t, browser, base+"/signin")
+	token := regexp.MustCompile(`name="csrf" value="([^"]+)"`).FindStringSubmatch(page)
+	if token == nil {
+		t.Fatalf("no CSRF token on the sign-in page:\n%s", page)
+	}
+	resp, err := browser.PostForm(base+"/signin/token", url.Values{"csrf": {token[1]}, "token": {"tok-rita-0123456789"}, "next": {"/releases"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `id="signed-in-user">rita<`) {
+		t.Fatalf("signing in to the UI running as its ServiceAccount: %d\n%s", resp.StatusCode, body)
+	}
+	session := &corev1.Secret{}
+	if err := admin.Get(ctx, client.ObjectKey{Namespace: "ferry-system", Name: "ferry-ui-session"}, session); err != nil {
+		t.Fatal(err)
+	}
+	if len(session.Data) == 0 {
+		t.Error("the UI signed rita in without a key in its session Secret")
+	}
+}
+
+func get(t *testing.T, c *http.Client, u string) string {
+	t.Helper()
+	resp, err := c.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %d\n%s", u, resp.StatusCode, body)
+	}
+	return string(body)
 }
 
 func stderr(err error) string {

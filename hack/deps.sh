@@ -4,8 +4,12 @@
 #   git       the git server (git http-backend) of the tests and of ferry dev
 #   chromium  the UI's tests and the end-to-end test drive Debian's headless Chromium (plus a font)
 #   python3   the python-web example's steps run on this machine under the local executor
-# Usage: hack/deps.sh setpriv git chromium python3. Prints what it installs; does nothing when all
-# are present.
+#   debootstrap  the real base images (internal/baseimage): debootstrap and Debian's archive keyring,
+#             which authenticates the packages; also mount (util-linux) for the chroot mounts
+#   real-nodes  real nodes of test clusters and `ferry dev`: containerd, runc, the CNI plugins,
+#             iptables, iproute2 (ip) and util-linux (nsenter)
+# Usage: hack/deps.sh setpriv git chromium python3 real-nodes debootstrap. Prints what it installs; does nothing
+# when all are present.
 set -euo pipefail
 
 need=()
@@ -20,6 +24,23 @@ for what in "$@"; do
       fi
       ;;
     python3) command -v python3 >/dev/null || need+=(python3) ;;
+    debootstrap)
+      # /usr/sbin is not on every user's PATH.
+      command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || need+=(debootstrap)
+      [ -f /usr/share/keyrings/debian-archive-keyring.gpg ] || need+=(debian-archive-keyring)
+      command -v mount >/dev/null || [ -x /usr/bin/mount ] || need+=(mount)
+      ;;
+    real-nodes)
+      # Only where real nodes can run at all: Linux, as root.
+      if [ "$(uname -s)" = Linux ] && [ "$(id -u)" = 0 ]; then
+        command -v containerd >/dev/null || need+=(containerd)
+        command -v runc >/dev/null || need+=(runc)
+        [ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
+        command -v iptables >/dev/null || need+=(iptables)
+        command -v ip >/dev/null || need+=(iproute2)
+        command -v nsenter >/dev/null || need+=(util-linux)
+      fi
+      ;;
     *) echo "hack/deps.sh: unknown dependency $what" >&2; exit 2 ;;
   esac
 done

@@ -74,10 +74,26 @@ type BuildTrigger struct {
 	// +kubebuilder:validation:MaxLength=128
 	DeliveryID string `json:"deliveryID,omitempty"`
 
-	// user is the GitLab username (or, for Manual, the Kubernetes user) who caused the Build.
+	// user is the GitLab username (user_username) who caused the Build or, for Manual, the
+	// Kubernetes user who created it. Only Ferry's GitLab receiver may record a GitLab user: the
+	// admission webhook makes every Build created by anyone else Manual, by its creator.
 	// +optional
 	// +kubebuilder:validation:MaxLength=255
 	User string `json:"user,omitempty"`
+
+	// userID is the GitLab user's numeric ID (user_id), which GitLab's OpenID Connect ID tokens
+	// carry as sub: approvals compare it with the approver when the API server names people by
+	// that claim.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	UserID int64 `json:"userID,omitempty"`
+
+	// userEmail is the GitLab user's e-mail address as the event carried it (user_email), when
+	// GitLab sent one: it sends the user's public address, or "" or "[REDACTED]", which are not
+	// recorded.
+	// +optional
+	// +kubebuilder:validation:MaxLength=254
+	UserEmail string `json:"userEmail,omitempty"`
 
 	// mergeRequestIID is the project-local number of the merge request, for MergeRequest builds.
 	// +optional

@@ -31,6 +31,12 @@ const (
 	// RolledOutCondition is True on a Release environment (or cluster) whose workload is healthy
 	// with the Release's digest.
 	RolledOutCondition = "RolledOut"
+
+	// CleanedUpCondition is set on a Release being deleted that was still rolling out: True when
+	// every unfinished rollout was taken back, False (ObjectsLeft) when a cluster could not be
+	// reached, naming the cluster, the namespace and the objects left there. It is written before
+	// the finalizer is removed, so the last state of the Release (and its event) keeps it.
+	CleanedUpCondition = "CleanedUp"
 )
 
 // Condition reasons, CamelCase. Events use the same words.
@@ -64,6 +70,11 @@ const (
 
 	// SourceUnavailableReason: the repository could not be fetched at the commit.
 	SourceUnavailableReason = "SourceUnavailable"
+
+	// WaitingForGitServerReason: the Build waits for a turn to fetch its source: the git server's
+	// or the namespace's share of the Build workers is in use, another Build is reading the same
+	// file, or the server timed out recently and is left alone for a while.
+	WaitingForGitServerReason = "WaitingForGitServer"
 
 	// PipelineRunningReason: the pipeline run was created and has not finished.
 	PipelineRunningReason = "PipelineRunning"
@@ -147,4 +158,27 @@ const (
 
 	// BuildNotFoundReason: a Release needs its Build's deploy settings and the Build does not exist.
 	BuildNotFoundReason = "BuildNotFound"
+
+	// NamespaceNotOwnedReason: a Release's target namespace on a cluster belongs to another Project,
+	// or exists and no Project owns it while the Environment does not adopt existing namespaces.
+	// Nothing was written into it.
+	NamespaceNotOwnedReason = "NamespaceNotOwned"
+
+	// NamespaceReservedReason: an Environment's namespace template gives a namespace Ferry never
+	// deploys into (default, kube-system, kube-public, kube-node-lease, any kube-* namespace, or
+	// Ferry's own namespace).
+	NamespaceReservedReason = "NamespaceReserved"
+
+	// PodAnnotationsDroppedReason: pod annotations of the deploy settings that the Environment's
+	// allowedPodAnnotations do not allow were not applied.
+	PodAnnotationsDroppedReason = "PodAnnotationsDropped"
+
+	// RolledBackOnDeleteReason: a Release deleted while rolling out had its unfinished rollouts
+	// taken back on every cluster.
+	RolledBackOnDeleteReason = "RolledBackOnDelete"
+
+	// ObjectsLeftReason: a Release deleted while rolling out could not take its rollout back on a
+	// cluster (unreachable, or it kept failing); the objects it had written there were left as they
+	// were.
+	ObjectsLeftReason = "ObjectsLeft"
 )

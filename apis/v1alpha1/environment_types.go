@@ -21,12 +21,40 @@ type EnvironmentSpec struct {
 	Clusters []string `json:"clusters"`
 
 	// namespaceTemplate makes the namespace a project deploys into from the placeholders {project}
-	// and {environment}. Default "{project}-{environment}".
+	// (the Project's name), {namespace} (the namespace the Project lives in on the hub) and
+	// {environment}. Default "{project}-{environment}". Two Projects of different teams may have
+	// the same name: where teams share clusters, "{namespace}-{project}-{environment}" keeps them
+	// apart. Whatever the template gives, a namespace belongs to the one Project that Ferry created
+	// (or adopted) it for, and reserved namespaces (default, kube-system, kube-public,
+	// kube-node-lease, any kube-* namespace and Ferry's own) are refused.
 	// +optional
 	// +kubebuilder:default="{project}-{environment}"
 	// +kubebuilder:validation:MaxLength=63
-	// +kubebuilder:validation:Pattern=`^([a-z0-9-]|\{project\}|\{environment\})+$`
+	// +kubebuilder:validation:Pattern=`^([a-z0-9-]|\{project\}|\{namespace\}|\{environment\})+$`
 	NamespaceTemplate string `json:"namespaceTemplate,omitempty"`
+
+	// existingNamespaces says what Ferry does with a target namespace that already exists and that
+	// no Project owns (made by hand, by another tool, or by a Ferry older than ownership records):
+	// Refuse (the default) stops the environment before anything is written into it; Adopt records
+	// the Project as its owner and deploys. A namespace owned by another Project is refused
+	// whatever this says: only its owner's record on the namespace can give it up.
+	// +optional
+	// +kubebuilder:default=Refuse
+	ExistingNamespaces ExistingNamespacePolicy `json:"existingNamespaces,omitempty"`
+
+	// allowedPodAnnotations are the pod annotations a repository's deploy.podAnnotations (or a
+	// Release's spec.deploy) may set in this environment, as patterns where '*' matches any run of
+	// characters, for example "prometheus.io/*". An annotation that matches none is not applied, and
+	// the Release names it (an event and the environment's message). Empty allows none: an
+	// annotation that turns off a service mesh or configures a sidecar injector is the platform's
+	// decision, not the repository's. Keys under ferry.dev/ are never applied.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=317
+	// +kubebuilder:validation:items:Pattern=`^[A-Za-z0-9*][-A-Za-z0-9_.*/]*$`
+	AllowedPodAnnotations []string `json:"allowedPodAnnotations,omitempty"`
 
 	// approval is the gate a Release must pass before it rolls out here. No approval means no gate.
 	// +optional
@@ -90,6 +118,21 @@ type ApprovalPolicy struct {
 	// +optional
 	Expiry *metav1.Duration `json:"expiry,omitempty"`
 }
+
+// ExistingNamespacePolicy says what Ferry does with a target namespace that exists and that no
+// Project owns.
+// +kubebuilder:validation:Enum=Refuse;Adopt
+type ExistingNamespacePolicy string
+
+const (
+	// RefuseExistingNamespaces stops the environment with NamespaceNotOwned before writing anything
+	// into a namespace that Ferry did not create for a Project.
+	RefuseExistingNamespaces ExistingNamespacePolicy = "Refuse"
+
+	// AdoptExistingNamespaces records the Project as the owner of a namespace that exists and that
+	// no Project owns, then deploys into it.
+	AdoptExistingNamespaces ExistingNamespacePolicy = "Adopt"
+)
 
 // RolloutStrategyType names how a new version replaces the running one.
 // +kubebuilder:validation:Enum=Rolling;Batch

@@ -268,6 +268,12 @@ type ProjectEnvironmentStatus struct {
 	// deployedAt is when the rollout finished.
 	// +optional
 	DeployedAt *metav1.Time `json:"deployedAt,omitempty"`
+
+	// builtAt is when the first Build of the Project that made the image was created; empty when
+	// no Build is known to have made it. A Release of an image built earlier, or of an image whose
+	// age cannot be compared, stops before this environment unless it is a rollback.
+	// +optional
+	BuiltAt *metav1.Time `json:"builtAt,omitempty"`
 }
 
 // Project is one GitLab project built and delivered by Ferry.

@@ -120,6 +120,13 @@ spec:
 		{"environment batch pause without pause", env("  rollout: {type: Batch, batch: {batches: 3, between: Pause}}\n"), "pause must be set when between is Pause"},
 		{"environment batch ok", env("  rollout: {type: Batch, batch: {batches: 3, between: Approval}}\n"), ""},
 		{"environment bad namespace template", env("  namespaceTemplate: \"{project}_{env}\"\n"), "namespaceTemplate"},
+		{"environment namespace template with the Project's namespace", env("  namespaceTemplate: \"{namespace}-{project}-{environment}\"\n"), ""},
+		{"environment namespace template with an unknown placeholder", env("  namespaceTemplate: \"{team}-{project}\"\n"), "namespaceTemplate"},
+		{"environment adopts existing namespaces", env("  existingNamespaces: Adopt\n"), ""},
+		{"environment takes existing namespaces over", env("  existingNamespaces: TakeOver\n"), "existingNamespaces"},
+		{"environment allows pod annotations", env("  allowedPodAnnotations: [\"prometheus.io/*\", \"*.example.com/owner\"]\n"), ""},
+		{"environment allows an annotation pattern with a space", env("  allowedPodAnnotations: [\"sidecar.istio.io/ inject\"]\n"), "allowedPodAnnotations"},
+		{"environment allows an empty annotation pattern", env("  allowedPodAnnotations: [\"\"]\n"), "allowedPodAnnotations"},
 
 		{"project", project(nil), ""},
 		{"project absolute pipeline file", project(func(p string) string { return p + "  pipelineFile: /etc/passwd\n" }), "pipelineFile must be a relative path"},

@@ -631,6 +631,11 @@ func (in *EnvironmentSpec) DeepCopyInto(out *EnvironmentSpec) {
 		*out = make([]string, len(*in))
 		copy(*out, *in)
 	}
+	if in.AllowedPodAnnotations != nil {
+		in, out := &in.AllowedPodAnnotations, &out.AllowedPodAnnotations
+		*out = make([]string, len(*in))
+		copy(*out, *in)
+	}
 	if in.Approval != nil {
 		in, out := &in.Approval, &out.Approval
 		*out = new(ApprovalPolicy)
@@ -827,6 +832,10 @@ func (in *ProjectEnvironmentStatus) DeepCopyInto(out *ProjectEnvironmentStatus) 
 	*out = *in
 	if in.DeployedAt != nil {
 		in, out := &in.DeployedAt, &out.DeployedAt
+		*out = (*in).DeepCopy()
+	}
+	if in.BuiltAt != nil {
+		in, out := &in.BuiltAt, &out.BuiltAt
 		*out = (*in).DeepCopy()
 	}
 }

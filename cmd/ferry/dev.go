@@ -1,3 +1,9 @@
+//go:build !ferry_nodev
+
+// The files of `ferry dev` build only without the ferry_nodev tag: the binary that goes into the
+// cluster image (make image) leaves out the registry server, the fake GitLab, the git server and
+// the control plane, which only ferry dev needs.
+
 package main
 
 import (
@@ -16,12 +22,16 @@ func newDevCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "dev [--data-dir DIR]",
 		Short: "Run Ferry's whole flow on this machine: control planes, registry, git server, GitLab, Ferry",
-		Long: `Run Ferry's whole flow on this machine, on loopback, with no Docker, no cluster and no internet:
-a hub control plane with Ferry's CRDs and admission webhooks, two simulated target clusters
-(nonprod for dev and staging, prod for prod), a registry with Harbor's token authentication seeded
-with stacks and runtimes made from this machine's files, a git server hosting the example apps, a
-fake GitLab that sends GitLab's webhooks for every push, and Ferry's manager with the local executor,
-the GitLab receiver and the UI.
+		Long: `Run Ferry's whole flow on this machine, with no Docker, no cluster and no internet: a hub control
+plane with Ferry's CRDs and admission webhooks, two target clusters (nonprod for dev and staging,
+prod for prod), a registry with Harbor's token authentication seeded with stacks and runtimes, a git
+server hosting the example apps, a fake GitLab that sends GitLab's webhooks for every push, and
+Ferry's manager with the local executor, the GitLab receiver and the UI.
+
+Where the machine can (Linux, root, containerd, runc, the CNI plugins and iptables: make run installs
+them), every cluster has a real node — containerd, runc, the kubelet and kube-proxy in namespaces of
+their own — so the apps' containers really run, answer HTTP and fail their health checks, and
+nothing they send leaves the machine. Elsewhere, or with --nodes=simulated, kwok plays the nodes.
 
 It prints what you need (UI, sign-in tokens, webhook URL and secrets, kubeconfigs, registry) and
 writes it to DIR/endpoints.json. Ctrl-C stops everything; a second start with the same data
@@ -38,6 +48,9 @@ Run it inside a Ferry checkout: the example apps come from its examples/ directo
 		},
 	}
 	cmd.Flags().StringVar(&opts.DataDir, "data-dir", dev.DefaultDataDir, "directory that keeps everything between starts")
+	cmd.Flags().BoolVar(&opts.AllowLocalExecutorInCluster, "allow-local-executor-in-cluster", false, "DANGEROUS: run the local executor although this is a Kubernetes pod (its build steps would run next to the pod's ServiceAccount token); only for a pod that is one person's machine")
+	cmd.Flags().StringVar(&opts.ImageCache, "image-cache", "", "directory that keeps the real base images (Debian, Python, Go) between starts and data directories (default DATA_DIR/images)")
+	cmd.Flags().StringVar(&opts.Nodes, "nodes", dev.NodesAuto, "what runs the clusters' pods: real (containerd and the kubelet on this machine), simulated (kwok) or auto (real where the machine can)")
 	cmd.AddCommand(newDevPushCommand())
 	return cmd
 }
@@ -53,7 +66,8 @@ Ferry's receiver: a Build, an image in the registry, a Release that rolls out to
 staging and prod waiting for approvals. It prints the Build and how to follow it; --wait follows it
 until the Release reached dev.`,
 		Example: `  ferry dev push go-hello
-  ferry dev push python-web -m "New landing page" --wait`,
+  ferry dev push python-web -m "New landing page" --wait
+  ferry dev push go-hello --unhealthy --wait   # a broken health check: dev rolls back on its own`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.Project, opts.Out, opts.Command = args[0], cmd.OutOrStdout(), commandName()
@@ -65,6 +79,18 @@ until the Release reached dev.`,
 	cmd.Flags().StringVarP(&opts.Message, "message", "m", "", `commit message (default "Change PROJECT (ferry dev push)")`)
 	cmd.Flags().BoolVar(&opts.Wait, "wait", false, "wait until the Release rolled out to dev, and say how long each part took")
 	cmd.Flags().DurationVar(&opts.Timeout, "timeout", 10*time.Minute, "how long to wait for the Build (and, with --wait, the rollout)")
+	var unhealthy, healthy bool
+	cmd.Flags().BoolVar(&unhealthy, "unhealthy", false, "also break the app's health check (/healthz answers 500): its rollout fails and is rolled back")
+	cmd.Flags().BoolVar(&healthy, "healthy", false, "also repair a health check broken with --unhealthy")
+	cmd.MarkFlagsMutuallyExclusive("unhealthy", "healthy")
+	cmd.PreRun = func(*cobra.Command, []string) {
+		switch {
+		case unhealthy:
+			opts.Health = dev.HealthBroken
+		case healthy:
+			opts.Health = dev.HealthOK
+		}
+	}
 	return cmd
 }
 

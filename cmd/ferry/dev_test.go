@@ -1,3 +1,5 @@
+//go:build !ferry_nodev
+
 package main
 
 import (

@@ -9,20 +9,33 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	localexecutor "github.com/ferryci/ferry/controllers/build/local"
+	"github.com/ferryci/ferry/internal/approval"
+	"github.com/ferryci/ferry/internal/gitsource"
 	"github.com/ferryci/ferry/internal/manager"
 )
 
 func newManagerCommand(g *globalFlags) *cobra.Command {
 	opts := manager.Options{}
 	zapOpts := zap.Options{}
+	var identityClaim, identityPrefix string
 	cmd := &cobra.Command{
 		Use:   "manager",
-		Short: "Run Ferry's controllers, admission webhooks, GitLab receiver and UI",
-		Long: `Run Ferry's controllers, admission webhooks, GitLab receiver and approval UI in one process.
-Run two or more replicas: leader election (on by default) makes one of them reconcile.`,
+		Short: "Run Ferry's controllers, admission webhooks and GitLab receiver",
+		Long: `Run Ferry's controllers, admission webhooks and GitLab receiver in one process.
+Run two or more replicas: leader election (on by default) makes one of them reconcile.
+
+The approval UI runs apart, as ` + "`ferry ui`" + ` under a ServiceAccount of its own; --ui-identity tells the
+admission webhooks which identity that is. --ui-bind-address serves the UI in this process instead,
+for one machine.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+			identities, err := approval.NewIdentityMapping(identityClaim, identityPrefix)
+			if err != nil {
+				return err
+			}
+			opts.GitLabIdentity = identities
 			cfg, err := g.restConfig()
 			if err != nil {
 				return err
@@ -49,25 +62,28 @@ Run two or more replicas: leader election (on by default) makes one of them reco
 	f.StringVar(&opts.Executor, "executor", "tekton", `how Builds run: "tekton" (a PipelineRun per Build) or "local" (processes on this machine, for ferry dev)`)
 	f.StringVar(&opts.FerryImage, "ferry-image", manager.DefaultFerryImage, "image of the ferry binary for the clone and assemble steps of PipelineRuns")
 	f.DurationVar(&opts.MaxBuildTimeout, "max-build-timeout", 0, "the longest any Build may run, whatever its Project and pipeline file say (default 6h)")
+	f.DurationVar(&opts.GitLimits.Timeout, "git-timeout", gitsource.ReadFileLimits.Timeout, "the longest a read of a pipeline file from a git server may take")
+	f.DurationVar(&opts.GitLimits.StallTimeout, "git-stall-timeout", gitsource.ReadFileLimits.StallTimeout, "a read of a pipeline file fails when the git server sent nothing for this long")
+	f.Int64Var(&opts.GitLimits.MaxFetchBytes, "git-max-fetch-bytes", gitsource.ReadFileLimits.MaxFetchBytes, "the most a read of a pipeline file takes from a git server, on the wire and again inflated")
+	f.IntVar(&opts.GitFetchShare, "git-fetch-share", 0, "how many of the Build controller's 8 workers may fetch from one git server, or for one namespace, at once (default half)")
 	f.StringVar(&opts.LogDir, "log-dir", manager.DefaultLogDir(), "where the local executor keeps each Build's log, state and workspace; keep it across restarts")
 	f.IntVar(&opts.LocalParallelism, "local-parallelism", 2, "how many Builds the local executor runs at once; the others queue")
 	f.StringSliceVar(&opts.LocalStepEnv, "local-step-env", nil, `environment of the local executor's build steps besides PATH, HOME and TMPDIR: NAME passes the manager's value, NAME=value sets one`)
+	f.StringSliceVar(&opts.LocalStepCaches, "local-step-cache", nil, `caches of the local executor's build steps: NAME (the directory in the manager's $NAME) or NAME=DIR; an isolated step gets a copy-on-write view of DIR in $NAME, e.g. GOCACHE,GOMODCACHE`)
+	f.StringSliceVar(&opts.LocalStepMounts, "local-step-mount", nil, `host directories the local executor's isolated steps see at their own paths: DIR read-only (a toolchain under root's home), DIR:rw read-write and shared by every Build`)
+	f.StringVar(&opts.LocalStepIsolation, "local-step-isolation", localexecutor.IsolationAuto, `isolate the local executor's build steps (own user, PID, mount and IPC namespaces; Linux as root): "auto" where the machine can, "required" refuses to start where it cannot, "off"`)
+	f.StringVar(&opts.LocalStepUIDs, "local-step-uids", localexecutor.DefaultStepUIDs, "users (and groups) the local executor's isolated steps run as, one per running Build, FIRST-LAST; no account may use them")
+	f.BoolVar(&opts.AllowLocalExecutorInCluster, "allow-local-executor-in-cluster", false, "DANGEROUS: let --executor=local run in a Kubernetes pod, where every repository's build steps would run next to the pod's ServiceAccount token; only for a pod that is one person's machine")
 	f.StringVar(&opts.ReceiverAddr, "receiver-bind-address", ":8090", `address of the GitLab webhook receiver (POST /hooks/gitlab); "0" turns it off`)
-	f.Int64Var(&opts.ReceiverMaxBodyBytes, "receiver-max-body-bytes", 25<<20, "largest webhook body the receiver accepts (413 above it)")
+	f.Int64Var(&opts.ReceiverMaxBodyBytes, "receiver-max-body-bytes", 25<<20, "largest webhook body the receiver accepts (413 above it); GitLab's own limit is 25 MiB")
+	f.IntVar(&opts.ReceiverMaxConcurrentReads, "receiver-max-concurrent-reads", 32, "webhook deliveries whose envelope (the part naming the project, read before the token is checked) is read at once; others wait up to 5s, then get 503")
+	f.Int64Var(&opts.ReceiverBodyMemoryBytes, "receiver-body-memory-bytes", 0, "memory budget of authenticated webhook bodies over 256 KiB, each counted twice its size (default 64 MiB, or twice --receiver-max-body-bytes when that is more)")
 	f.StringVar(&opts.UIBaseURL, "ui-url", "", "external URL of Ferry's UI; GitLab commit statuses link to <ui-url>/builds/<namespace>/<name>")
-	f.StringVar(&opts.UIAddr, "ui-bind-address", ":8082", `address of the approval UI; "0" turns it off`)
-	f.StringVar(&opts.UI.OIDCIssuerURL, "ui-oidc-issuer-url", "", "OpenID provider people sign in to the UI with, for example https://gitlab.example.com")
-	f.StringVar(&opts.UI.OIDCClientID, "ui-oidc-client-id", "", "the UI's application ID at the OpenID provider")
-	f.StringVar(&opts.UI.OIDCClientSecret, "ui-oidc-client-secret", "", "Secret in Ferry's namespace whose key client-secret is the application's secret")
-	f.StringVar(&opts.UI.OIDCUsernameClaim, "ui-oidc-username-claim", "preferred_username", "ID token claim that is the username (as the API server's --oidc-username-claim)")
-	f.StringVar(&opts.UI.OIDCUsernamePrefix, "ui-oidc-username-prefix", "", "prefix of usernames (as the API server's --oidc-username-prefix)")
-	f.StringVar(&opts.UI.OIDCGroupsClaim, "ui-oidc-groups-claim", "groups", "ID token claim with the groups; GitLab's groups_direct is read when it is missing (as the API server's --oidc-groups-claim)")
-	f.StringVar(&opts.UI.OIDCGroupsPrefix, "ui-oidc-groups-prefix", "", "prefix of groups (as the API server's --oidc-groups-prefix)")
-	f.StringVar(&opts.UI.TokenFile, "ui-token-file", "", "YAML list of {token, user, groups} that sign in to the UI (ferry dev)")
-	f.StringVar(&opts.UI.TokenSecret, "ui-token-secret", "", "Secret in Ferry's namespace whose key tokens.yaml lists UI sign-in tokens")
-	f.StringVar(&opts.UI.SessionSecret, "ui-session-secret", "ferry-ui-session", "Secret in Ferry's namespace that holds the UI's session key (created when missing)")
-	f.DurationVar(&opts.UI.SessionTTL, "ui-session-ttl", 0, "how long a UI sign-in lasts (default 12h)")
-	f.StringVar(&opts.UI.CertDir, "ui-cert-dir", "", "directory with tls.crt and tls.key: the UI serves HTTPS")
+	f.StringVar(&opts.UIIdentity, "ui-identity", "", `the Kubernetes user Ferry's UI runs as (system:serviceaccount:<namespace>:ferry-ui): the only one whose Approvals and re-requests may name the person it acts for; anyone else who names one is refused (default: this process's own identity when it serves the UI, else nobody)`)
+	bindUIFlags(f, &opts, "0")
+	f.StringVar(&identityClaim, "gitlab-identity-claim", "username", `what of a GitLab user is their Kubernetes username, for the self-approval rule: "username", "email" or "sub" (the user ID); the API server's --oidc-username-claim when people sign in with GitLab (preferred_username and nickname are the username)`)
+	f.StringVar(&identityPrefix, "gitlab-identity-username-prefix", "", `what the API server puts before that claim (its --oidc-username-prefix, e.g. "oidc:"; without that flag it is "<issuer URL>#" for claims other than email)`)
+	f.StringSliceVar(&opts.BuildCreators, "trusted-build-creators", nil, "Kubernetes users whose Builds keep the GitLab trigger they carry (the GitLab receiver's identity); others' Builds are Manual (default: the identity the manager runs as, its ServiceAccount in a cluster)")
 	zapFlags := flag.NewFlagSet("zap", flag.ContinueOnError)
 	zapOpts.BindFlags(zapFlags)
 	f.AddGoFlagSet(zapFlags)

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -194,4 +195,48 @@ func freeAddr(t *testing.T) string {
 	}
 	defer func() { _ = l.Close() }()
 	return l.Addr().String()
+}
+
+// TestManagerRefusesLocalExecutorInCluster: `ferry manager --executor=local` in a Kubernetes pod
+// exits with an error that names the flag allowing it; with the flag it runs.
+func TestManagerRefusesLocalExecutorInCluster(t *testing.T) {
+	hub := testutil.CurrentHub(t)
+	if err := hub.Client.Create(context.Background(), namespace(testutil.FerryNamespace)); client.IgnoreAlreadyExists(err) != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+	logDir := t.TempDir()
+	args := []string{
+		"manager", "--kubeconfig", hub.KubeconfigPath, "--namespace", testutil.FerryNamespace, "--executor=local", "--log-dir", logDir,
+		"--controllers", "build", "--metrics-bind-address", "0", "--health-probe-bind-address", "0", "--receiver-bind-address", "0",
+		"--ui-bind-address", "0", "--webhook-port", "0", "--leader-elect=false", "--zap-log-level", "error",
+	}
+	cmd := newRootCommand()
+	cmd.SetArgs(args)
+	cmd.SetOut(io.Discard)
+	cmd.SetErr(io.Discard)
+	err := cmd.ExecuteContext(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "refusing to run the local executor in a Kubernetes pod (KUBERNETES_SERVICE_HOST is set)") ||
+		!strings.Contains(err.Error(), "--allow-local-executor-in-cluster") {
+		t.Fatalf("ferry manager --executor=local in a pod: %v", err)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	cmd = newRootCommand()
+	cmd.SetArgs(append(args, "--allow-local-executor-in-cluster"))
+	go func() { done <- cmd.ExecuteContext(ctx) }()
+	testutil.Eventually(t, "the local executor to take its log directory", func() (bool, error) {
+		select {
+		case err := <-done:
+			t.Fatalf("ferry manager exited: %v", err)
+		default:
+		}
+		_, err := os.Stat(filepath.Join(logDir, ".lock"))
+		return err == nil, err
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("ferry manager exited with: %v", err)
+	}
 }

@@ -36,6 +36,7 @@ several clusters, stopping at approval gates that release managers answer in a w
 	root.PersistentFlags().StringVar(&g.context, "context", "", "the kubeconfig context to use")
 	root.AddCommand(
 		newManagerCommand(g),
+		newUICommand(g),
 		newProjectCommand(g),
 		newVersionCommand(),
 		newRenderCommand(),

@@ -32,6 +32,7 @@ import (
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
 	"github.com/ferryci/ferry/internal/buildplan"
 	"github.com/ferryci/ferry/internal/catalog"
+	"github.com/ferryci/ferry/internal/gitsource"
 	"github.com/ferryci/ferry/internal/image"
 	"github.com/ferryci/ferry/internal/pipelinefile"
 )
@@ -60,10 +61,20 @@ type Reconciler struct {
 	ReadSource SourceReader
 	// Concurrency is how many Builds are reconciled at once. Default DefaultConcurrency.
 	Concurrency int
+	// GitLimits bound each read of a pipeline file from a git server (zero fields:
+	// gitsource.ReadFileLimits).
+	GitLimits gitsource.Limits
+	// FetchShare is how many of the Concurrency workers may fetch from one git server, or for one
+	// namespace, at once; the other Builds wait (WaitingForGitServer). Default half of them.
+	FetchShare int
+	// HostBackoff is how long Builds leave a git server alone after a fetch from it timed out;
+	// it doubles with each further timeout. Default DefaultHostBackoff.
+	HostBackoff time.Duration
 	// Now returns the current time. Default time.Now.
 	Now func() time.Time
 
 	files          fileCache
+	slots          fetchSlots
 	catalogMu      sync.Mutex
 	catalogVersion string
 	catalogCache   *catalog.Catalog
@@ -124,6 +135,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ct
 		return ctrl.Result{}, err
 	}
 	run, err := r.ensureRun(ctx, b, project)
+	if se := (*sourceError)(nil); errors.As(err, &se) && se.wait > 0 {
+		return ctrl.Result{RequeueAfter: se.wait}, nil
+	}
 	if err != nil || run == nil {
 		return ctrl.Result{}, err
 	}
@@ -192,8 +206,12 @@ func (r *Reconciler) ensureRun(ctx context.Context, b *ferryv1.Build, p *ferryv1
 		markInvalidPipelineFile(b, err.Error(), r.now())
 		return nil, nil
 	case errors.As(err, &se) && (se.terminal || r.startDeadlinePassed(b, p)):
-		markSourceUnavailable(b, se.reason, se.Error())
-		markFinished(b, metav1.ConditionFalse, se.reason, se.Error(), r.now())
+		reason := se.reason
+		if reason == ferryv1.WaitingForGitServerReason {
+			reason = ferryv1.SourceUnavailableReason
+		}
+		markSourceUnavailable(b, reason, se.Error())
+		markFinished(b, metav1.ConditionFalse, reason, se.Error(), r.now())
 		return nil, nil
 	case errors.As(err, &se):
 		markSourceUnavailable(b, se.reason, se.Error())
@@ -232,6 +250,13 @@ func imageTags(b *ferryv1.Build) []string {
 		tags = append(tags, tag)
 	}
 	return tags
+}
+
+func (r *Reconciler) concurrency() int {
+	if r.Concurrency > 0 {
+		return r.Concurrency
+	}
+	return DefaultConcurrency
 }
 
 func (r *Reconciler) now() metav1.Time {
@@ -281,9 +306,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}); err != nil {
 		return err
 	}
-	if r.Concurrency == 0 {
-		r.Concurrency = DefaultConcurrency
-	}
+	r.Concurrency = r.concurrency()
 	bldr := ctrl.NewControllerManagedBy(mgr).
 		For(&ferryv1.Build{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Owns(&pipelinev1.PipelineRun{}, builder.WithPredicates(runChanged())).

@@ -204,15 +204,21 @@ func TestPrivateRepository(t *testing.T) {
 	}
 	e.assertNoLeak("private", gitPassword)
 
-	// The right password: the Build proceeds (the Project changes, so waiting Builds are retried).
-	secret.Data["password"] = []byte(gitPassword)
-	if err := e.c.Update(context.Background(), secret); err != nil {
+	// The right password, in another Secret the Project now names: the Build proceeds (the
+	// Project changes, so waiting Builds are retried). Only a reconcile that read the changed
+	// Project can fetch, so the run has its new service account too.
+	right := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: e.ns, Name: "git2"},
+		Type:       corev1.SecretTypeBasicAuth,
+		Data:       map[string][]byte{"username": []byte("deploy"), "password": []byte(gitPassword)},
+	}
+	if err := e.c.Create(context.Background(), right); err != nil {
 		t.Fatal(err)
 	}
-	e.patchProject(`{"spec":{"serviceAccountName":"builder2"}}`)
+	e.patchProject(`{"spec":{"serviceAccountName":"builder2","repository":{"credentialsSecretRef":{"name":"git2"}}}}`)
 	pr := e.waitPipelineRun("private")
 	task := pr.Spec.PipelineSpec.Tasks[0].TaskSpec
-	if task.Volumes[0].Secret.SecretName != "git" || len(task.Steps[0].VolumeMounts) != 1 || len(task.Steps[1].VolumeMounts) != 0 {
+	if task.Volumes[0].Secret.SecretName != "git2" || len(task.Steps[0].VolumeMounts) != 1 || len(task.Steps[1].VolumeMounts) != 0 {
 		t.Errorf("volumes %+v, clone mounts %+v, user mounts %+v", task.Volumes, task.Steps[0].VolumeMounts, task.Steps[1].VolumeMounts)
 	}
 	if pr.Spec.Timeouts.Pipeline.Minutes() != 30 || pr.Spec.TaskRunTemplate.ServiceAccountName != "builder2" || ptr.Deref(pr.Spec.TaskRunTemplate.PodTemplate.AutomountServiceAccountToken, true) {

@@ -8,7 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/sync/singleflight"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
@@ -24,69 +23,110 @@ import (
 type SourceReader func(ctx context.Context, req gitsource.Request, path string) ([]byte, error)
 
 // sourceError is a failure to read the source that the Build's condition reports with a reason.
-// A terminal one fails the Build; others are retried.
+// A terminal one fails the Build; others are retried: after wait when it is set (waiting for a
+// git server), else with the controller's backoff.
 type sourceError struct {
 	reason   string
 	err      error
 	terminal bool
+	wait     time.Duration
 }
 
 func (e *sourceError) Error() string { return e.err.Error() }
 func (e *sourceError) Unwrap() error { return e.err }
 
+// waitMessage is the condition message of a Build that waits for a git server.
+type waitMessage string
+
+func (m waitMessage) Error() string { return string(m) }
+
 // fileCache keeps pipeline files by Project, URL, commit and path: a commit never changes, so many
 // Builds of one commit (retries, rebuilds, a benchmark) read it from git once. Keying by the
 // Project's UID keeps one Project from reading a file another Project's credentials fetched.
 type fileCache struct {
-	mu      sync.Mutex
-	entries map[string][]byte
-	order   []string
-	group   singleflight.Group
+	mu       sync.Mutex
+	entries  map[string][]byte
+	order    []string
+	inflight map[string]*fileFetch
+}
+
+// fileFetch is a read in progress; data and err are set when done is closed.
+type fileFetch struct {
+	done chan struct{}
+	data []byte
+	err  error
 }
 
 const fileCacheSize = 512
 
+// errFetchInProgress: another Build is reading the same file and did not finish within
+// followerWait.
+var errFetchInProgress = errors.New("another Build is reading the same file")
+
+// get returns the cached file or reads it. A Build that finds another one reading the same file
+// waits for it, but at most followerWait: a read from a hung server must not hold a worker of
+// every Build of that commit.
 func (c *fileCache) get(ctx context.Context, key string, fetch func(context.Context) ([]byte, error)) ([]byte, error) {
 	c.mu.Lock()
 	if data, ok := c.entries[key]; ok {
 		c.mu.Unlock()
 		return data, nil
 	}
-	c.mu.Unlock()
-	v, err, _ := c.group.Do(key, func() (any, error) {
-		data, err := fetch(ctx)
-		if err != nil {
-			return nil, err
+	if f, ok := c.inflight[key]; ok {
+		c.mu.Unlock()
+		timer := time.NewTimer(followerWait)
+		defer timer.Stop()
+		select {
+		case <-f.done:
+			return f.data, f.err
+		case <-timer.C:
+			return nil, errFetchInProgress
+		case <-ctx.Done():
+			return nil, ctx.Err()
 		}
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		if c.entries == nil {
-			c.entries = map[string][]byte{}
-		}
-		if _, ok := c.entries[key]; !ok {
-			c.entries[key] = data
-			c.order = append(c.order, key)
-			if len(c.order) > fileCacheSize {
-				delete(c.entries, c.order[0])
-				c.order = c.order[1:]
-			}
-		}
-		return data, nil
-	})
-	if err != nil {
-		return nil, err
 	}
-	return v.([]byte), nil
+	if c.inflight == nil {
+		c.inflight = map[string]*fileFetch{}
+	}
+	f := &fileFetch{done: make(chan struct{})}
+	c.inflight[key] = f
+	c.mu.Unlock()
+
+	f.data, f.err = fetch(ctx)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.inflight, key)
+	close(f.done)
+	if f.err != nil {
+		return nil, f.err
+	}
+	if c.entries == nil {
+		c.entries = map[string][]byte{}
+	}
+	if _, ok := c.entries[key]; !ok {
+		c.entries[key] = f.data
+		c.order = append(c.order, key)
+		if len(c.order) > fileCacheSize {
+			delete(c.entries, c.order[0])
+			c.order = c.order[1:]
+		}
+	}
+	return f.data, nil
 }
 
 // readPipelineFile reads and parses the Project's pipeline file at the Build's commit. A missing or
-// invalid file is a *pipelinefile.Error (or ErrorList); failing to fetch is a *sourceError.
+// invalid file is a *pipelinefile.Error (or ErrorList); failing to fetch, or waiting for a turn
+// to, is a *sourceError.
 func (r *Reconciler) readPipelineFile(ctx context.Context, b *ferryv1.Build, p *ferryv1.Project) (*pipelinefile.File, error) {
 	path := p.Spec.PipelineFile
 	if path == "" {
 		path = ferryv1.DefaultPipelineFile
 	}
-	req := gitsource.Request{URL: p.Spec.Repository.CloneURL, Revision: b.Spec.Revision, Ref: b.Spec.Ref}
+	req := gitsource.Request{URL: p.Spec.Repository.CloneURL, Revision: b.Spec.Revision, Ref: b.Spec.Ref, Limits: r.GitLimits}
+	host, err := gitsource.Host(req.URL)
+	if err != nil {
+		return nil, &sourceError{reason: ferryv1.SourceUnavailableReason, err: fmt.Errorf("cannot fetch from Project %s: %w", p.Name, err)}
+	}
 	if ref := p.Spec.Repository.CredentialsSecretRef; ref != nil {
 		creds, err := r.credentials(ctx, p.Namespace, ref.Name)
 		if err != nil {
@@ -96,15 +136,53 @@ func (r *Reconciler) readPipelineFile(ctx context.Context, b *ferryv1.Build, p *
 	}
 	key := strings.Join([]string{string(p.UID), req.URL, req.Revision, path}, "\x00")
 	data, err := r.files.get(ctx, key, func(ctx context.Context) ([]byte, error) {
-		return r.readSource(ctx, req, path)
-	})
-	if err != nil {
-		if errors.Is(err, gitsource.ErrNotFound) && strings.HasPrefix(err.Error(), path+" at ") {
-			return nil, pipelinefile.ErrorList{{File: path, Message: fmt.Sprintf("no pipeline file in the repository at %s: add one, or set the Project's pipelineFile", shortSHA(b.Spec.Revision))}}
+		release, wait := r.slots.acquire(host, b.Namespace, r.fetchShare(), r.now().Time)
+		if wait != nil {
+			return nil, &sourceError{reason: ferryv1.WaitingForGitServerReason, err: waitMessage(wait.message), wait: wait.after}
 		}
-		return nil, &sourceError{reason: ferryv1.SourceUnavailableReason, err: err}
+		defer release()
+		data, err := r.readSource(ctx, req, path)
+		switch {
+		case errors.Is(err, gitsource.ErrTimeout):
+			// This Build shows the timeout until its next attempt, after the server's backoff;
+			// other Builds of the server wait without trying.
+			backoff := r.slots.timedOut(host, r.hostBackoff(), r.now().Time)
+			return nil, &sourceError{reason: ferryv1.SourceUnavailableReason, err: err, wait: backoff}
+		case ctx.Err() == nil:
+			r.slots.answered(host)
+		}
+		return data, err
+	})
+	var se *sourceError
+	switch {
+	case err == nil:
+		return pipelinefile.Parse(path, data)
+	case errors.As(err, &se):
+		return nil, se
+	case errors.Is(err, errFetchInProgress):
+		return nil, &sourceError{reason: ferryv1.WaitingForGitServerReason, wait: jitter(fetchWait),
+			err: waitMessage(fmt.Sprintf("Waiting for another Build that reads %s at %s from git server %s", path, shortSHA(b.Spec.Revision), host))}
+	case errors.Is(err, gitsource.ErrNotFound) && strings.HasPrefix(err.Error(), path+" at "):
+		return nil, pipelinefile.ErrorList{{File: path, Message: fmt.Sprintf("no pipeline file in the repository at %s: add one, or set the Project's pipelineFile", shortSHA(b.Spec.Revision))}}
+	case errors.Is(err, gitsource.ErrTooLarge):
+		err = fmt.Errorf("%w (the manager's --git-max-fetch-bytes raises the limit)", err)
 	}
-	return pipelinefile.Parse(path, data)
+	return nil, &sourceError{reason: ferryv1.SourceUnavailableReason, err: err}
+}
+
+// fetchShare is how many workers may fetch from one git server, or for one namespace, at once.
+func (r *Reconciler) fetchShare() int {
+	if r.FetchShare > 0 {
+		return r.FetchShare
+	}
+	return max(1, r.concurrency()/2)
+}
+
+func (r *Reconciler) hostBackoff() time.Duration {
+	if r.HostBackoff > 0 {
+		return r.HostBackoff
+	}
+	return DefaultHostBackoff
 }
 
 func (r *Reconciler) readSource(ctx context.Context, req gitsource.Request, path string) ([]byte, error) {

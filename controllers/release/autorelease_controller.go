@@ -26,8 +26,8 @@ import (
 const ReleasedAnnotation = "ferry.dev/released-as"
 
 // AutoReleaser creates a Release when a Build of a ref that its Project's autoRelease policy
-// names succeeds. The Release is named after the Build, so a retry or a second manager replica
-// never makes a second one.
+// names succeeds, if a GitLab push or tag push (not a person) made the Build. The Release is named
+// after the Build, so a retry or a second manager replica never makes a second one.
 type AutoReleaser struct {
 	client.Client
 	// Recorder emits events.
@@ -91,9 +91,12 @@ func (a *AutoReleaser) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Re
 	return ctrl.Result{}, nil
 }
 
-// releasable: the Build succeeded, recorded its image and was not released before.
+// releasable: a push or tag push that Ferry's receiver recorded made the Build, which succeeded,
+// recorded its image and was not released before. A Manual Build is released by a person: its
+// ref is whatever its creator wrote.
 func releasable(b *ferryv1.Build) bool {
-	return b.DeletionTimestamp.IsZero() &&
+	return (b.Spec.Trigger.Kind == ferryv1.TriggerPush || b.Spec.Trigger.Kind == ferryv1.TriggerTag) &&
+		b.DeletionTimestamp.IsZero() &&
 		b.Annotations[ReleasedAnnotation] == "" &&
 		b.Status.Image != "" &&
 		meta.IsStatusConditionTrue(b.Status.Conditions, ferryv1.ReadyCondition)

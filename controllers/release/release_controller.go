@@ -10,11 +10,13 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
@@ -52,6 +54,9 @@ const (
 
 	projectIndex = "spec.project"
 	releaseIndex = "spec.release"
+	// imageDigestIndex indexes Builds by the digest of the image they pushed: the age of an image
+	// is that of the Build that made it.
+	imageDigestIndex = "status.image.digest"
 )
 
 // Reconciler promotes Releases.
@@ -67,8 +72,16 @@ type Reconciler struct {
 	PollInterval time.Duration
 	// Now returns the current time. Default time.Now.
 	Now func() time.Time
+	// Identities maps the GitLab users who trigger Builds to Kubernetes users, for the
+	// self-approval rule when decisions are counted.
+	Identities approval.IdentityMapping
+	// Namespace is Ferry's own namespace: no Environment deploys into it.
+	Namespace string
 
 	locks keyedMutex
+	// cleanups counts, per Release being deleted, the attempts to take its rollout back that
+	// failed for another reason than an unreachable cluster (see abandon).
+	cleanups attempts
 }
 
 // +kubebuilder:rbac:groups=ferry.dev,resources=releases,verbs=get;list;watch;create;update;patch
@@ -108,8 +121,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Re
 		}
 	}
 	patcher := patch.NewStatusPatcher(rel)
+	var p *plan
 	defer func() {
 		retErr = errors.Join(retErr, patcher.Patch(ctx, r.Client, rel))
+		// The deploy lock this Reconcile took is in the status now: others can see it.
+		p.releaseLocks()
 	}()
 	if rel.Status.CompletionTime != nil {
 		return ctrl.Result{}, nil
@@ -223,7 +239,8 @@ func (r *Reconciler) reRequest(ctx context.Context, rel *ferryv1.Release, patche
 }
 
 // SetupWithManager registers the controller: it watches Releases, and the Approvals, Projects,
-// Environments and sibling Releases that decide whether a Release can move on.
+// Environments, sibling Releases, Releases that let go of a deploy lock and Clusters (when one
+// becomes Ready again) that decide whether a Release can move on.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	ctx := context.Background()
 	if err := mgr.GetFieldIndexer().IndexField(ctx, &ferryv1.Release{}, projectIndex, func(o client.Object) []string {
@@ -236,6 +253,17 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}); err != nil {
 		return err
 	}
+	if err := mgr.GetFieldIndexer().IndexField(ctx, &ferryv1.Build{}, imageDigestIndex, func(o client.Object) []string {
+		if d := imageDigest(o.(*ferryv1.Build)); d != "" {
+			return []string{d}
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	if err := mgr.GetFieldIndexer().IndexField(ctx, &ferryv1.Release{}, targetIndex, indexLockedTargets); err != nil {
+		return err
+	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&ferryv1.Release{}, builder.WithPredicates(specOrMetadataChanged())).
 		Watches(&ferryv1.Approval{}, handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
@@ -244,6 +272,8 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&ferryv1.Project{}, handler.EnqueueRequestsFromMapFunc(r.releasesOfProject)).
 		Watches(&ferryv1.Environment{}, handler.EnqueueRequestsFromMapFunc(r.unfinishedReleases)).
 		Watches(&ferryv1.Release{}, handler.EnqueueRequestsFromMapFunc(r.siblings)).
+		Watches(&ferryv1.Release{}, r.lockReleased()).
+		Watches(&ferryv1.Cluster{}, handler.EnqueueRequestsFromMapFunc(r.releasesOnCluster), builder.WithPredicates(becameReady())).
 		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).
 		Named("release").
 		Complete(r)
@@ -277,6 +307,44 @@ func (r *Reconciler) unfinishedReleases(ctx context.Context, _ client.Object) []
 		return nil
 	}
 	return unfinished(list.Items, "")
+}
+
+// becameReady lets through a Cluster whose Ready condition turned True: the Releases waiting on it
+// may move on.
+func becameReady() predicate.Predicate {
+	ready := func(o client.Object) bool {
+		return meta.IsStatusConditionTrue(o.(*ferryv1.Cluster).Status.Conditions, ferryv1.ReadyCondition)
+	}
+	return predicate.Funcs{
+		CreateFunc:  func(event.CreateEvent) bool { return false },
+		DeleteFunc:  func(event.DeleteEvent) bool { return false },
+		GenericFunc: func(event.GenericEvent) bool { return false },
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			return !ready(e.ObjectOld) && ready(e.ObjectNew)
+		},
+	}
+}
+
+// releasesOnCluster are the Releases with a rollout (or a deletion) on a Cluster that is not done.
+func (r *Reconciler) releasesOnCluster(ctx context.Context, o client.Object) []reconcile.Request {
+	list := &ferryv1.ReleaseList{}
+	if err := r.List(ctx, list); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "Failed to list Releases")
+		return nil
+	}
+	var reqs []reconcile.Request
+	for i := range list.Items {
+		rel := &list.Items[i]
+		if rel.Status.CompletionTime != nil && rel.DeletionTimestamp.IsZero() {
+			continue
+		}
+		if slices.ContainsFunc(rel.Status.Environments, func(es ferryv1.ReleaseEnvironmentStatus) bool {
+			return es.CompletionTime == nil && slices.ContainsFunc(es.Clusters, func(c ferryv1.ClusterRolloutStatus) bool { return c.Cluster == o.GetName() })
+		}) {
+			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(rel)})
+		}
+	}
+	return reqs
 }
 
 // siblings are the other unfinished Releases of a Release's project: one of them may be waiting

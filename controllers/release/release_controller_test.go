@@ -52,7 +52,9 @@ func TestPromotionThroughGates(t *testing.T) {
 	startManager(t)
 	ns := testutil.Namespace(t, c)
 	dev, staging, prod := releasetest.Unique("dev"), releasetest.Unique("stg"), releasetest.Unique("prd")
-	releasetest.CreateCleanly(t, c, releasetest.Environment(dev, nil, "east"))
+	devEnv := releasetest.Environment(dev, nil, "east")
+	devEnv.Spec.AllowedPodAnnotations = []string{"prometheus.io/*"}
+	releasetest.CreateCleanly(t, c, devEnv)
 	releasetest.CreateCleanly(t, c, releasetest.Environment(staging, releasetest.Gate(1, nil, []string{"release-managers"}), "west"))
 	releasetest.CreateCleanly(t, c, releasetest.Environment(prod, releasetest.Gate(2, nil, []string{"release-managers"}), "west", "north"))
 	project := releasetest.Project(ns, "shop", dev, staging, prod)
@@ -76,7 +78,7 @@ func TestPromotionThroughGates(t *testing.T) {
 	// A Build of a branch the policy does not name is not released.
 	releasetest.CreateBuild(t, c, ns, "shop-feature-1", "shop", "refs/heads/feature/x", releasetest.Image("feature"), "dave", releasetest.Deploy(1, nil))
 	image := releasetest.Image("v1")
-	releasetest.CreateBuild(t, c, ns, "shop-main-1", "shop", "refs/heads/main", image, "dave", releasetest.Deploy(2, map[string]string{"prometheus.io/scrape": "true"}))
+	built := releasetest.CreateBuild(t, c, ns, "shop-main-1", "shop", "refs/heads/main", image, "dave", releasetest.Deploy(2, map[string]string{"prometheus.io/scrape": "true"}))
 
 	// dev has no gate.
 	rel := waitEnv(t, c, ns, "shop-main-1", dev, ferryv1.ReadyCondition, metav1.ConditionTrue, ferryv1.SucceededReason)
@@ -185,6 +187,10 @@ func TestPromotionThroughGates(t *testing.T) {
 		}
 		if rec == nil || rec.Image != image || rec.Release != "shop-main-1" || rec.Revision != releasetest.Revision("shop-main-1") || rec.DeployedAt == nil {
 			t.Errorf("project status for %s = %+v", env, rec)
+		}
+		// The image's age stays with it after its Build is gone.
+		if rec != nil && (rec.BuiltAt == nil || !rec.BuiltAt.Equal(&built.CreationTimestamp)) {
+			t.Errorf("project status for %s: builtAt %v, want the Build's creation %v", env, rec.BuiltAt, built.CreationTimestamp)
 		}
 	}
 	if v := metricValue(t, "ferry_releases_total", map[string]string{"result": "succeeded"}); v != succeededBefore+1 {

@@ -60,16 +60,27 @@ func (r *Reconciler) beforeRollout(ctx context.Context, rel *ferryv1.Release, p 
 		setEnvWaiting(es, ferryv1.EnvironmentLockedReason, msg, gen, now)
 		return ctrl.Result{}, false, nil
 	}
+	ns, targets, ok := r.targetNamespace(rel, env, es, now)
+	if !ok {
+		return ctrl.Result{}, false, nil
+	}
 	if holder := lockHolder(siblings, rel, es.Name); holder != "" {
 		setEnvWaiting(es, ferryv1.EnvironmentLockedReason, fmt.Sprintf("release %s is rolling out in environment %s", holder, es.Name), gen, now)
 		return ctrl.Result{}, false, nil
+	}
+	if wait, err := r.waitForTargets(ctx, rel, es, targets, false, now); err != nil || wait {
+		return ctrl.Result{}, false, err
 	}
 	res, open, err := r.gate(ctx, rel, p, env, es, now)
 	if err != nil || !open {
 		return res, false, err
 	}
 	// Take the deploy lock on what the API server says, not on the cache: another Release of the
-	// project may have started a moment ago.
+	// project, or of another project with the same target, may have started a moment ago.
+	if !r.takeTargets(p, targets) {
+		setEnvWaiting(es, ferryv1.EnvironmentLockedReason, "another Release is taking the deploy lock of "+describeTargets(targets), gen, now)
+		return ctrl.Result{RequeueAfter: time.Second}, false, nil
+	}
 	live, err := r.projectReleases(ctx, rel, true)
 	if err != nil {
 		return ctrl.Result{}, false, err
@@ -81,10 +92,8 @@ func (r *Reconciler) beforeRollout(ctx context.Context, rel *ferryv1.Release, p 
 		setEnvWaiting(es, ferryv1.EnvironmentLockedReason, fmt.Sprintf("release %s is rolling out in environment %s", holder, es.Name), gen, now)
 		return ctrl.Result{}, false, nil
 	}
-	ns, err := rollout.NamespaceFor(env.Spec.NamespaceTemplate, rel.Spec.Project, env.Name)
-	if err != nil {
-		setEnvStopped(es, ferryv1.FailedReason, err.Error(), gen, now)
-		return ctrl.Result{}, false, nil
+	if wait, err := r.waitForTargets(ctx, rel, es, targets, true, now); err != nil || wait {
+		return ctrl.Result{}, false, err
 	}
 	if cur := deployedIn(p.project, env.Name); cur != nil {
 		es.PreviousImage = cur.Image
@@ -94,8 +103,9 @@ func (r *Reconciler) beforeRollout(ctx context.Context, rel *ferryv1.Release, p 
 		es.Clusters = append(es.Clusters, ferryv1.ClusterRolloutStatus{Cluster: c, Namespace: ns})
 	}
 	msg := fmt.Sprintf("rolling out %s to namespace %s on %s", rollout.ShortImage(p.image), ns, strings.Join(env.Spec.Clusters, ", "))
-	setEnvRollingOut(es, msg, gen, now)
+	setEnvRollingOut(es, msg+droppedNote(p, env), gen, now)
 	r.Recorder.Eventf(rel, nil, corev1.EventTypeNormal, ferryv1.RollingOutReason, "RollOut", "Environment %s: %s", env.Name, msg)
+	r.reportDroppedAnnotations(rel, p, env)
 	return ctrl.Result{}, true, nil
 }
 
@@ -173,48 +183,60 @@ func lockHolder(siblings []ferryv1.Release, rel *ferryv1.Release, env string) st
 	return ""
 }
 
-// newerImageDeployed says why the Release may not replace what env runs: an image built after the
-// Release's, which only a rollback may replace. "" when it may.
+// newerImageDeployed says why the Release may not replace what env runs: an image built after
+// the Release's, or one whose age cannot be compared with it because no Build of the Project is
+// known to have made one of the two. Only a rollback may replace those. "" when it may. The age of
+// an image is that of the first Build that made it, whoever created the Release.
 func (r *Reconciler) newerImageDeployed(ctx context.Context, rel *ferryv1.Release, p *plan, env string) (string, error) {
 	cur := deployedIn(p.project, env)
-	if rel.Spec.Rollback || cur == nil || cur.Image == "" || cur.Release == "" || cur.Image == rel.Spec.Image {
+	if rel.Spec.Rollback || cur == nil || cur.Image == "" || sameDigest(cur.Image, p.image) {
 		return "", nil
 	}
-	deployed := &ferryv1.Release{}
-	if err := r.Get(ctx, types.NamespacedName{Namespace: rel.Namespace, Name: cur.Release}, deployed); err != nil {
-		if isNotFound(err) {
-			return "", nil
-		}
-		return "", fmt.Errorf("failed to read Release %s: %w", cur.Release, err)
+	running := rollout.ShortImage(cur.Image)
+	if cur.Release != "" {
+		running += " (Release " + cur.Release + ")"
 	}
-	ours, err := r.builtAt(ctx, rel)
+	ours, err := r.builtAt(ctx, rel.Namespace, rel.Spec.Project, p.image, nil)
 	if err != nil {
 		return "", err
 	}
-	theirs, err := r.builtAt(ctx, deployed)
+	theirs, err := r.builtAt(ctx, rel.Namespace, rel.Spec.Project, cur.Image, cur.BuiltAt)
 	if err != nil {
 		return "", err
 	}
-	if !theirs.After(ours.Time) {
-		return "", nil
+	const only = "only a rollback Release (spec.rollback, `ferry rollback`) may replace it"
+	switch {
+	case theirs == nil:
+		return fmt.Sprintf("environment %s runs %s, which no Build of project %s is known to have made, so whether this Release's image is older cannot be judged: %s", env, running, rel.Spec.Project, only), nil
+	case ours == nil:
+		return fmt.Sprintf("no Build of project %s is known to have made this Release's image %s, so whether it is older than %s, which environment %s runs (built %s), cannot be judged: %s",
+			rel.Spec.Project, rollout.ShortImage(p.image), running, env, theirs.UTC().Format(time.RFC3339), only), nil
+	case theirs.After(ours.Time):
+		return fmt.Sprintf("environment %s runs %s, built %s, newer than this Release's image (built %s): only a rollback Release may replace a newer image with an older one",
+			env, running, theirs.UTC().Format(time.RFC3339), ours.UTC().Format(time.RFC3339)), nil
 	}
-	return fmt.Sprintf("environment %s runs %s (Release %s, built %s), newer than this Release's image (built %s): only a rollback Release may replace a newer image with an older one",
-		env, rollout.ShortImage(cur.Image), deployed.Name, theirs.UTC().Format(time.RFC3339), ours.UTC().Format(time.RFC3339)), nil
+	return "", nil
 }
 
-// builtAt is when a Release's image was made: its Build's creation, else the Release's.
-func (r *Reconciler) builtAt(ctx context.Context, rel *ferryv1.Release) (metav1.Time, error) {
-	if rel.Spec.Build == "" {
-		return rel.CreationTimestamp, nil
+// builtAt is when image was made: the creation of the first Build of the project that made it,
+// or recorded when the Project recorded it as deployed (its Build may be gone since). Nil when no
+// Build is known to have made it.
+func (r *Reconciler) builtAt(ctx context.Context, namespace, project, image string, recorded *metav1.Time) (*metav1.Time, error) {
+	if recorded != nil {
+		return recorded, nil
 	}
-	b := &ferryv1.Build{}
-	if err := r.Get(ctx, types.NamespacedName{Namespace: rel.Namespace, Name: rel.Spec.Build}, b); err != nil {
-		if isNotFound(err) {
-			return rel.CreationTimestamp, nil
-		}
-		return metav1.Time{}, fmt.Errorf("failed to read Build %s: %w", rel.Spec.Build, err)
+	builds, err := r.buildsOfImage(ctx, namespace, project, image, true)
+	if err != nil || len(builds) == 0 {
+		return nil, err
 	}
-	return b.CreationTimestamp, nil
+	return &builds[0].CreationTimestamp, nil
+}
+
+// sameDigest reports whether two pinned images have the same digest.
+func sameDigest(a, b string) bool {
+	_, da, _ := strings.Cut(a, "@")
+	_, db, _ := strings.Cut(b, "@")
+	return da != "" && da == db
 }
 
 // maxGateRecords is the API's limit on the decisions a gate's status lists.

@@ -216,6 +216,30 @@ func TestDeployLockSupersessionAndOlderImages(t *testing.T) {
 	if msg := meta.FindStatusCondition(rel.Status.Conditions, ferryv1.ReadyCondition).Message; !strings.Contains(msg, "only a rollback Release may replace a newer image") {
 		t.Errorf("r3 Ready message = %q", msg)
 	}
+	// Nor may a Release that names no Build, created after r2 for b0's older image: the image's
+	// age is that of the Build that made it, not the Release's.
+	byHand := &ferryv1.Release{
+		ObjectMeta: metav1.ObjectMeta{Namespace: g.ns, Name: "r3-by-hand"},
+		Spec:       ferryv1.ReleaseSpec{Project: "shop", Image: releasetest.Image("v0"), Deploy: releasetest.Deploy(1, nil)},
+	}
+	if err := c.Create(ctx, byHand); err != nil {
+		t.Fatal(err)
+	}
+	rel = waitRelease(t, c, g.ns, byHand.Name, metav1.ConditionFalse, ferryv1.NewerImageDeployedReason)
+	if msg := meta.FindStatusCondition(rel.Status.Conditions, ferryv1.ReadyCondition).Message; !strings.Contains(msg, "(Release r2), built ") || !strings.Contains(msg, "only a rollback Release may replace a newer image") {
+		t.Errorf("%s Ready message = %q", byHand.Name, msg)
+	}
+	// An image no Build is known to have made cannot be compared: only a rollback replaces r2's.
+	unknown := byHand.DeepCopy()
+	unknown.ObjectMeta = metav1.ObjectMeta{Namespace: g.ns, Name: "r3-unknown"}
+	unknown.Spec.Image = releasetest.Image("made-elsewhere")
+	if err := c.Create(ctx, unknown); err != nil {
+		t.Fatal(err)
+	}
+	rel = waitRelease(t, c, g.ns, unknown.Name, metav1.ConditionFalse, ferryv1.NewerImageDeployedReason)
+	if msg := meta.FindStatusCondition(rel.Status.Conditions, ferryv1.ReadyCondition).Message; !strings.Contains(msg, "no Build of project shop is known to have made this Release's image") {
+		t.Errorf("%s Ready message = %q", unknown.Name, msg)
+	}
 	// As an explicit rollback it may, through the gate like any Release.
 	r4 := releasetest.Release(g.ns, "r4", "shop", old)
 	r4.Spec.Rollback = true
@@ -241,8 +265,9 @@ func TestDeployLockSupersessionAndOlderImages(t *testing.T) {
 	east.waitAvailable(t, "shop-"+g.env, "shop", releasetest.Image("v0"), 1)
 }
 
-// TestStalledReleases: a Release that names what does not exist says so and waits for a person;
-// fixing it resumes it.
+// TestStalledReleases: what admission refuses never reaches the controller; what changes after a
+// Release was admitted (its Build, its Project or its path) stalls it with the reason, and fixing
+// it resumes it.
 func TestStalledReleases(t *testing.T) {
 	hub := testutil.CurrentHub(t)
 	c := hub.Client
@@ -251,17 +276,26 @@ func TestStalledReleases(t *testing.T) {
 	ns := testutil.Namespace(t, c)
 	env := releasetest.Unique("nowhere")
 	image := releasetest.Image("stalled")
-	create := func(name string, mutate func(*ferryv1.Release)) {
-		t.Helper()
+	newRelease := func(name string, mutate func(*ferryv1.Release)) *ferryv1.Release {
 		rel := &ferryv1.Release{
 			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-			Spec:       ferryv1.ReleaseSpec{Project: "shop", Image: image, Deploy: releasetest.Deploy(1, nil)},
+			Spec:       ferryv1.ReleaseSpec{Project: "shop", Image: image, Deploy: releasetest.Deploy(1, nil), Environments: []string{env}},
 		}
 		if mutate != nil {
 			mutate(rel)
 		}
-		if err := c.Create(ctx, rel); err != nil {
+		return rel
+	}
+	create := func(name string, mutate func(*ferryv1.Release)) {
+		t.Helper()
+		if err := c.Create(ctx, newRelease(name, mutate)); err != nil {
 			t.Fatal(err)
+		}
+	}
+	refused := func(name string, mutate func(*ferryv1.Release), message string) {
+		t.Helper()
+		if err := c.Create(ctx, newRelease(name, mutate)); err == nil || !strings.Contains(err.Error(), message) {
+			t.Errorf("%s: %v, want a refusal saying %q", name, err, message)
 		}
 	}
 	wantStalled := func(name, reason, message string) {
@@ -274,19 +308,53 @@ func TestStalledReleases(t *testing.T) {
 			t.Errorf("%s: conditions %+v, completion %v; want Stalled, not finished", name, rel.Status.Conditions, rel.Status.CompletionTime)
 		}
 	}
+	// setPath changes the Project's path, which also makes the controller look at its Releases.
+	setPath := func(path ...string) {
+		t.Helper()
+		p := &ferryv1.Project{}
+		if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "shop"}, p); err != nil {
+			t.Fatal(err)
+		}
+		p.Spec.Promotion.Environments = path
+		if err := c.Update(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
 
-	create("no-project", nil)
-	wantStalled("no-project", ferryv1.ProjectNotFoundReason, "project shop not found in namespace "+ns)
+	refused("no-project", nil, "project shop not found in namespace "+ns)
+	project := releasetest.Project(ns, "shop", env)
+	if err := c.Create(ctx, project); err != nil {
+		t.Fatal(err)
+	}
+	refused("off-path", func(r *ferryv1.Release) { r.Spec.Environments = []string{"elsewhere"} }, "environment elsewhere is not on the promotion path of project shop ("+env+")")
+	refused("no-build", func(r *ferryv1.Release) { r.Spec.Build, r.Spec.Deploy = "gone", nil }, "build gone not found in namespace "+ns)
 
+	// The Build goes (beyond the Project's history limit) while its Release waits: the Release has
+	// no deploy settings left.
+	b := releasetest.CreateBuild(t, c, ns, "b1", "shop", "refs/heads/main", image, "dave", releasetest.Deploy(1, nil))
+	create("lost-build", func(r *ferryv1.Release) { r.Spec.Build, r.Spec.Deploy = b.Name, nil })
+	waitEnv(t, c, ns, "lost-build", env, ferryv1.ReadyCondition, metav1.ConditionUnknown, ferryv1.EnvironmentNotFoundReason)
+	if err := c.Delete(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	setPath(env, releasetest.Unique("later"))
+	wantStalled("lost-build", ferryv1.BuildNotFoundReason, "build b1 not found")
+
+	// The Project's path no longer has the environment; put back, the Release moves on.
+	create("moved", nil)
+	waitEnv(t, c, ns, "moved", env, ferryv1.ReadyCondition, metav1.ConditionUnknown, ferryv1.EnvironmentNotFoundReason)
+	setPath("elsewhere")
+	wantStalled("moved", ferryv1.NotOnPromotionPathReason, "environment "+env+" is not on the promotion path of project shop (elsewhere)")
+	setPath(env)
+	waitEnv(t, c, ns, "moved", env, ferryv1.ReadyCondition, metav1.ConditionUnknown, ferryv1.EnvironmentNotFoundReason)
+
+	// The Project goes; it comes back and the Release moves on.
+	if err := c.Delete(ctx, project); err != nil {
+		t.Fatal(err)
+	}
+	wantStalled("moved", ferryv1.ProjectNotFoundReason, "project shop not found in namespace "+ns)
 	if err := c.Create(ctx, releasetest.Project(ns, "shop", env)); err != nil {
 		t.Fatal(err)
 	}
-	// The Project appears: the Release moves on, to an Environment that does not exist yet.
-	waitEnv(t, c, ns, "no-project", env, ferryv1.ReadyCondition, metav1.ConditionUnknown, ferryv1.EnvironmentNotFoundReason)
-
-	create("off-path", func(r *ferryv1.Release) { r.Spec.Environments = []string{"elsewhere"} })
-	wantStalled("off-path", ferryv1.NotOnPromotionPathReason, "environment elsewhere is not on the promotion path of project shop ("+env+")")
-
-	create("no-build", func(r *ferryv1.Release) { r.Spec.Build, r.Spec.Deploy = "gone", nil })
-	wantStalled("no-build", ferryv1.BuildNotFoundReason, "build gone not found")
+	waitEnv(t, c, ns, "moved", env, ferryv1.ReadyCondition, metav1.ConditionUnknown, ferryv1.EnvironmentNotFoundReason)
 }

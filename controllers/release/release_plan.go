@@ -8,6 +8,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
 	"github.com/ferryci/ferry/internal/approval"
@@ -29,6 +30,25 @@ type plan struct {
 	subject approval.Subject
 	// pullSecret is the Project's pull Secret to copy into target namespaces.
 	pullSecret *rollout.PullSecret
+	// unlock releases the deploy-lock mutexes this Reconcile took (see takeTargets); the Reconcile
+	// calls it once the status that records the lock is written.
+	unlock []func()
+}
+
+// releaseLocks releases the mutexes the Reconcile took. A nil plan holds none.
+func (p *plan) releaseLocks() {
+	if p == nil {
+		return
+	}
+	for _, unlock := range p.unlock {
+		unlock()
+	}
+	p.unlock = nil
+}
+
+// owner is the Project, the owner of every namespace the Release deploys into.
+func (p *plan) owner() rollout.Owner {
+	return rollout.Owner{Namespace: p.project.Namespace, Name: p.project.Name, UID: p.project.UID}
 }
 
 // stalledError is a problem only a person can fix. retry asks to look again later because the
@@ -70,19 +90,22 @@ func (r *Reconciler) resolve(ctx context.Context, rel *ferryv1.Release) (*plan, 
 		return nil, stalled(ferryv1.FailedReason, "%v", err)
 	}
 	p.image = image
-	p.subject.RequestedBy = rel.Spec.RequestedBy
+	var triggers []*ferryv1.Build
 	if rel.Spec.Build != "" {
 		b := &ferryv1.Build{}
 		switch err := r.Get(ctx, types.NamespacedName{Namespace: rel.Namespace, Name: rel.Spec.Build}, b); {
 		case err == nil:
 			p.build = b
-			p.subject.TriggerUser = b.Spec.Trigger.User
+			triggers = []*ferryv1.Build{b}
 		case !isNotFound(err):
 			return nil, fmt.Errorf("failed to read Build %s: %w", rel.Spec.Build, err)
 		case rel.Spec.Deploy == nil:
 			return nil, stalled(ferryv1.BuildNotFoundReason, "build %s not found: the Release has no deploy settings of its own (spec.deploy) and its Build's are gone", rel.Spec.Build)
 		}
+	} else if triggers, err = r.buildsOfImage(ctx, rel.Namespace, rel.Spec.Project, image, false); err != nil {
+		return nil, err
 	}
+	p.subject = approval.SubjectOf(rel, triggers, r.Identities)
 	p.deploy = deploySettings(rel, p.build)
 	if ref := p.project.Spec.Image.PullSecretRef; ref != nil {
 		ps, err := r.pullSecret(ctx, rel.Namespace, ref.Name)
@@ -92,6 +115,49 @@ func (r *Reconciler) resolve(ctx context.Context, rel *ferryv1.Release) (*plan, 
 		p.pullSecret = ps
 	}
 	return p, nil
+}
+
+// buildsOfImage are the Builds of a Project that made image (by digest), oldest first, from the
+// cache; live asks the API server when the cache knows none, in case it has not seen the Build yet.
+func (r *Reconciler) buildsOfImage(ctx context.Context, namespace, project, image string, live bool) ([]*ferryv1.Build, error) {
+	_, digest, _ := strings.Cut(image, "@")
+	list := &ferryv1.BuildList{}
+	if err := r.List(ctx, list, client.InNamespace(namespace), client.MatchingFields{imageDigestIndex: digest}); err != nil {
+		return nil, fmt.Errorf("failed to list the Builds of image %s: %w", rollout.ShortImage(image), err)
+	}
+	builds := buildsOf(list.Items, project, digest)
+	if len(builds) > 0 || !live {
+		return builds, nil
+	}
+	list = &ferryv1.BuildList{}
+	if err := r.APIReader.List(ctx, list, client.InNamespace(namespace)); err != nil {
+		return nil, fmt.Errorf("failed to list the Builds in %s: %w", namespace, err)
+	}
+	return buildsOf(list.Items, project, digest), nil
+}
+
+// buildsOf picks the Builds of project whose image has digest, oldest first.
+func buildsOf(items []ferryv1.Build, project, digest string) []*ferryv1.Build {
+	var out []*ferryv1.Build
+	for i := range items {
+		b := &items[i]
+		if b.Spec.Project == project && digest != "" && imageDigest(b) == digest {
+			out = append(out, b)
+		}
+	}
+	slices.SortFunc(out, func(a, b *ferryv1.Build) int {
+		if c := a.CreationTimestamp.Compare(b.CreationTimestamp.Time); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Name, b.Name)
+	})
+	return out
+}
+
+// imageDigest is the digest of the image a Build pushed, "" when it pushed none.
+func imageDigest(b *ferryv1.Build) string {
+	_, digest, _ := strings.Cut(b.Status.Image, "@")
+	return digest
 }
 
 // deploySettings are the Release's own, else its Build's, else the defaults.
@@ -124,7 +190,7 @@ func (r *Reconciler) pullSecret(ctx context.Context, ns, name string) (*rollout.
 // workload is what the Release deploys into an environment's namespace.
 func (p *plan) workload(rel *ferryv1.Release, env, namespace string) *rollout.Workload {
 	return &rollout.Workload{
-		Project: rel.Spec.Project, Environment: env, Release: rel.Name, Namespace: namespace,
+		Project: rel.Spec.Project, Environment: env, Release: rel.Name, Namespace: namespace, Owner: p.owner(),
 		Image: p.image, Deploy: p.deploy, PullSecret: p.pullSecret,
 	}
 }
@@ -151,7 +217,7 @@ func (r *Reconciler) previousWorkload(ctx context.Context, rel *ferryv1.Release,
 		return nil
 	}
 	w := &rollout.Workload{
-		Project: rel.Spec.Project, Environment: es.Name, Namespace: namespace,
+		Project: rel.Spec.Project, Environment: es.Name, Namespace: namespace, Owner: p.owner(),
 		Image: image, Deploy: p.deploy, PullSecret: p.pullSecret,
 	}
 	cur := deployedIn(p.project, es.Name)

@@ -33,14 +33,7 @@ func (r *Reconciler) rollOut(ctx context.Context, rel *ferryv1.Release, p *plan,
 		return ctrl.Result{}, false, nil
 	}
 	back := rollingBack(es)
-	ns := es.Clusters[0].Namespace
-	in := rollout.Input{
-		Workload: p.workload(rel, es.Name, ns),
-		Previous: r.previousWorkload(ctx, rel, p, es, ns),
-		Strategy: rollout.StrategyOf(env),
-		Rollback: back,
-		Now:      now.Time,
-	}
+	in := r.input(ctx, rel, p, env, es, back, now)
 	if in.Strategy.Type == ferryv1.BatchStrategy && in.Strategy.Between == ferryv1.BatchGateApproval && !back {
 		approvals, err := r.approvals(ctx, rel)
 		if err != nil {
@@ -54,16 +47,30 @@ func (r *Reconciler) rollOut(ctx context.Context, rel *ferryv1.Release, p *plan,
 			return rollout.GateAnswer{Approved: t.Approved()}
 		}
 	}
-	unreachable := r.stepClusters(ctx, es, in)
+	unreachable := map[string]bool{}
+	if !back {
+		// Every cluster's namespace must belong to the Project before anything is written on
+		// any of them.
+		unreachable = r.claimNamespaces(ctx, es, in)
+	}
+	if firstFailed(es) == nil {
+		for c := range r.stepClusters(ctx, es, in, unreachable) {
+			unreachable[c] = true
+		}
+	}
 
 	poll := r.pollInterval()
-	if unreachable {
-		poll = unreachableRetry
+	if len(unreachable) > 0 {
+		poll = r.unreachableRetry(unreachable)
 	}
 	if back {
 		return r.afterRollback(rel, es, in.Previous, now)
 	}
 	if failed := firstFailed(es); failed != nil {
+		if rollout.Refused(failed) && !anyStarted(es) {
+			r.refuseEnvironment(rel, es, now)
+			return ctrl.Result{}, false, nil
+		}
 		r.startRollback(rel, es, failed, in.Previous, now)
 		return ctrl.Result{RequeueAfter: time.Millisecond}, false, nil
 	}
@@ -74,46 +81,78 @@ func (r *Reconciler) rollOut(ctx context.Context, rel *ferryv1.Release, p *plan,
 	if err := r.recordDeployed(ctx, rel, p, es); err != nil {
 		return ctrl.Result{}, false, err
 	}
-	msg := fmt.Sprintf("%s is healthy on %s", rollout.ShortImage(p.image), clusterNames(es))
+	msg := fmt.Sprintf("%s is healthy on %s", rollout.ShortImage(p.image), clusterNames(es)) + droppedNote(p, env)
 	setEnvSucceeded(es, msg, gen, now)
 	rolloutDuration.WithLabelValues(es.Name, resultSucceeded).Observe(rolloutSeconds(es, now))
 	r.Recorder.Eventf(rel, nil, corev1.EventTypeNormal, ferryv1.SucceededReason, "RollOut", "Environment %s: %s", es.Name, msg)
 	return ctrl.Result{}, true, nil
 }
 
-// stepClusters runs one rollout step on every cluster that is not done, in parallel, each within
-// its own time limit. A cluster that cannot be reached gets a ClusterUnreachable condition and
-// holds only its own rollout. It reports whether any cluster was unreachable.
-func (r *Reconciler) stepClusters(ctx context.Context, es *ferryv1.ReleaseEnvironmentStatus, base rollout.Input) bool {
+// stepClusters runs one rollout step on every cluster that is not done, in parallel, except the
+// clusters in skip (not claimed yet). It returns the clusters that could not be reached.
+func (r *Reconciler) stepClusters(ctx context.Context, es *ferryv1.ReleaseEnvironmentStatus, base rollout.Input, skip map[string]bool) map[string]bool {
+	return r.onClusters(ctx, es, base.Now, func(st *ferryv1.ClusterRolloutStatus) bool {
+		if skip[st.Cluster] {
+			return false
+		}
+		if base.Rollback {
+			return st.CompletionTime == nil
+		}
+		return !rollout.Succeeded(st)
+	}, func(ctx context.Context, c client.Client, st *ferryv1.ClusterRolloutStatus) error {
+		in := base
+		in.Cluster = st.Cluster
+		_, err := rollout.Step(ctx, c, in, st)
+		return err
+	})
+}
+
+// onClusters runs fn on every cluster of the environment that want selects, in parallel, each
+// within its own time limit and with a client of that cluster. A cluster known to be down is
+// answered at once by the cluster cache, without a connection. A cluster that cannot be reached
+// (or answers unexpectedly) gets a ClusterUnreachable condition and holds only its own rollout.
+// It returns the clusters that could not be reached.
+func (r *Reconciler) onClusters(ctx context.Context, es *ferryv1.ReleaseEnvironmentStatus, now time.Time, want func(*ferryv1.ClusterRolloutStatus) bool, fn func(context.Context, client.Client, *ferryv1.ClusterRolloutStatus) error) map[string]bool {
 	var (
 		wg          sync.WaitGroup
 		mu          sync.Mutex
-		unreachable bool
+		unreachable = map[string]bool{}
 	)
 	for i := range es.Clusters {
 		st := &es.Clusters[i]
-		if (!base.Rollback && rollout.Succeeded(st)) || (base.Rollback && st.CompletionTime != nil) {
+		if !want(st) {
 			continue
 		}
 		wg.Go(func() {
 			cctx, cancel := context.WithTimeout(ctx, clusterTimeout)
 			defer cancel()
-			in := base
-			in.Cluster = st.Cluster
 			c, err := r.Clusters.Client(cctx, st.Cluster)
 			if err == nil {
-				_, err = rollout.Step(cctx, c, in, st)
+				err = fn(cctx, c, st)
 			}
 			if err != nil {
 				mu.Lock()
-				unreachable = true
+				unreachable[st.Cluster] = true
 				mu.Unlock()
-				rollout.SetClusterCondition(st, metav1.ConditionFalse, ferryv1.ClusterUnreachableReason, "cluster "+st.Cluster+" cannot be reached: "+clusterError(err), metav1.NewTime(base.Now))
+				rollout.SetClusterCondition(st, metav1.ConditionFalse, ferryv1.ClusterUnreachableReason, "cluster "+st.Cluster+" cannot be reached: "+clusterError(err), metav1.NewTime(now))
 			}
 		})
 	}
 	wg.Wait()
 	return unreachable
+}
+
+// unreachableRetry is how soon to look again at an environment with clusters that could not be
+// reached: when the first of them may be tried again, and not sooner than unreachableRetry. (A
+// Cluster that becomes Ready wakes the Release up earlier.)
+func (r *Reconciler) unreachableRetry(unreachable map[string]bool) time.Duration {
+	next := time.Duration(0)
+	for c := range unreachable {
+		if d := r.Clusters.RetryIn(c); next == 0 || d < next {
+			next = d
+		}
+	}
+	return max(next, unreachableRetry)
 }
 
 // startRollback turns a failed rollout into a rollback of every cluster of the environment, so
@@ -126,6 +165,11 @@ func (r *Reconciler) startRollback(rel *ferryv1.Release, es *ferryv1.ReleaseEnvi
 	}
 	for i := range es.Clusters {
 		st := &es.Clusters[i]
+		if rollout.Refused(st) {
+			// Nothing was written into a refused namespace: nothing to take back there.
+			st.CompletionTime = &now
+			continue
+		}
 		st.BatchStartTime, st.BatchHealthyTime, st.CompletionTime = nil, nil, nil
 		rollout.SetClusterCondition(st, metav1.ConditionFalse, ferryv1.RollingBackReason, target+" after "+cause, now)
 	}
@@ -147,7 +191,7 @@ func (r *Reconciler) afterRollback(rel *ferryv1.Release, es *ferryv1.ReleaseEnvi
 	reason, outcome := ferryv1.RolledBackReason, "rolled back to "+shortOf(prev)
 	var notBack []string
 	for _, st := range es.Clusters {
-		if c := meta.FindStatusCondition(st.Conditions, ferryv1.RolledOutCondition); c == nil || c.Reason != ferryv1.RolledBackReason {
+		if c := meta.FindStatusCondition(st.Conditions, ferryv1.RolledOutCondition); (c == nil || c.Reason != ferryv1.RolledBackReason) && !rollout.Refused(&st) {
 			notBack = append(notBack, st.Cluster)
 		}
 	}
@@ -169,6 +213,14 @@ func shortOf(w *rollout.Workload) string {
 		return ""
 	}
 	return rollout.ShortImage(w.Image)
+}
+
+// clusterRolledOut is the RolledOut condition of a cluster's rollout (empty when there is none).
+func clusterRolledOut(st *ferryv1.ClusterRolloutStatus) metav1.Condition {
+	if c := meta.FindStatusCondition(st.Conditions, ferryv1.RolledOutCondition); c != nil {
+		return *c
+	}
+	return metav1.Condition{}
 }
 
 func firstFailed(es *ferryv1.ReleaseEnvironmentStatus) *ferryv1.ClusterRolloutStatus {
@@ -221,8 +273,13 @@ func (r *Reconciler) recordDeployed(ctx context.Context, rel *ferryv1.Release, p
 	if revision == "" && p.build != nil {
 		revision = p.build.Spec.Revision
 	}
-	entry := ferryv1.ProjectEnvironmentStatus{Name: es.Name, Image: rel.Spec.Image, Revision: revision, Release: rel.Name, DeployedAt: deployedAt}
-	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+	// The image's age, kept with it: a later Release is compared with it after its Build is gone.
+	builtAt, err := r.builtAt(ctx, rel.Namespace, rel.Spec.Project, p.image, nil)
+	if err != nil {
+		return err
+	}
+	entry := ferryv1.ProjectEnvironmentStatus{Name: es.Name, Image: rel.Spec.Image, Revision: revision, Release: rel.Name, DeployedAt: deployedAt, BuiltAt: builtAt}
+	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		proj := &ferryv1.Project{}
 		if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: rel.Namespace, Name: rel.Spec.Project}, proj); err != nil {
 			return client.IgnoreNotFound(err)

@@ -31,6 +31,8 @@ func TestFailedRolloutRollsBack(t *testing.T) {
 	ns := testutil.Namespace(t, c)
 	env := releasetest.Environment(releasetest.Unique("live"), nil, "east", "west")
 	env.Spec.Rollout.ProgressDeadline = &metav1.Duration{Duration: 4 * time.Second}
+	// The simulated clusters keep pods that carry this annotation unready.
+	env.Spec.AllowedPodAnnotations = []string{"sim.ferry.dev/*"}
 	releasetest.CreateCleanly(t, c, env)
 	if err := c.Create(context.Background(), releasetest.Project(ns, "shop", env.Name)); err != nil {
 		t.Fatal(err)

@@ -196,6 +196,26 @@ func TestMatchesAutoRelease(t *testing.T) {
 	}
 }
 
+// TestReleasable: only a push or tag push that the receiver recorded is released automatically;
+// a Manual Build's ref is whatever its creator wrote.
+func TestReleasable(t *testing.T) {
+	build := func(kind ferryv1.TriggerKind) *ferryv1.Build {
+		b := &ferryv1.Build{Spec: ferryv1.BuildSpec{Ref: "refs/heads/main", Trigger: ferryv1.BuildTrigger{Kind: kind, User: "alice"}}, Status: ferryv1.BuildStatus{Image: "r@sha256:" + strings.Repeat("a", 64)}}
+		meta.SetStatusCondition(&b.Status.Conditions, metav1.Condition{Type: ferryv1.ReadyCondition, Status: metav1.ConditionTrue, Reason: ferryv1.SucceededReason})
+		return b
+	}
+	for kind, want := range map[ferryv1.TriggerKind]bool{ferryv1.TriggerPush: true, ferryv1.TriggerTag: true, ferryv1.TriggerManual: false, ferryv1.TriggerMergeRequest: false, "": false} {
+		if got := releasable(build(kind)); got != want {
+			t.Errorf("releasable(%q Build) = %v, want %v", kind, got, want)
+		}
+	}
+	released := build(ferryv1.TriggerPush)
+	released.Annotations = map[string]string{ReleasedAnnotation: "r1"}
+	if releasable(released) {
+		t.Error("a Build released before is released again")
+	}
+}
+
 func TestResultOf(t *testing.T) {
 	cases := map[string]string{
 		ferryv1.SucceededReason: resultSucceeded, ferryv1.RolledBackReason: resultRolledBack, ferryv1.RolloutFailedReason: resultRolloutFailed,

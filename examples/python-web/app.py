@@ -1,8 +1,16 @@
-"""Ferry's example web app: serves static/ and reports its health on /healthz (standard library only)."""
+"""Ferry's example web app: serves static/, says which commit it was built from on /version
+($FERRY_REVISION, which Ferry sets in every image it builds) and reports its health on /healthz
+(standard library only)."""
 import http.server
 import os
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
+
+
+def version():
+    """The commit this app was built from, as Ferry recorded it in the image."""
+    revision = os.environ.get("FERRY_REVISION", "")
+    return "commit " + revision[:8] if len(revision) >= 8 else "unknown"
 
 
 class Handler(http.server.SimpleHTTPRequestHandler):
@@ -11,14 +19,19 @@ class Handler(http.server.SimpleHTTPRequestHandler):
 
     def do_GET(self):
         if self.path == "/healthz":
-            body = b"ok\n"
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.answer(200, b"ok\n")  # health: ok
+            return
+        if self.path == "/version":
+            self.answer(200, (version() + "\n").encode())
             return
         super().do_GET()
+
+    def answer(self, status, body):
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
 
 def main():

@@ -27,6 +27,8 @@ targets=(
   "kube-controller-manager|kubernetes|k8s.io/kubernetes/cmd/kube-controller-manager|$k8s_version|k8s"
   "kube-scheduler|kubernetes|k8s.io/kubernetes/cmd/kube-scheduler|$k8s_version|k8s"
   "kubectl|kubernetes|k8s.io/kubernetes/cmd/kubectl|$k8s_version|k8s"
+  "kubelet|kubernetes|k8s.io/kubernetes/cmd/kubelet|$k8s_version|k8s"
+  "kube-proxy|kubernetes|k8s.io/kubernetes/cmd/kube-proxy|$k8s_version|k8s"
 )
 
 k8s_ldflags() {
@@ -54,6 +56,17 @@ for t in "${targets[@]}"; do
   echo "$version" >"$stamp"
   echo "[$i/$total] $name $version: built in $(($(date +%s) - start))s" >&2
 done
+
+# ferry-pause: PID 1 of a real node's namespaces and of its pod sandboxes (the pause image). Ferry's
+# own source, so it is rebuilt when that source changes.
+pause_src="$root/internal/controlplane/pause"
+pause_version=$(cat "$pause_src"/*.go | sha256sum | cut -c1-16)
+if [[ ! -x "$out/ferry-pause" || "$(cat "$out/.ferry-pause.version" 2>/dev/null)" != "$pause_version" ]]; then
+  (cd "$root" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$out/ferry-pause.tmp" ./internal/controlplane/pause)
+  mv "$out/ferry-pause.tmp" "$out/ferry-pause"
+  echo "$pause_version" >"$out/.ferry-pause.version"
+  echo "ferry-pause $pause_version: built" >&2
+fi
 
 # kwok refuses to start without stages; keep the fast node and pod stages from the pinned module beside it.
 stages="$out/kwok-stages.yaml"

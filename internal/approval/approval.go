@@ -79,29 +79,74 @@ func describeGroups(groups []string) string {
 }
 
 // Subject is what self-approval is checked against: who created the Release and who triggered
-// its Build.
+// the Builds that made its image.
 type Subject struct {
 	// RequestedBy is the Release's spec.requestedBy.
 	RequestedBy string
-	// TriggerUser is the Build's spec.trigger.user, when the Release has a Build.
-	TriggerUser string
+	// Triggers are the Release's Build (spec.build) or, when it names none, the Builds of its
+	// Project that made its image.
+	Triggers []Trigger
+}
+
+// Trigger is who triggered one Build, as a Kubernetes user.
+type Trigger struct {
+	// Build is the Build's name.
+	Build string
+	// Named is true for the Build the Release names, false for a Build found by the image.
+	Named bool
+	// User is the Kubernetes user who triggered the Build; empty when Unknown says why it cannot
+	// be known.
+	User string
+	// Unknown says why who triggered the Build cannot be known (a GitLab identity the mapping
+	// cannot map, a Build that is gone): approvals are then refused where self-approval is.
+	Unknown string
+}
+
+// SubjectOf is what self-approval of rel is checked against. builds are the Release's Build when
+// it names one (nil when it is gone), else the Builds of its Project that made its image.
+func SubjectOf(rel *ferryv1.Release, builds []*ferryv1.Build, m IdentityMapping) Subject {
+	s := Subject{RequestedBy: rel.Spec.RequestedBy}
+	if rel.Spec.Build != "" && len(builds) == 0 {
+		s.Triggers = append(s.Triggers, Trigger{Build: rel.Spec.Build, Named: true, Unknown: fmt.Sprintf("build %s no longer exists", rel.Spec.Build)})
+	}
+	for _, b := range builds {
+		t := Trigger{Build: b.Name, Named: b.Name == rel.Spec.Build}
+		user, err := m.TriggerUser(b)
+		if err != nil {
+			t.Unknown = err.Error()
+		}
+		t.User = user
+		s.Triggers = append(s.Triggers, t)
+	}
+	return s
 }
 
 // SelfApproval returns an error when user may not approve because the policy forbids approving
-// one's own Release.
+// one's own Release: they created it, triggered a Build that made its image, or who triggered
+// one cannot be known. GitLab names users case-insensitively, so trigger users are compared so.
 func SelfApproval(p *ferryv1.ApprovalPolicy, env, user string, s Subject) error {
-	if !ForbidsSelfApproval(p) {
+	if !ForbidsSelfApproval(p) || user == "" {
 		return nil
 	}
-	switch user {
-	case "":
-		return nil
-	case s.RequestedBy:
+	if user == s.RequestedBy {
 		return fmt.Errorf("user %q created this Release and environment %s forbids self-approval: someone else must approve", user, env)
-	case s.TriggerUser:
-		return fmt.Errorf("user %q triggered the Build of this Release and environment %s forbids self-approval: someone else must approve", user, env)
+	}
+	for _, t := range s.Triggers {
+		switch {
+		case t.Unknown != "":
+			return fmt.Errorf("whether user %q triggered %s cannot be checked: %s; environment %s forbids self-approval, so no approval can count until it can", user, t.describe(), t.Unknown, env)
+		case strings.EqualFold(user, t.User):
+			return fmt.Errorf("user %q triggered %s and environment %s forbids self-approval: someone else must approve", user, t.describe(), env)
+		}
 	}
 	return nil
+}
+
+func (t Trigger) describe() string {
+	if t.Named {
+		return "the Build of this Release (" + t.Build + ")"
+	}
+	return "Build " + t.Build + ", which made this Release's image"
 }
 
 // Gate is the tally of an approval gate.

@@ -35,22 +35,96 @@ func TestEligible(t *testing.T) {
 }
 
 func TestSelfApproval(t *testing.T) {
-	s := Subject{RequestedBy: "ann", TriggerUser: "dave"}
+	s := Subject{RequestedBy: "ann", Triggers: []Trigger{{Build: "shop-1", Named: true, User: "dave"}, {Build: "shop-0", User: "oidc:Erin"}}}
+	unknown := Subject{RequestedBy: "ann", Triggers: []Trigger{{Build: "shop-1", Named: true, Unknown: "build shop-1 was triggered by GitLab user \"dave\", whose e-mail address the event did not carry"}}}
 	cases := []struct {
 		name    string
 		policy  *ferryv1.ApprovalPolicy
 		user    string
+		subject Subject
 		wantErr string
 	}{
-		{name: "creator", policy: &ferryv1.ApprovalPolicy{}, user: "ann", wantErr: "created this Release"},
-		{name: "trigger user", policy: &ferryv1.ApprovalPolicy{}, user: "dave", wantErr: "triggered the Build"},
-		{name: "someone else", policy: &ferryv1.ApprovalPolicy{}, user: "bob"},
-		{name: "allowed by the policy", policy: &ferryv1.ApprovalPolicy{ForbidSelfApproval: ptr.To(false)}, user: "ann"},
+		{name: "creator", policy: &ferryv1.ApprovalPolicy{}, user: "ann", subject: s, wantErr: `user "ann" created this Release`},
+		{name: "trigger user", policy: &ferryv1.ApprovalPolicy{}, user: "dave", subject: s, wantErr: `user "dave" triggered the Build of this Release (shop-1)`},
+		{name: "another Build of the image, names compared as GitLab does", policy: &ferryv1.ApprovalPolicy{}, user: "oidc:erin", subject: s, wantErr: `user "oidc:erin" triggered Build shop-0, which made this Release's image`},
+		{name: "someone else", policy: &ferryv1.ApprovalPolicy{}, user: "bob", subject: s},
+		{name: "allowed by the policy", policy: &ferryv1.ApprovalPolicy{ForbidSelfApproval: ptr.To(false)}, user: "ann", subject: s},
+		{name: "a trigger that cannot be mapped refuses everyone", policy: &ferryv1.ApprovalPolicy{}, user: "bob", subject: unknown,
+			wantErr: `whether user "bob" triggered the Build of this Release (shop-1) cannot be checked: build shop-1 was triggered by GitLab user "dave", whose e-mail address the event did not carry; environment prod forbids self-approval`},
+		{name: "unless the policy allows self-approval", policy: &ferryv1.ApprovalPolicy{ForbidSelfApproval: ptr.To(false)}, user: "bob", subject: unknown},
 	}
 	for _, tc := range cases {
-		err := SelfApproval(tc.policy, "prod", tc.user, s)
+		err := SelfApproval(tc.policy, "prod", tc.user, tc.subject)
 		if (err == nil) != (tc.wantErr == "") || (err != nil && !strings.Contains(err.Error(), tc.wantErr)) {
 			t.Errorf("%s: SelfApproval = %v, want %q", tc.name, err, tc.wantErr)
+		}
+	}
+}
+
+func TestSubjectOf(t *testing.T) {
+	rel := &ferryv1.Release{Spec: ferryv1.ReleaseSpec{RequestedBy: "ann", Build: "shop-1"}}
+	m := IdentityMapping{Prefix: "oidc:"}
+	if s := SubjectOf(rel, nil, m); len(s.Triggers) != 1 || s.Triggers[0].Unknown != "build shop-1 no longer exists" {
+		t.Errorf("a named Build that is gone: %+v", s)
+	}
+	b := &ferryv1.Build{ObjectMeta: metav1.ObjectMeta{Name: "shop-1"}, Spec: ferryv1.BuildSpec{Trigger: ferryv1.BuildTrigger{Kind: ferryv1.TriggerPush, User: "dave"}}}
+	if s := SubjectOf(rel, []*ferryv1.Build{b}, m); s.RequestedBy != "ann" || len(s.Triggers) != 1 || s.Triggers[0] != (Trigger{Build: "shop-1", Named: true, User: "oidc:dave"}) {
+		t.Errorf("the named Build: %+v", s)
+	}
+	rel.Spec.Build = ""
+	if s := SubjectOf(rel, []*ferryv1.Build{b}, m); s.Triggers[0].Named {
+		t.Errorf("a Build found by the image is not the named one: %+v", s)
+	}
+}
+
+func TestIdentityMapping(t *testing.T) {
+	build := func(kind ferryv1.TriggerKind, user string, id int64, email string) *ferryv1.Build {
+		return &ferryv1.Build{ObjectMeta: metav1.ObjectMeta{Name: "b"}, Spec: ferryv1.BuildSpec{Trigger: ferryv1.BuildTrigger{Kind: kind, User: user, UserID: id, UserEmail: email}}}
+	}
+	push := build(ferryv1.TriggerPush, "alice", 42, "alice@example.com")
+	cases := []struct {
+		name, claim, prefix string
+		build               *ferryv1.Build
+		want, wantErr       string
+	}{
+		{name: "default: the username unchanged (ferry dev)", build: push, want: "alice"},
+		{name: "API server's claim name", claim: "preferred_username", prefix: "oidc:", build: push, want: "oidc:alice"},
+		{name: "nickname", claim: "nickname", prefix: "https://gitlab.example.com#", build: push, want: "https://gitlab.example.com#alice"},
+		{name: "e-mail", claim: "email", build: push, want: "alice@example.com"},
+		{name: "user ID", claim: "sub", prefix: "gitlab:", build: build(ferryv1.TriggerMergeRequest, "alice", 42, ""), want: "gitlab:42"},
+		{name: "a prefix of - is none", claim: "sub", prefix: "-", build: push, want: "42"},
+		{name: "no e-mail address", claim: "email", build: build(ferryv1.TriggerTag, "alice", 42, ""), wantErr: `build b was triggered by GitLab user "alice", ID 42, whose e-mail address the event did not carry (GitLab sends only a public address), so it cannot be mapped under --gitlab-identity-claim=email: map GitLab users by their ID (--gitlab-identity-claim=sub`},
+		{name: "no user ID", claim: "sub", build: build(ferryv1.TriggerPush, "alice", 0, ""), wantErr: "whose user ID it does not record"},
+		{name: "no username", build: build(ferryv1.TriggerPush, "", 42, ""), wantErr: "records no GitLab username"},
+		{name: "Manual: the Kubernetes user, never mapped", claim: "email", prefix: "oidc:", build: build(ferryv1.TriggerManual, "oidc:bob", 0, ""), want: "oidc:bob"},
+		{name: "Manual without a user", build: build(ferryv1.TriggerManual, "", 0, ""), wantErr: "is Manual and records no user"},
+		{name: "no kind", build: build("", "alice", 42, ""), wantErr: "records no trigger kind"},
+	}
+	for _, tc := range cases {
+		m, err := NewIdentityMapping(tc.claim, tc.prefix)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		got, err := m.TriggerUser(tc.build)
+		if got != tc.want || (err == nil) != (tc.wantErr == "") || (err != nil && !strings.Contains(err.Error(), tc.wantErr)) {
+			t.Errorf("%s: TriggerUser = %q, %v; want %q, %q", tc.name, got, err, tc.want, tc.wantErr)
+		}
+	}
+	for _, bad := range [][2]string{{"groups", ""}, {"username", "system:"}} {
+		if _, err := NewIdentityMapping(bad[0], bad[1]); err == nil {
+			t.Errorf("NewIdentityMapping(%q, %q) accepted", bad[0], bad[1])
+		}
+	}
+}
+
+func TestUsableEmail(t *testing.T) {
+	for s, want := range map[string]bool{
+		"alice@example.com": true, "a.b+c@corp.example": true,
+		"": false, "[REDACTED]": false, "noreply@gitlab.com": false, "No-Reply@example.com": false,
+		"123-alice@users.noreply.gitlab.com": false, "Alice <alice@example.com>": false, "alice": false,
+	} {
+		if got := UsableEmail(s); got != want {
+			t.Errorf("UsableEmail(%q) = %v, want %v", s, got, want)
 		}
 	}
 }
@@ -66,7 +140,7 @@ func TestTally(t *testing.T) {
 	}
 	rm := []string{"release-managers"}
 	policy := &ferryv1.ApprovalPolicy{Groups: rm, MinApprovals: 2}
-	s := Subject{RequestedBy: "ann", TriggerUser: "dave"}
+	s := Subject{RequestedBy: "ann", Triggers: []Trigger{{Build: "b", Named: true, User: "dave"}}}
 	otherImage := decision("other-image", "carl", rm, ferryv1.DecisionApprove, 0)
 	otherImage.Spec.Image = "harbor.example.com/a@sha256:" + strings.Repeat("b", 64)
 	otherEnv := decision("other-env", "carl", rm, ferryv1.DecisionApprove, 0)
@@ -120,8 +194,15 @@ func TestTally(t *testing.T) {
 		}
 	}
 
+	// When who triggered the Build cannot be known, no approval counts; a rejection still does.
+	unknown := Subject{RequestedBy: "ann", Triggers: []Trigger{{Build: "b", Named: true, Unknown: "build b no longer exists"}}}
+	g := Tally(policy, []ferryv1.Approval{decision("a1", "bob", rm, ferryv1.DecisionApprove, 0), decision("a2", "carl", rm, ferryv1.DecisionApprove, 0), decision("r1", "erin", rm, ferryv1.DecisionReject, time.Second)}, "r", "prod", 0, image, unknown, nil)
+	if len(g.Approvers) != 0 || g.Rejection == nil || g.Rejection.Name != "r1" {
+		t.Errorf("unknown trigger: approvers %v, rejection %v", g.Approvers, g.Rejection)
+	}
+
 	// A batch gate needs one approval.
-	g := Tally(policy, []ferryv1.Approval{batch}, "r", "prod", 2, image, s, nil)
+	g = Tally(policy, []ferryv1.Approval{batch}, "r", "prod", 2, image, s, nil)
 	if !g.Approved() || g.Required != 1 {
 		t.Errorf("batch gate: approved %v required %d", g.Approved(), g.Required)
 	}

@@ -44,6 +44,12 @@ const maxResultsBytes = 3072
 type Options struct {
 	// Dir is the repository's checkout, where the pipeline file and the artifacts are.
 	Dir string
+	// Root, when set, is Dir opened already: the artifacts are read through it (see
+	// image.LayerOptions.Root).
+	Root *os.Root
+	// ArtifactOwner, when set, is the only user whose files the image takes (see
+	// image.LayerOptions.Owner).
+	ArtifactOwner *int
 	// PipelineFile is the pipeline file's path inside Dir; default .ferry.yaml.
 	PipelineFile string
 	// File is the parsed pipeline file; nil reads PipelineFile from Dir.
@@ -63,6 +69,9 @@ type Options struct {
 	StackImage, RuntimeImage string
 	// DockerConfigDir is the directory with config.json; "" means $DOCKER_CONFIG or ~/.docker.
 	DockerConfigDir string
+	// DockerConfig, when set, is the config.json itself, never written to a file; it may not
+	// name credential helpers. DockerConfigDir is then not read.
+	DockerConfig []byte
 	// Insecure allows plain HTTP and unverified TLS to any registry (loopback never needs it).
 	Insecure bool
 	// ResultsDir, when set, receives the Tekton results IMAGE_URL, IMAGE_DIGEST and FERRY_LINEAGE.
@@ -134,7 +143,7 @@ func Assemble(ctx context.Context, opts Options) (*Result, error) {
 			return nil, err
 		}
 	}
-	c, err := image.NewClient(image.ClientOptions{DockerConfigDir: opts.DockerConfigDir, Insecure: opts.Insecure, Backoff: opts.Backoff, Log: opts.Log})
+	c, err := image.NewClient(image.ClientOptions{DockerConfigDir: opts.DockerConfigDir, DockerConfig: opts.DockerConfig, Insecure: opts.Insecure, Backoff: opts.Backoff, Log: opts.Log})
 	if err != nil {
 		return nil, err
 	}
@@ -168,7 +177,7 @@ func Assemble(ctx context.Context, opts Options) (*Result, error) {
 	}
 	g.Go(func() error {
 		var err error
-		layer, err = image.BuildLayer(gctx, image.LayerOptions{Dir: opts.Dir, Artifacts: f.Artifacts, Workdir: workdir, Epoch: epoch, Log: log})
+		layer, err = image.BuildLayer(gctx, image.LayerOptions{Dir: opts.Dir, Root: opts.Root, Owner: opts.ArtifactOwner, Artifacts: f.Artifacts, Workdir: workdir, Epoch: epoch, Log: log})
 		return err
 	})
 	if err := g.Wait(); err != nil {

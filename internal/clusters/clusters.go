@@ -42,6 +42,8 @@ type Error struct {
 	Reason string
 	// Message says what is wrong and where.
 	Message string
+	// Down is set when the cluster was not tried because it is known to be down.
+	Down bool
 }
 
 func (e *Error) Error() string { return e.Message }
@@ -206,7 +208,10 @@ var userinfoRE = regexp.MustCompile(`://[^/@\s]+@`)
 
 func redactUserinfo(s string) string { return userinfoRE.ReplaceAllString(s, "://") }
 
-// Cache holds one client per Cluster and rebuilds it when the Cluster's credentials change.
+// Cache holds one client per Cluster and rebuilds it when the Cluster's credentials change. It
+// keeps a health record per cluster, fed by every request its clients make: a cluster whose last
+// attempt got no answer is known to be down, and Client answers at once instead of dialing it,
+// until a backoff has passed (see admit). Its clients have short timeouts (see tune).
 type Cache struct {
 	// Loader reads credentials.
 	Loader *Loader
@@ -214,28 +219,54 @@ type Cache struct {
 	Reader client.Reader
 	// Scheme is the scheme of the clients handed out.
 	Scheme *runtime.Scheme
+	// Now returns the current time. Default time.Now.
+	Now func() time.Time
 
 	mu      sync.Mutex
 	entries map[string]*entry
+	health  map[string]*health
 }
 
 type entry struct {
 	fingerprint string
-	config      *rest.Config
-	client      client.Client
+	// config is for probes: its requests are always sent. client (and clientConfig) do not send
+	// requests to the cluster while it is known to be down.
+	config       *rest.Config
+	clientConfig *rest.Config
+	client       client.Client
 }
 
 // Client returns a client for the named Cluster. The credentials are re-read on every call (from
-// the manager's cache), and the client is rebuilt only when they changed.
+// the manager's cache), and the client is rebuilt only when they changed. A cluster known to be
+// down gets no client until its backoff has passed, then one caller at a time: the others get a
+// ClusterUnreachable *Error (Down set) at once, without a request.
 func (c *Cache) Client(ctx context.Context, name string) (client.Client, error) {
 	cl, _, err := c.get(ctx, name)
-	return cl, err
+	if err != nil {
+		return nil, err
+	}
+	if err := c.admit(name); err != nil {
+		return nil, err
+	}
+	return cl, nil
 }
 
-// RESTConfig returns the client configuration for the named Cluster.
+// RESTConfig returns the client configuration for the named Cluster, under the same rule as
+// Client.
 func (c *Cache) RESTConfig(ctx context.Context, name string) (*rest.Config, error) {
 	_, cfg, err := c.get(ctx, name)
-	return cfg, err
+	if err != nil {
+		return nil, err
+	}
+	if err := c.admit(name); err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.entries[name]; ok && e.config == cfg {
+		return e.clientConfig, nil
+	}
+	return cfg, nil
 }
 
 func (c *Cache) get(ctx context.Context, name string) (client.Client, *rest.Config, error) {
@@ -246,10 +277,18 @@ func (c *Cache) get(ctx context.Context, name string) (client.Client, *rest.Conf
 		}
 		return nil, nil, err
 	}
-	return c.ForCluster(ctx, cluster)
+	cl, cfg, err := c.ForCluster(ctx, cluster)
+	if err != nil {
+		return nil, nil, err
+	}
+	c.seedFromStatus(cluster)
+	return cl, cfg, nil
 }
 
-// ForCluster returns a client for cluster, reusing the cached one while the credentials are the same.
+// ForCluster returns a client for cluster, reusing the cached one while the credentials are the
+// same, and a configuration to probe it with. Whatever the cluster's health, both are handed out;
+// the configuration sends every request (the Cluster controller probes with it), the client none
+// while the cluster is known to be down.
 func (c *Cache) ForCluster(ctx context.Context, cluster *ferryv1.Cluster) (client.Client, *rest.Config, error) {
 	cfg, fingerprint, err := c.Loader.RESTConfig(ctx, cluster)
 	if err != nil {
@@ -261,20 +300,25 @@ func (c *Cache) ForCluster(ctx context.Context, cluster *ferryv1.Cluster) (clien
 	if e, ok := c.entries[cluster.Name]; ok && e.fingerprint == fingerprint {
 		return e.client, e.config, nil
 	}
-	cl, err := client.New(cfg, client.Options{Scheme: c.Scheme})
+	// New credentials (perhaps a corrected address): what was known of the old ones says nothing.
+	delete(c.health, cluster.Name)
+	clientCfg := c.tune(cluster.Name, cfg, true)
+	cl, err := client.New(clientCfg, client.Options{Scheme: c.Scheme})
 	if err != nil {
 		return nil, nil, &Error{Reason: ferryv1.InvalidKubeConfigReason, Message: fmt.Sprintf("cannot build a client for cluster %s: %s", cluster.Name, redactUserinfo(err.Error()))}
 	}
 	if c.entries == nil {
 		c.entries = map[string]*entry{}
 	}
-	c.entries[cluster.Name] = &entry{fingerprint: fingerprint, config: cfg, client: cl}
-	return cl, cfg, nil
+	probeCfg := c.tune(cluster.Name, cfg, false)
+	c.entries[cluster.Name] = &entry{fingerprint: fingerprint, config: probeCfg, clientConfig: clientCfg, client: cl}
+	return cl, probeCfg, nil
 }
 
-// Invalidate forgets the client of the named Cluster.
+// Invalidate forgets the client of the named Cluster and what was known of its health.
 func (c *Cache) Invalidate(name string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.entries, name)
+	delete(c.health, name)
 }

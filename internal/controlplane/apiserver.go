@@ -3,8 +3,10 @@ package controlplane
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"k8s.io/client-go/rest"
@@ -45,6 +47,71 @@ type APIServerOptions struct {
 
 	// APIServerFlags are extra kube-apiserver flags, name to value.
 	APIServerFlags map[string]string
+
+	// real configures an API server that real nodes and their pods talk to.
+	real *realServing
+}
+
+// realServing is how the API server of a cluster with a real node differs from envtest's: it
+// listens on the host's address for nodes, its certificate names that address and the kubernetes
+// Service's ClusterIP, pods get service account tokens, kubelets are authorized by the Node
+// authorizer and accept the API server's own client certificate.
+type realServing struct {
+	address net.IP
+	ca      *certAuthority
+}
+
+// configure writes the certificates into certDir and sets the flags.
+func (r *realServing) configure(certDir string, apiServer *envtest.APIServer) error {
+	certPEM, keyPEM, err := r.ca.issue(certRequest{
+		commonName: "kube-apiserver",
+		dnsNames:   []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"},
+		ips:        []net.IP{r.address, net.IPv4(127, 0, 0, 1), net.ParseIP(kubernetesServiceIP)},
+		server:     true,
+	})
+	if err != nil {
+		return err
+	}
+	clientPEM, clientKeyPEM, err := r.ca.issue(certRequest{commonName: "kube-apiserver-kubelet-client", organizations: []string{"system:masters"}})
+	if err != nil {
+		return err
+	}
+	files := map[string][]byte{
+		"apiserver.crt": certPEM, "apiserver.key": keyPEM, "ca.crt": r.ca.certPEM,
+		"kubelet-client.crt": clientPEM, "kubelet-client.key": clientKeyPEM,
+	}
+	for name, data := range files {
+		if err := os.WriteFile(filepath.Join(certDir, name), data, 0o600); err != nil {
+			return err
+		}
+	}
+	if err := writeServiceAccountKeys(certDir); err != nil {
+		return err
+	}
+	// envtest picks a free port on loopback unless both address and port are set.
+	l, err := net.Listen("tcp", net.JoinHostPort(r.address.String(), "0"))
+	if err != nil {
+		return fmt.Errorf("failed to find a free port on %s: %w", r.address, err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	_ = l.Close()
+	apiServer.Address = r.address.String()
+	apiServer.Port = strconv.Itoa(port)
+	apiServer.CA = r.ca.certPEM
+	args := apiServer.Configure()
+	// envtest turns the ServiceAccount admission plugin off; pods of a real node need their tokens.
+	args.Disable("disable-admission-plugins")
+	args.Set("enable-admission-plugins", "NodeRestriction")
+	args.Set("authorization-mode", "Node,RBAC")
+	args.Set("service-cluster-ip-range", ServiceCIDR)
+	args.Set("advertise-address", r.address.String())
+	args.Set("kubelet-preferred-address-types", "InternalIP")
+	args.Set("kubelet-client-certificate", filepath.Join(certDir, "kubelet-client.crt"))
+	args.Set("kubelet-client-key", filepath.Join(certDir, "kubelet-client.key"))
+	// Webhooks served by pods are called at the pod's address: the host routes to its nodes' pods,
+	// not to their services.
+	args.Set("enable-aggregator-routing", "true")
+	return nil
 }
 
 // APIServer is a running etcd and kube-apiserver.
@@ -65,6 +132,7 @@ type APIServer struct {
 	tempDir     bool
 	restartable bool
 	halted      bool
+	logFile     *os.File
 }
 
 // StartAPIServer starts etcd and kube-apiserver from the binaries in AssetsDir and installs the
@@ -118,7 +186,17 @@ func StartAPIServer(ctx context.Context, opts APIServerOptions) (*APIServer, err
 		}
 	}
 	apiServer := env.ControlPlane.GetAPIServer()
-	if opts.Restartable {
+	// The API server's own log, for the messages of a start or stop that goes wrong.
+	if err := os.MkdirAll(filepath.Join(a.Dir, "logs"), 0o700); err != nil {
+		return nil, err
+	}
+	apiLog, err := os.OpenFile(filepath.Join(a.Dir, "logs", "kube-apiserver.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	a.logFile = apiLog
+	apiServer.Out, apiServer.Err = apiLog, apiLog
+	if opts.Restartable || opts.real != nil {
 		// envtest keeps the serving port across a restart of the same APIServer object, and the
 		// certificates when CertDir is fixed. They are made fresh here: the CA lives in memory only.
 		apiServer.CertDir = filepath.Join(a.Dir, "apiserver-certs")
@@ -127,6 +205,11 @@ func StartAPIServer(ctx context.Context, opts APIServerOptions) (*APIServer, err
 		}
 		if err := os.MkdirAll(apiServer.CertDir, 0o700); err != nil {
 			return nil, err
+		}
+	}
+	if opts.real != nil {
+		if err := opts.real.configure(apiServer.CertDir, apiServer); err != nil {
+			return nil, fmt.Errorf("failed to configure the %s API server for real nodes: %w", name, err)
 		}
 	}
 	for k, v := range opts.APIServerFlags {
@@ -232,7 +315,9 @@ func (a *APIServer) UserKubeconfig(path, name string, groups ...string) error {
 func (a *APIServer) Stop() error {
 	var err error
 	if a.Env != nil && !a.halted {
-		err = a.Env.Stop()
+		if err = a.Env.Stop(); err != nil {
+			err = fmt.Errorf("%w; last lines of the API server's log:\n%s", err, tailFile(filepath.Join(a.Dir, "logs", "kube-apiserver.log"), 3000))
+		}
 	}
 	a.cleanup()
 	return err
@@ -275,6 +360,10 @@ func (a *APIServer) Restart(ctx context.Context) error {
 }
 
 func (a *APIServer) cleanup() {
+	if a.logFile != nil {
+		_ = a.logFile.Close()
+		a.logFile = nil
+	}
 	if a.tempDir {
 		_ = os.RemoveAll(a.Dir)
 	}

@@ -27,8 +27,26 @@ type ClusterOptions struct {
 	// Nodes is the number of fake nodes. Default 1.
 	Nodes int
 
-	// StartTimeout bounds the start, node registration included. Default 2m.
+	// StartTimeout bounds the start, node registration included. Default 2m (5m with a real node).
 	StartTimeout time.Duration
+
+	// RealNode gives the cluster one real node — containerd, runc, the kubelet and kube-proxy in
+	// namespaces of their own — instead of kwok's simulated ones, so that containers run, answer
+	// and fail their probes for real. Linux and root only: RealNodesAvailable says what is missing.
+	// Nodes is ignored.
+	RealNode *RealNodeOptions
+}
+
+// RealNodeOptions configure the real node of a cluster.
+type RealNodeOptions struct {
+	// Registry is host:port of the registry the node pulls from over plain HTTP, listening on
+	// HostIP; the node mirrors docker.io to it, so `golang:1.26` resolves there.
+	Registry string
+	// RegistryUsername and RegistryPassword let the node pull from Registry without a pull Secret
+	// (the sandbox image, builder images). Optional.
+	RegistryUsername, RegistryPassword string
+	// SandboxImage is the pause image of pod sandboxes, in Registry.
+	SandboxImage string
 }
 
 // Cluster is a simulated Kubernetes cluster: a real API server, controller-manager and scheduler,
@@ -44,6 +62,14 @@ type Cluster struct {
 	children  []child
 	logDir    string
 	nodes     int
+
+	// A cluster with a real node: the node, its slot on this machine, and a temporary directory to
+	// remove on Stop.
+	real      bool
+	node      *node
+	slot      *slot
+	hostNet   *HostNetwork
+	removeDir string
 }
 
 // child is a process of a simulated cluster besides etcd and the API server.
@@ -63,6 +89,14 @@ func StartCluster(ctx context.Context, opts ClusterOptions) (_ *Cluster, err err
 	}
 	if opts.StartTimeout <= 0 {
 		opts.StartTimeout = 2 * time.Minute
+		if opts.RealNode != nil {
+			opts.StartTimeout = 5 * time.Minute
+		}
+	}
+	if opts.RealNode != nil {
+		ctx, cancel := context.WithTimeout(ctx, opts.StartTimeout)
+		defer cancel()
+		return startRealCluster(ctx, opts)
 	}
 	assets, err := AssetsDir()
 	if err != nil {
@@ -201,13 +235,29 @@ func (c *Cluster) waitNodesReady(ctx context.Context, clientset kubernetes.Inter
 		return ready >= want, nil
 	})
 	if err != nil {
-		return fmt.Errorf("nodes of cluster %s did not become Ready (kwok log: %s): %w", c.Name, c.processes[2].tail(2000), err)
+		return fmt.Errorf("nodes of cluster %s did not become Ready (%s): %w", c.Name, c.nodeLogTail(), err)
 	}
 	return nil
 }
 
+// nodeLogTail is the end of the log of what plays the nodes, for error messages.
+func (c *Cluster) nodeLogTail() string {
+	if c.node != nil {
+		return "kubelet log: " + tailFile(filepath.Join(c.node.logs, "kubelet.log"), 3000)
+	}
+	if len(c.processes) > 2 {
+		return "kwok log: " + c.processes[2].tail(2000)
+	}
+	return "no log"
+}
+
 // checkProcesses fails when a child process has exited.
 func (c *Cluster) checkProcesses() error {
+	if c.node != nil {
+		if err := c.node.exited(); err != nil {
+			return fmt.Errorf("cluster %s: %w", c.Name, err)
+		}
+	}
 	for _, p := range c.processes {
 		if done, err := p.exited(); done {
 			return fmt.Errorf("%s of cluster %s exited (%w); last log lines:\n%s", p.name, c.Name, err, p.tail(2000))
@@ -219,11 +269,16 @@ func (c *Cluster) checkProcesses() error {
 // Healthy reports an error when one of the cluster's processes has exited.
 func (c *Cluster) Healthy() error { return c.checkProcesses() }
 
-// Stop stops kwok, the scheduler, the controller-manager, then the API server.
+// Stop stops the nodes (a real node with everything it runs), the scheduler, the
+// controller-manager, then the API server, and last gives back the host's address for nodes.
 func (c *Cluster) Stop() error {
-	errs := []error{c.stopChildren()}
+	errs := []error{c.stopNode(), c.stopChildren()}
 	if c.APIServer != nil {
 		errs = append(errs, c.APIServer.Stop())
+	}
+	errs = append(errs, c.releaseHostNet())
+	if c.removeDir != "" {
+		errs = append(errs, os.RemoveAll(c.removeDir))
 	}
 	return errors.Join(errs...)
 }
@@ -240,6 +295,9 @@ func (c *Cluster) stopChildren() error {
 // Halt stops every process of a cluster started with APIServer.Restartable and keeps its data,
 // address and certificates: to its clients the cluster is down until Restart.
 func (c *Cluster) Halt() error {
+	if c.real {
+		return fmt.Errorf("cluster %s has a real node: Halt and Restart are for simulated clusters", c.Name)
+	}
 	if !c.restartable {
 		return fmt.Errorf("cluster %s was not started with APIServer.Restartable", c.Name)
 	}

@@ -20,6 +20,11 @@ type process struct {
 }
 
 func startProcess(name, path string, args []string, logDir string) (*process, error) {
+	return startProcessEnv(name, path, args, logDir, nil)
+}
+
+// startProcessEnv starts a process with env added to this process's environment.
+func startProcessEnv(name, path string, args []string, logDir string, env []string) (*process, error) {
 	logPath := filepath.Join(logDir, name+".log")
 	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
@@ -29,6 +34,9 @@ func startProcess(name, path string, args []string, logDir string) (*process, er
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
 	cmd.SysProcAttr = childProcAttr()
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	if err := cmd.Start(); err != nil {
 		_ = logFile.Close()
 		return nil, fmt.Errorf("failed to start %s: %w", name, err)

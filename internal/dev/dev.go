@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/client-go/tools/clientcmd"
@@ -34,6 +35,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
+	"github.com/ferryci/ferry/internal/baseimage"
 	"github.com/ferryci/ferry/internal/catalog"
 	"github.com/ferryci/ferry/internal/controlplane"
 	"github.com/ferryci/ferry/internal/gitlab/fakegitlab"
@@ -51,6 +53,10 @@ type Options struct {
 	// DataDir keeps everything between starts. Default DefaultDataDir.
 	DataDir string
 
+	// ImageCache keeps the real base images (debootstrap, apt, the Go toolchain) between starts
+	// and data directories, per input. Default DataDir/images. Only real nodes need them.
+	ImageCache string
+
 	// RepoDir is the Ferry checkout whose examples/ become the git repositories (on the first start)
 	// and whose config/rbac holds the release manager's role. Default: the checkout that contains
 	// the working directory.
@@ -66,6 +72,43 @@ type Options struct {
 	// Ready, when set, is called once everything serves, with what was written to
 	// DIR/endpoints.json.
 	Ready func(*Endpoints)
+
+	// AllowLocalExecutorInCluster lets the local executor run although this process runs in a
+	// Kubernetes pod (see manager.Options.AllowLocalExecutorInCluster): only for a pod that is
+	// one person's machine.
+	AllowLocalExecutorInCluster bool
+
+	// Nodes says what runs the clusters' pods: NodesReal (containerd, runc, the kubelet and
+	// kube-proxy on this machine: containers really run), NodesSimulated (kwok marks pods ready,
+	// nothing runs) or NodesAuto (real where the machine can, else simulated; the default).
+	Nodes string
+}
+
+// What runs the clusters' pods (Options.Nodes).
+const (
+	NodesAuto      = "auto"
+	NodesReal      = "real"
+	NodesSimulated = "simulated"
+)
+
+// decideNodes resolves Options.Nodes: whether nodes are real, and when auto falls back to
+// simulated nodes, why.
+func decideNodes(mode string) (real bool, why string, err error) {
+	switch mode {
+	case "", NodesAuto:
+		if err := controlplane.RealNodesAvailable(); err != nil {
+			return false, err.Error(), nil
+		}
+		return true, "", nil
+	case NodesReal:
+		if err := controlplane.RealNodesAvailable(); err != nil {
+			return false, "", fmt.Errorf("--nodes=real: %w", err)
+		}
+		return true, "", nil
+	case NodesSimulated:
+		return false, "asked for with --nodes=simulated", nil
+	}
+	return false, "", fmt.Errorf("--nodes=%s: want real, simulated or auto", mode)
 }
 
 // env is a running local environment: what was started, in order, so that it can be stopped.
@@ -77,17 +120,28 @@ type env struct {
 	out      *progress
 	examples []string
 
-	hub      *controlplane.APIServer
-	clusters map[string]*controlplane.Cluster
-	registry *registry.Server
-	git      *gitserver.Server
-	gitlab   *fakegitlab.Server
-	mirror   *mirror
-	catalog  *catalog.Catalog
-	seeded   int64
-	client   client.Client
-	mgr      *manager.Manager
-	endpoint *Endpoints
+	// real says whether the clusters have real nodes; whyNot says why not when they do not.
+	real    bool
+	whyNot  string
+	hostNet *controlplane.HostNetwork
+	// nodeSlots are the real nodes' directories and slots, to check that they left nothing.
+	nodeSlots map[string]int
+	// pause is the pause image of the real nodes' pod sandboxes.
+	pause string
+	apps  *appProxy
+
+	hub *controlplane.APIServer
+	// hubCluster is the hub as a cluster with a real node (nil with simulated nodes).
+	hubCluster *controlplane.Cluster
+	clusters   map[string]*controlplane.Cluster
+	registry   *registry.Server
+	git        *gitserver.Server
+	gitlab     *fakegitlab.Server
+	mirror     *mirror
+	catalog    *catalog.Catalog
+	client     client.Client
+	mgr        *manager.Manager
+	endpoint   *Endpoints
 
 	mu    sync.Mutex
 	stops []namedStop
@@ -170,14 +224,27 @@ func Run(ctx context.Context, opts Options) (err error) {
 	defer func() { _ = logFile.Close() }()
 	setupLogging(logFile)
 
-	e := &env{opts: opts, dir: dir, st: st, first: first, examples: examples, clusters: map[string]*controlplane.Cluster{}}
-	e.out = newProgress(opts.Out, startSteps)
+	real, whyNot, err := decideNodes(opts.Nodes)
+	if err != nil {
+		return err
+	}
+	e := &env{opts: opts, dir: dir, st: st, first: first, examples: examples, clusters: map[string]*controlplane.Cluster{}, real: real, whyNot: whyNot}
+	steps := startSteps
+	if real {
+		steps++
+	}
+	e.out = newProgress(opts.Out, steps)
 	if first {
 		e.out.printf("Starting ferry dev in %s for the first time: control planes, registry, git server, GitLab, Ferry. This takes a minute or two; later starts are faster.", dir)
 	} else {
 		e.out.printf("Starting ferry dev from %s (start %d; the last one took %s): everything you did is kept.", dir, st.Starts+1, roundDuration(time.Duration(st.LastStartSeconds*float64(time.Second))))
 	}
 	e.out.printf("Logs: %s", logFile.Name())
+	if real {
+		e.out.printf("Nodes: real — containerd, runc, the kubelet and kube-proxy run the apps' containers on this machine, each cluster's node in namespaces of its own.")
+	} else {
+		e.out.printf("Nodes: simulated — kwok marks pods ready and no container runs (%s).", whyNot)
+	}
 
 	defer func() {
 		e.out.printf("Stopping ferry dev…")
@@ -189,6 +256,9 @@ func Run(ctx context.Context, opts Options) (err error) {
 		}
 		if left := LeftoverProcesses(dir); len(left) > 0 {
 			stopErr = errors.Join(stopErr, fmt.Errorf("processes still running after the stop: %s", strings.Join(left, "; ")))
+		}
+		if left := e.nodeLeftovers(); len(left) > 0 {
+			stopErr = errors.Join(stopErr, fmt.Errorf("left on the host after the stop: %s", strings.Join(left, "; ")))
 		}
 		if stopErr != nil {
 			err = errors.Join(err, stopErr)
@@ -223,7 +293,10 @@ func (e *env) start(ctx context.Context) error {
 		return err
 	}
 	if err := e.out.step("Waiting for Ferry to reach the clusters", func() error {
-		return e.waitClustersReady(ctx)
+		if err := e.waitClustersReady(ctx); err != nil {
+			return err
+		}
+		return e.startApps()
 	}); err != nil {
 		return err
 	}
@@ -249,54 +322,184 @@ func (e *env) start(ctx context.Context) error {
 }
 
 // startParallel starts the control planes, the registry (and seeds it), the git server and the
-// fake GitLab at the same time: the control planes take longest.
+// fake GitLab at the same time: the control planes take longest. With real nodes, the host's
+// address for nodes, the registry on it and the pause image come first: nodes pull from it.
 func (e *env) startParallel(ctx context.Context) error {
-	steps := []struct {
+	type parallelStep struct {
 		what string
 		fn   func(context.Context) error
-	}{
-		{"Starting the hub control plane (etcd, kube-apiserver, Ferry's and Tekton's CRDs, admission webhooks)", e.startHub},
-		{"Starting simulated cluster nonprod (dev, staging)", func(ctx context.Context) error { return e.startCluster(ctx, "nonprod") }},
-		{"Starting simulated cluster prod", func(ctx context.Context) error { return e.startCluster(ctx, "prod") }},
-		{"Starting the registry (Harbor-style token auth) and seeding stacks and runtimes from this machine's files", e.startRegistry},
-		{"Starting the git server and the fake GitLab, importing the example apps", e.startGit},
+	}
+	var steps []parallelStep
+	if e.real {
+		if err := e.out.step("Preparing real nodes: the host's address for nodes, the registry there (Harbor-style token auth), the pause image", func() error {
+			return e.prepareRealNodes(ctx)
+		}); err != nil {
+			return err
+		}
+		steps = []parallelStep{
+			{"Starting the hub control plane with a real node (etcd, kube-apiserver, Ferry's and Tekton's CRDs, admission webhooks)", e.startHub},
+			{"Starting cluster nonprod with a real node (dev, staging)", func(ctx context.Context) error { return e.startCluster(ctx, "nonprod") }},
+			{"Starting cluster prod with a real node", func(ctx context.Context) error { return e.startCluster(ctx, "prod") }},
+			{"Building the real stack, runtimes and builder images from Debian's archive and the Go module proxy (minutes the first time, then cached) and pushing them", e.seedImages},
+			{"Starting the git server and the fake GitLab, importing the example apps", e.startGit},
+		}
+	} else {
+		steps = []parallelStep{
+			{"Starting the hub control plane (etcd, kube-apiserver, Ferry's and Tekton's CRDs, admission webhooks)", e.startHub},
+			{"Starting simulated cluster nonprod (dev, staging)", func(ctx context.Context) error { return e.startCluster(ctx, "nonprod") }},
+			{"Starting simulated cluster prod", func(ctx context.Context) error { return e.startCluster(ctx, "prod") }},
+			{"Starting the registry (Harbor-style token auth) and seeding stacks and runtimes from this machine's files", func(ctx context.Context) error {
+				if err := e.startRegistry(ctx); err != nil {
+					return err
+				}
+				return e.seedImages(ctx)
+			}},
+			{"Starting the git server and the fake GitLab, importing the example apps", e.startGit},
+		}
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	errs := make([]error, len(steps))
-	var wg sync.WaitGroup
-	for i, s := range steps {
+	// The first step to fail cancels the others; its error is the one that says what went wrong
+	// (the others fail because they were cancelled, in whatever words).
+	var (
+		mu    sync.Mutex
+		first error
+		wg    sync.WaitGroup
+	)
+	for _, s := range steps {
 		wg.Go(func() {
-			errs[i] = e.out.step(s.what, func() error { return s.fn(ctx) })
-			if errs[i] != nil {
+			if err := e.out.step(s.what, func() error { return s.fn(ctx) }); err != nil {
+				mu.Lock()
+				if first == nil {
+					first = fmt.Errorf("%s: %w", s.what, err)
+				}
+				mu.Unlock()
 				cancel()
 			}
 		})
 	}
 	wg.Wait()
-	for _, err := range errs {
-		if err != nil && !errors.Is(err, context.Canceled) {
-			return err
-		}
+	return first
+}
+
+// nodeLeftovers lists what the real nodes left on the host after they stopped: mounts, links,
+// cgroups, processes. There must be none.
+func (e *env) nodeLeftovers() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var left []string
+	for dir, slot := range e.nodeSlots {
+		left = append(left, controlplane.HostLeftovers(dir, slot)...)
 	}
-	return errors.Join(errs...)
+	return left
+}
+
+// recordNode remembers a real node's directory and slot, for nodeLeftovers.
+func (e *env) recordNode(c *controlplane.Cluster) {
+	if c.NodeSlot() < 0 {
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.nodeSlots == nil {
+		e.nodeSlots = map[string]int{}
+	}
+	e.nodeSlots[c.Dir] = c.NodeSlot()
+}
+
+// startApps serves the apps of every environment on one loopback port, when nodes are real.
+func (e *env) startApps() error {
+	if !e.real {
+		return nil
+	}
+	addr, moved := e.st.addr(portApps)
+	if moved {
+		e.out.printf("  ! the apps' port %d is taken: their URLs change", e.st.Ports[portApps])
+	}
+	p, err := startAppProxy(addr, e.client, e.clusters)
+	if err != nil {
+		return err
+	}
+	e.apps = p
+	e.onStop("the apps' address", p.Close)
+	return e.st.setPort(portApps, p.addr)
+}
+
+// prepareRealNodes takes the host's address for nodes, starts the registry there and pushes the
+// pause image the nodes' pod sandboxes run.
+func (e *env) prepareRealNodes(ctx context.Context) error {
+	hn, err := controlplane.AcquireHostNetwork()
+	if err != nil {
+		return err
+	}
+	e.hostNet = hn
+	e.onStop("the host network of real nodes", hn.Release)
+	if err := e.startRegistry(ctx); err != nil {
+		return err
+	}
+	assets, err := controlplane.AssetsDir()
+	if err != nil {
+		return err
+	}
+	img, err := controlplane.BinaryImage(filepath.Join(assets, "ferry-pause"), "/pause")
+	if err != nil {
+		return err
+	}
+	e.pause, _, err = pushImage(e.registry.Host+"/"+pauseRepository+":"+seedTag, img, e.registryOptions(ctx, registryAdmin))
+	return err
+}
+
+// pauseRepository holds the pause image of real nodes' pod sandboxes.
+const pauseRepository = "ferry/pause"
+
+// listenHost is the address the registry and the git server listen on: the host's address for
+// nodes when nodes are real (pods pull and clone from there), else loopback.
+func (e *env) listenHost() string {
+	if e.hostNet != nil {
+		return e.hostNet.IP.String()
+	}
+	return "127.0.0.1"
+}
+
+// realNode is how a cluster's real node reaches the registry; nil with simulated nodes.
+func (e *env) realNode() *controlplane.RealNodeOptions {
+	if !e.real {
+		return nil
+	}
+	// No credentials: the pause and builder images are public, the apps' images are pulled with
+	// their Project's pull Secret.
+	return &controlplane.RealNodeOptions{Registry: e.registry.Host, SandboxImage: e.pause}
 }
 
 func (e *env) startHub(ctx context.Context) error {
 	// The CRDs are installed here rather than by the control plane, so that a later start, whose
 	// etcd has them, does not install them again.
-	hub, err := controlplane.StartAPIServer(ctx, controlplane.APIServerOptions{
-		Name: "hub", Dir: filepath.Join(e.dir, "hub"), Persistent: true, FerryWebhooks: true,
-	})
-	if err != nil {
-		return err
+	opts := controlplane.APIServerOptions{Name: "hub", Dir: filepath.Join(e.dir, "hub"), Persistent: true, FerryWebhooks: true}
+	var hub *controlplane.APIServer
+	if e.real {
+		c, err := controlplane.StartCluster(ctx, controlplane.ClusterOptions{APIServer: opts, RealNode: e.realNode()})
+		if err != nil {
+			return err
+		}
+		e.mu.Lock()
+		e.hubCluster = c
+		e.mu.Unlock()
+		e.recordNode(c)
+		e.onStop("the hub cluster", c.Stop)
+		hub = c.APIServer
+	} else {
+		var err error
+		if hub, err = controlplane.StartAPIServer(ctx, opts); err != nil {
+			return err
+		}
+		e.onStop("the hub control plane", hub.Stop)
 	}
 	e.hub = hub
-	e.onStop("the hub control plane", hub.Stop)
 	if err := installCRDs(ctx, hub.Config); err != nil {
 		return err
 	}
-	e.client, err = client.New(hub.Config, client.Options{Scheme: manager.Scheme()})
+	c, err := client.New(hub.Config, client.Options{Scheme: manager.Scheme()})
+	e.client = c
 	return err
 }
 
@@ -304,6 +507,7 @@ func (e *env) startCluster(ctx context.Context, name string) error {
 	c, err := controlplane.StartCluster(ctx, controlplane.ClusterOptions{
 		APIServer: controlplane.APIServerOptions{Name: name, Dir: filepath.Join(e.dir, "clusters", name), Persistent: true},
 		Nodes:     2,
+		RealNode:  e.realNode(),
 	})
 	if err != nil {
 		return err
@@ -311,9 +515,13 @@ func (e *env) startCluster(ctx context.Context, name string) error {
 	e.mu.Lock()
 	e.clusters[name] = c
 	e.mu.Unlock()
+	e.recordNode(c)
 	e.onStop("cluster "+name, c.Stop)
 	return nil
 }
+
+// publicProjects are the registry projects anyone may pull from.
+var publicProjects = map[string]bool{"ferry": true, "library": true}
 
 // Registry accounts: the platform team's admin seeds the base images; the robot accounts are what
 // a Harbor project's robots would be.
@@ -325,17 +533,20 @@ const (
 
 // registryAccess is Harbor's project permissions as the local environment needs them: the admin
 // does anything, the push robot pushes the examples' images (and reads the base images it mounts
-// from), the pull robot reads both.
+// from), the pull robot reads both. The platform's projects — ferry (stacks, runtimes, the pause
+// image) and library (builder images, where docker.io is mirrored) — are public, as Harbor's
+// public projects are: anyone may pull from them, so nodes need no credentials of their own, and
+// the examples' images are pulled with the Project's pull Secret only.
 func registryAccess(user, repository string, requested []string) []string {
 	project, _, _ := strings.Cut(repository, "/")
 	allowed := map[string]bool{}
 	switch {
 	case user == registryAdmin:
 		return requested
+	case publicProjects[project]:
+		allowed["pull"] = true
 	case user == robotPush && project == Namespace:
 		allowed["pull"], allowed["push"] = true, true
-	case (user == robotPush || user == robotPull) && project == "ferry":
-		allowed["pull"] = true
 	case user == robotPull && project == Namespace:
 		allowed["pull"] = true
 	}
@@ -348,8 +559,8 @@ func registryAccess(user, repository string, requested []string) []string {
 	return granted
 }
 
-func (e *env) startRegistry(ctx context.Context) error {
-	addr, moved := e.st.addr(portRegistry)
+func (e *env) startRegistry(context.Context) error {
+	addr, moved := e.st.addrOn(portRegistry, e.listenHost())
 	if moved {
 		e.out.printf("  ! the registry's port %d is taken: it moves, and images of earlier starts keep the old address", e.st.Ports[portRegistry])
 	}
@@ -374,15 +585,63 @@ func (e *env) startRegistry(ctx context.Context) error {
 	}
 	e.registry = reg
 	e.onStop("the registry", func() error { return errors.Join(reg.Close(), logw.Close()) })
-	if err := e.st.setPort(portRegistry, reg.Host); err != nil {
-		return err
+	return e.st.setPort(portRegistry, reg.Host)
+}
+
+// registryOptions are the options of a registry client acting as one of its accounts.
+func (e *env) registryOptions(ctx context.Context, user string) []remote.Option {
+	return []remote.Option{remote.WithContext(ctx), remote.WithAuth(&authn.Basic{Username: user, Password: e.st.get("registry/" + user)})}
+}
+
+// seedImages pushes the catalog's stacks and runtimes into the registry: with real nodes the real
+// ones, built from Debian's archive and the Go module proxy (cached), else small ones made of this
+// machine's files, which simulated nodes never run.
+func (e *env) seedImages(ctx context.Context) error {
+	if e.real {
+		return e.buildBaseImages(ctx)
 	}
-	e.catalog, e.seeded, err = seedBaseImages(ctx, reg.Host, &authn.Basic{Username: registryAdmin, Password: e.st.get("registry/" + registryAdmin)})
+	var err error
+	e.catalog, _, err = seedBaseImages(ctx, e.registry.Host, &authn.Basic{Username: registryAdmin, Password: e.st.get("registry/" + registryAdmin)})
 	return err
 }
 
+// buildBaseImages builds the real stack, runtimes and builder images (from the cache after the
+// first time) and pushes them: the builders as library/golang and library/python, which the
+// nodes' docker.io mirror resolves.
+func (e *env) buildBaseImages(ctx context.Context) error {
+	cache := e.opts.ImageCache
+	if cache == "" {
+		cache = filepath.Join(e.dir, "images")
+	}
+	logs := filepath.Join(e.dir, "logs", "baseimage.log")
+	if err := os.MkdirAll(filepath.Dir(logs), 0o750); err != nil {
+		return err
+	}
+	logw, err := os.OpenFile(logs, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644) //nolint:gosec // G302: the build's output, no secrets
+	if err != nil {
+		return err
+	}
+	defer func() { _ = logw.Close() }()
+	res, err := baseimage.Build(ctx, baseimage.Options{
+		CacheDir: cache,
+		Registry: e.registry.Host,
+		// The registry listens on the host's address for nodes without TLS, as the nodes pull.
+		PlainHTTP: true,
+		Remote:    e.registryOptions(ctx, registryAdmin),
+		Log:       logw,
+		Progress: func(step string, done, total int) {
+			e.out.printf("    base images [%d/%d] %s", done, total, step)
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("failed to build the base images (their log: %s): %w", logs, err)
+	}
+	e.catalog = res.Catalog
+	return nil
+}
+
 func (e *env) startGit(context.Context) error {
-	addr, moved := e.st.addr(portGit)
+	addr, moved := e.st.addrOn(portGit, e.listenHost())
 	if moved {
 		e.out.printf("  ! the git server's port %d is taken: clone URLs change", e.st.Ports[portGit])
 	}
@@ -513,7 +772,7 @@ func (e *env) writeObjects(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		objs = append(objs, secret(FerryNamespace, kubeconfigSecretName(name), corev1.SecretTypeOpaque, map[string]string{"kubeconfig": string(data)}), clusterObject(name))
+		objs = append(objs, secret(FerryNamespace, kubeconfigSecretName(name), corev1.SecretTypeOpaque, map[string]string{"kubeconfig": string(data)}), clusterObject(name, e.real))
 	}
 	for _, env := range environments() {
 		objs = append(objs, env)
@@ -534,6 +793,9 @@ func (e *env) writeObjects(ctx context.Context) error {
 			project(projectSpec{
 				name: name, gitlabURL: e.gitlab.URL, gitlabID: gitlabProjectID(i),
 				cloneURL: e.git.RepoURL(Namespace + "/" + name), repository: e.registry.Host + "/" + Namespace + "/" + name,
+				// The registry of real nodes listens on the host's address for nodes, not on loopback:
+				// plain HTTP must be allowed explicitly.
+				insecure: e.real,
 			}),
 		)
 	}
@@ -629,8 +891,9 @@ func setupLogging(w io.Writer) {
 }
 
 // LeftoverProcesses lists the processes of this machine that belong to a data directory: their
-// command line names it, or they run inside it (build steps). After a stop there must be none.
-// It reads /proc, so it finds nothing where there is none.
+// command line names it, they run inside it (build steps), or they are a real node's processes
+// whose directory is in it (their environment says so). After a stop there must be none. It reads
+// /proc, so it finds nothing where there is none.
 func LeftoverProcesses(dir string) []string {
 	matches, _ := filepath.Glob("/proc/[0-9]*")
 	self := fmt.Sprint(os.Getpid())
@@ -645,7 +908,10 @@ func LeftoverProcesses(dir string) []string {
 			continue
 		}
 		cwd, _ := os.Readlink(filepath.Join(proc, "cwd"))
-		if !strings.Contains(string(data), dir+string(filepath.Separator)) && cwd != dir && !strings.HasPrefix(cwd, dir+string(filepath.Separator)) {
+		environ, _ := os.ReadFile(filepath.Join(proc, "environ"))
+		inDir := strings.Contains(string(data), dir+string(filepath.Separator)) || cwd == dir || strings.HasPrefix(cwd, dir+string(filepath.Separator)) ||
+			strings.Contains(string(environ), "\x00"+controlplane.NodeEnv+"="+dir+string(filepath.Separator))
+		if !inDir {
 			continue
 		}
 		left = append(left, pid+" "+strings.ReplaceAll(strings.TrimRight(string(data), "\x00"), "\x00", " "))

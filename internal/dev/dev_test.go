@@ -48,6 +48,11 @@ func TestRegistryAccessIsHarborLike(t *testing.T) {
 		{robotPull, "ferry/stacks/debian-12", []string{"pull"}},
 		{"", "demo/go-hello", nil},
 		{"mallory", "demo/go-hello", nil},
+		// The platform's projects are public: nodes pull the pause and builder images anonymously.
+		{"", "ferry/pause", []string{"pull"}},
+		{"", "library/golang", []string{"pull"}},
+		{"mallory", "library/golang", []string{"pull"}},
+		{robotPush, "library/golang", []string{"pull"}},
 	} {
 		if got := registryAccess(tc.user, tc.repo, []string{"pull", "push"}); !slices.Equal(got, tc.want) {
 			t.Errorf("%s on %s: got %v, want %v", tc.user, tc.repo, got, tc.want)
@@ -226,10 +231,10 @@ func TestGitPushesBecomeGitLabWebhooks(t *testing.T) {
 	}
 
 	ctx := context.Background()
-	if _, err := commitAndPush(ctx, git.RepoURL("demo/app"), "a change", &githttp.BasicAuth{Username: developer, Password: "wrong"}); err == nil {
+	if _, err := commitAndPush(ctx, git.RepoURL("demo/app"), "a change", "", &githttp.BasicAuth{Username: developer, Password: "wrong"}); err == nil {
 		t.Fatal("a push with a wrong password was accepted")
 	}
-	sha, err := commitAndPush(ctx, git.RepoURL("demo/app"), "a change", &githttp.BasicAuth{Username: developer, Password: password})
+	sha, err := commitAndPush(ctx, git.RepoURL("demo/app"), "a change", "", &githttp.BasicAuth{Username: developer, Password: password})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -264,7 +269,7 @@ func TestGitPushesBecomeGitLabWebhooks(t *testing.T) {
 	if err := git.Tag("demo/app", "v1.0.0", sha, ""); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := commitAndPush(ctx, git.RepoURL("demo/app"), "another change", &githttp.BasicAuth{Username: developer, Password: password}); err != nil {
+	if _, err := commitAndPush(ctx, git.RepoURL("demo/app"), "another change", "", &githttp.BasicAuth{Username: developer, Password: password}); err != nil {
 		t.Fatal(err)
 	}
 	events := map[string]int{}

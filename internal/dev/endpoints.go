@@ -41,6 +41,8 @@ type Endpoints struct {
 	Projects map[string]ProjectEndpoint `json:"projects"`
 	// RegistryAccounts are the registry's accounts, username to password.
 	RegistryAccounts map[string]string `json:"registryAccounts"`
+	// Nodes is "real" when containers run on the clusters' nodes, else "simulated".
+	Nodes string `json:"nodes"`
 	// Started is when this start finished; StartSeconds how long it took, FirstStart whether it was
 	// the first start of the data directory.
 	Started      time.Time `json:"started"`
@@ -84,6 +86,8 @@ type ProjectEndpoint struct {
 	Image string `json:"image"`
 	// Namespaces are the namespaces it deploys to, by environment.
 	Namespaces map[string]string `json:"namespaces"`
+	// AppURLs are where the app answers, by environment (real nodes only).
+	AppURLs map[string]string `json:"appURLs,omitempty"`
 }
 
 // EndpointsPath is where a data directory's endpoints are written.
@@ -121,6 +125,10 @@ func (e *env) endpoints(elapsed time.Duration) *Endpoints {
 		Started:          time.Now().UTC().Truncate(time.Second),
 		StartSeconds:     elapsed.Seconds(),
 		FirstStart:       e.first,
+		Nodes:            NodesSimulated,
+	}
+	if e.real {
+		ep.Nodes = NodesReal
 	}
 	for _, user := range []string{registryAdmin, robotPush, robotPull} {
 		ep.RegistryAccounts[user] = e.st.get("registry/" + user)
@@ -154,6 +162,12 @@ func (e *env) endpoints(elapsed time.Duration) *Endpoints {
 		}
 		for _, env := range envs {
 			pe.Namespaces[env.Name] = strings.NewReplacer("{project}", name, "{environment}", env.Name).Replace(env.Spec.NamespaceTemplate)
+			if e.apps != nil {
+				if pe.AppURLs == nil {
+					pe.AppURLs = map[string]string{}
+				}
+				pe.AppURLs[env.Name] = e.apps.URL(name, env.Name)
+			}
 		}
 		ep.Projects[name] = pe
 	}
@@ -219,6 +233,12 @@ func (e *env) printSummary(ep *Endpoints, elapsed time.Duration) {
 	for _, name := range ClusterNames {
 		c := ep.Clusters[name]
 		fmt.Fprintf(w, "  Cluster %s\t%s (%s)\n", name, rel(c.Kubeconfig), strings.Join(c.Environments, ", "))
+	}
+	if e.apps != nil {
+		for _, name := range e.examples {
+			urls := ep.Projects[name].AppURLs
+			fmt.Fprintf(w, "  App %s\t%s  %s  %s\n", name, urls["dev"], urls["staging"], urls["prod"])
+		}
 	}
 	fmt.Fprintf(w, "  Registry\t%s (Harbor-style token auth; stacks and runtimes under ferry/, images under %s/)\n", ep.Registry, Namespace)
 	fmt.Fprintf(w, "  Git\t%s/%s/{%s}.git (push as %s)\n", ep.GitURL, Namespace, strings.Join(e.examples, ","), developer)

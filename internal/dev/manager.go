@@ -14,13 +14,11 @@ import (
 )
 
 // stepEnvNames are the variables of this process that the local executor hands to the example
-// apps' build steps besides PATH, HOME and TMPDIR: Go's caches (so that a build reuses what this
-// machine compiled already) and settings, and pyenv's root.
+// apps' build steps besides PATH, HOME and TMPDIR: Go's settings and pyenv's.
 var stepEnvNames = []string{"GOFLAGS", "GOPROXY", "GONOSUMDB", "GOPRIVATE", "GOSUMDB", "GOINSECURE", "PYENV_ROOT", "PYENV_VERSION", "LANG"}
 
-// stepEnv is the build steps' environment: the Go caches and toolchain of this machine (without
-// them every build would compile the standard library again and might download a toolchain), and
-// the variables of stepEnvNames that are set.
+// stepEnv is the build steps' environment: the variables of stepEnvNames that are set, and the
+// local Go toolchain only (never a download).
 func stepEnv() []string {
 	var env []string
 	for _, name := range stepEnvNames {
@@ -28,17 +26,40 @@ func stepEnv() []string {
 			env = append(env, name)
 		}
 	}
+	return append(env, "GOTOOLCHAIN=local")
+}
+
+// stepCachesAndMounts are the build steps' caches, this machine's Go caches (without them every
+// build would compile the standard library again and might download modules), and the
+// toolchains an isolated step may need to see read-only although they sit under a private
+// directory (such as root's home): GOROOT and PYENV_ROOT.
+func stepCachesAndMounts() (caches, mounts []string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if out, err := exec.CommandContext(ctx, "go", "env", "GOCACHE", "GOMODCACHE", "GOPATH").Output(); err == nil {
+	names := []string{"GOCACHE", "GOMODCACHE", "GOROOT"}
+	out, err := exec.CommandContext(ctx, "go", append([]string{"env"}, names...)...).Output()
+	if err == nil {
 		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-		for i, name := range []string{"GOCACHE", "GOMODCACHE", "GOPATH"} {
-			if i < len(lines) && lines[i] != "" {
-				env = append(env, name+"="+lines[i])
+		for i, name := range names {
+			if i >= len(lines) || lines[i] == "" {
+				continue
+			}
+			if fi, err := os.Stat(lines[i]); err != nil || !fi.IsDir() {
+				continue
+			}
+			if name == "GOROOT" {
+				mounts = append(mounts, lines[i])
+			} else {
+				caches = append(caches, name+"="+lines[i])
 			}
 		}
 	}
-	return append(env, "GOTOOLCHAIN=local")
+	if dir := os.Getenv("PYENV_ROOT"); filepath.IsAbs(dir) {
+		if fi, err := os.Stat(dir); err == nil && fi.IsDir() {
+			mounts = append(mounts, dir)
+		}
+	}
+	return caches, mounts
 }
 
 // startManager runs Ferry's manager in this process against the hub: every controller, the
@@ -50,18 +71,22 @@ func (e *env) startManager(ctx context.Context) error {
 		return err
 	}
 	host, port, certDir := e.hub.WebhookOptions()
+	caches, mounts := stepCachesAndMounts()
 	opts := manager.Options{
-		Namespace:               FerryNamespace,
-		MetricsAddr:             "0",
-		ProbeAddr:               "0",
-		GracefulShutdownTimeout: 10 * time.Second,
-		WebhookHost:             host,
-		WebhookPort:             port,
-		WebhookCertDir:          certDir,
-		Executor:                "local",
-		LogDir:                  filepath.Join(e.dir, "builds"),
-		LocalStepEnv:            stepEnv(),
-		ReceiverAddr:            receiverAddr,
+		Namespace:                   FerryNamespace,
+		MetricsAddr:                 "0",
+		ProbeAddr:                   "0",
+		GracefulShutdownTimeout:     10 * time.Second,
+		WebhookHost:                 host,
+		WebhookPort:                 port,
+		WebhookCertDir:              certDir,
+		Executor:                    "local",
+		LogDir:                      filepath.Join(e.dir, "builds"),
+		LocalStepEnv:                stepEnv(),
+		LocalStepCaches:             caches,
+		LocalStepMounts:             mounts,
+		AllowLocalExecutorInCluster: e.opts.AllowLocalExecutorInCluster,
+		ReceiverAddr:                receiverAddr,
 	}
 	if err := e.configureUI(&opts); err != nil {
 		return err

@@ -75,8 +75,13 @@ func environments() []*ferryv1.Environment {
 				Description:       description,
 				Clusters:          []string{cluster},
 				NamespaceTemplate: ferryv1.DefaultNamespaceTemplate,
-				Approval:          gate,
-				Rollout:           ferryv1.RolloutStrategy{Type: ferryv1.RollingStrategy, ProgressDeadline: &metav1.Duration{Duration: 5 * time.Minute}},
+				// Data directories of earlier versions hold namespaces from before Ferry recorded
+				// their owner; on this single-user machine they are adopted.
+				ExistingNamespaces: ferryv1.AdoptExistingNamespaces,
+				Approval:           gate,
+				// Images come from this machine and pods start in seconds: a version that is not
+				// healthy within a minute is broken, and is rolled back.
+				Rollout: ferryv1.RolloutStrategy{Type: ferryv1.RollingStrategy, ProgressDeadline: &metav1.Duration{Duration: time.Minute}},
 			},
 		}
 	}
@@ -96,6 +101,7 @@ type projectSpec struct {
 	gitlabID   int64
 	cloneURL   string
 	repository string
+	insecure   bool
 }
 
 func project(p projectSpec) *ferryv1.Project {
@@ -111,6 +117,7 @@ func project(p projectSpec) *ferryv1.Project {
 			Repository: ferryv1.Repository{CloneURL: p.cloneURL},
 			Image: ferryv1.ImageRepository{
 				Repository:    p.repository,
+				Insecure:      p.insecure,
 				PushSecretRef: &ferryv1.LocalObjectReference{Name: pushSecret},
 				PullSecretRef: &ferryv1.LocalObjectReference{Name: pullSecret},
 			},
@@ -152,12 +159,16 @@ func catalogConfigMap(cat *catalog.Catalog) (*corev1.ConfigMap, error) {
 	}, nil
 }
 
-func clusterObject(name string) *ferryv1.Cluster {
+func clusterObject(name string, real bool) *ferryv1.Cluster {
+	description := "Simulated cluster " + name + " of ferry dev (kube-apiserver, controller-manager, scheduler and kwok)"
+	if real {
+		description = "Cluster " + name + " of ferry dev with a real node (kube-apiserver, controller-manager, scheduler; containerd, runc, kubelet, kube-proxy)"
+	}
 	return &ferryv1.Cluster{
 		TypeMeta:   metav1.TypeMeta{APIVersion: ferryv1.GroupVersion.String(), Kind: "Cluster"},
 		ObjectMeta: metav1.ObjectMeta{Name: name},
 		Spec: ferryv1.ClusterSpec{
-			Description:         "Simulated cluster " + name + " of ferry dev (kube-apiserver, controller-manager, scheduler and kwok)",
+			Description:         description,
 			KubeConfigSecretRef: &ferryv1.SecretKeyReference{Name: kubeconfigSecretName(name)},
 			ProbeInterval:       &metav1.Duration{Duration: 30 * time.Second},
 		},
@@ -166,7 +177,8 @@ func clusterObject(name string) *ferryv1.Cluster {
 
 // rbacObjects are the roles of the people: release managers decide gates with the role Ferry
 // installs (config/rbac/release_manager_role.yaml); everyone reads Builds, Releases, Approvals,
-// Projects, Environments and Clusters.
+// Projects, Environments and Clusters, and the examples' build logs (get pods/log in their
+// namespace, which the UI asks before it shows a Build's log).
 func rbacObjects(repoDir string) ([]client.Object, error) {
 	data, err := os.ReadFile(filepath.Join(repoDir, "config", "rbac", "release_manager_role.yaml"))
 	if err != nil {
@@ -188,6 +200,11 @@ func rbacObjects(repoDir string) ([]client.Object, error) {
 			{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: read},
 		},
 	}
+	logReader := &rbacv1.ClusterRole{
+		TypeMeta:   metav1.TypeMeta{APIVersion: rbacv1.SchemeGroupVersion.String(), Kind: "ClusterRole"},
+		ObjectMeta: metav1.ObjectMeta{Name: "ferry-dev-build-log-reader"},
+		Rules:      []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"pods/log"}, Verbs: []string{"get"}}},
+	}
 	groups := func(names ...string) []rbacv1.Subject {
 		var out []rbacv1.Subject
 		for _, n := range names {
@@ -196,7 +213,13 @@ func rbacObjects(repoDir string) ([]client.Object, error) {
 		return out
 	}
 	return []client.Object{
-		rm, viewer,
+		rm, viewer, logReader,
+		&rbacv1.RoleBinding{
+			TypeMeta:   metav1.TypeMeta{APIVersion: rbacv1.SchemeGroupVersion.String(), Kind: "RoleBinding"},
+			ObjectMeta: metav1.ObjectMeta{Namespace: Namespace, Name: "build-log-readers"},
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: logReader.Name},
+			Subjects:   groups(releaseManagersGroup, developersGroup),
+		},
 		&rbacv1.RoleBinding{
 			TypeMeta:   metav1.TypeMeta{APIVersion: rbacv1.SchemeGroupVersion.String(), Kind: "RoleBinding"},
 			ObjectMeta: metav1.ObjectMeta{Namespace: Namespace, Name: "release-managers"},

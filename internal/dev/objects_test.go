@@ -10,6 +10,7 @@ import (
 	"slices"
 	"testing"
 
+	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
@@ -142,7 +143,7 @@ func TestFerryDevObjectsAreValid(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	objs := append([]client.Object{cm, clusterObject("nonprod"), dockerConfigSecret(pushSecret, "127.0.0.1:5000", robotPush, "pw")}, rbac...)
+	objs := append([]client.Object{cm, clusterObject("nonprod", false), dockerConfigSecret(pushSecret, "127.0.0.1:5000", robotPush, "pw")}, rbac...)
 	for _, e := range environments() {
 		objs = append(objs, e)
 	}
@@ -203,5 +204,42 @@ func toTyped(t *testing.T, u *unstructured.Unstructured, out any) {
 	}
 	if err := yaml.UnmarshalStrict(data, out); err != nil {
 		t.Fatalf("%s %s: %v", u.GetKind(), u.GetName(), err)
+	}
+}
+
+// TestFerryDevPeopleReadBuildLogs: the UI shows a Build's log only to whom RBAC lets get pods/log
+// in its namespace; in ferry dev the release managers and developers may, there and nowhere else.
+func TestFerryDevPeopleReadBuildLogs(t *testing.T) {
+	hub := testutil.CurrentHub(t)
+	ctx := context.Background()
+	if err := hub.Client.Create(ctx, namespace(Namespace)); client.IgnoreAlreadyExists(err) != nil {
+		t.Fatal(err)
+	}
+	objs, err := rbacObjects(filepath.Join("..", ".."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := apply(ctx, hub.Client, objs...); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		group, namespace string
+		want             bool
+	}{
+		{releaseManagersGroup, Namespace, true},
+		{developersGroup, Namespace, true},
+		{developersGroup, FerryNamespace, false},
+		{"strangers", Namespace, false},
+	} {
+		review := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+			User: "someone", Groups: []string{tc.group, "system:authenticated"},
+			ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: tc.namespace, Verb: "get", Resource: "pods", Subresource: "log"},
+		}}
+		if err := hub.Client.Create(ctx, review); err != nil {
+			t.Fatal(err)
+		}
+		if review.Status.Allowed != tc.want {
+			t.Errorf("a member of %s may get pods/log in %s: %t, want %t", tc.group, tc.namespace, review.Status.Allowed, tc.want)
+		}
 	}
 }

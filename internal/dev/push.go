@@ -10,7 +10,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/go-git/go-billy/v5"
 	"github.com/go-git/go-billy/v5/memfs"
+	"github.com/go-git/go-billy/v5/util"
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/object"
@@ -46,12 +48,23 @@ type PushOptions struct {
 	Wait bool
 	// Timeout bounds the wait for the Build to appear and, with Wait, for the rollout. Default 10m.
 	Timeout time.Duration
+	// Health, when set, also changes the app's health check: HealthBroken makes /healthz answer 500
+	// (a commit whose rollout must fail and be rolled back), HealthOK repairs it.
+	Health string
 }
+
+// What PushOptions.Health does to the app's health check.
+const (
+	HealthBroken = "broken"
+	HealthOK     = "ok"
+)
 
 // PushResult is what a push started.
 type PushResult struct {
 	// Revision is the pushed commit.
 	Revision string
+	// Pushed is when the push began.
+	Pushed time.Time
 	// Build is the Build the receiver created for it.
 	Build string
 	// Release is the Release that carries the Build's image (with Wait).
@@ -82,6 +95,12 @@ func Push(ctx context.Context, opts PushOptions) (*PushResult, error) {
 	}
 	if opts.Message == "" {
 		opts.Message = "Change " + opts.Project + " (ferry dev push)"
+		switch opts.Health {
+		case HealthBroken:
+			opts.Message = "Break the health check of " + opts.Project + " (ferry dev push --unhealthy)"
+		case HealthOK:
+			opts.Message = "Repair the health check of " + opts.Project + " (ferry dev push --healthy)"
+		}
 	}
 	ep, err := ReadEndpoints(opts.DataDir)
 	if err != nil {
@@ -101,11 +120,11 @@ func Push(ctx context.Context, opts PushOptions) (*PushResult, error) {
 		return nil, fmt.Errorf("%s has no git credentials of the developer %s", EndpointsPath(opts.DataDir), developer)
 	}
 	pushed := time.Now()
-	sha, err := commitAndPush(ctx, proj.RepoURL, opts.Message, &githttp.BasicAuth{Username: developer, Password: dev.GitPassword})
+	sha, err := commitAndPush(ctx, proj.RepoURL, opts.Message, opts.Health, &githttp.BasicAuth{Username: developer, Password: dev.GitPassword})
 	if err != nil {
 		return nil, err
 	}
-	res := &PushResult{Revision: sha}
+	res := &PushResult{Revision: sha, Pushed: pushed}
 	fmt.Fprintf(opts.Out, "Pushed %s to %s (main) as %s: %q.\n", short(sha), proj.GitLabProject, developer, opts.Message)
 
 	c, err := hubClient(ep.Kubeconfig)
@@ -171,7 +190,10 @@ func follow(ctx context.Context, c client.Client, ep *Endpoints, opts PushOption
 			if ready != nil && ready.Status == metav1.ConditionTrue {
 				return r, nil
 			}
-			if ready != nil && ready.Status == metav1.ConditionFalse && ready.Reason != ferryv1.WaitingForApprovalReason && ready.Reason != ferryv1.WaitingForPreviousEnvironmentReason {
+			if ready != nil && ready.Status == metav1.ConditionFalse && !inProgress(ready.Reason) {
+				if opts.Health == HealthBroken && ready.Reason == ferryv1.RolledBackReason {
+					return r, nil
+				}
 				return nil, &finalError{fmt.Errorf("release %s stopped in %s: %s: %s", r.Name, first.Name, ready.Reason, ready.Message)}
 			}
 		}
@@ -181,7 +203,19 @@ func follow(ctx context.Context, c client.Client, ep *Endpoints, opts PushOption
 		return err
 	}
 	res.Release, res.DevDuration = r.Name, time.Since(pushed)
-	fmt.Fprintf(opts.Out, "Release %s rolled out to %s %s after the push.\n", r.Name, r.Status.Environments[0].Name, roundDuration(res.DevDuration))
+	first := &r.Status.Environments[0]
+	appURL := ep.Projects[opts.Project].AppURLs[first.Name]
+	if ready := meta.FindStatusCondition(first.Conditions, ferryv1.ReadyCondition); ready != nil && ready.Reason == ferryv1.RolledBackReason {
+		fmt.Fprintf(opts.Out, "Release %s failed in %s and was rolled back %s after the push, as a broken health check should: %s\n", r.Name, first.Name, roundDuration(res.DevDuration), ready.Message)
+		if appURL != "" {
+			fmt.Fprintf(opts.Out, "The previous version still answers: %s\n", appURL)
+		}
+		return nil
+	}
+	fmt.Fprintf(opts.Out, "Release %s rolled out to %s %s after the push.\n", r.Name, first.Name, roundDuration(res.DevDuration))
+	if appURL != "" {
+		fmt.Fprintf(opts.Out, "It answers at %s\n", appURL)
+	}
 	for _, es := range r.Status.Environments[1:] {
 		fmt.Fprintf(opts.Out, "  %s: %s\n", es.Name, environmentState(&es))
 	}
@@ -194,9 +228,10 @@ func follow(ctx context.Context, c client.Client, ep *Endpoints, opts PushOption
 	return nil
 }
 
-// commitAndPush clones the repository, adds a line to its changelog, commits as the developer
-// and pushes main. It returns the new commit.
-func commitAndPush(ctx context.Context, repoURL, message string, auth *githttp.BasicAuth) (string, error) {
+// commitAndPush clones the repository, adds a line to its changelog (and, when health is set,
+// breaks or repairs the app's health check), commits as the developer and pushes main. It returns
+// the new commit.
+func commitAndPush(ctx context.Context, repoURL, message, health string, auth *githttp.BasicAuth) (string, error) {
 	fs := memfs.New()
 	repo, err := git.CloneContext(ctx, memory.NewStorage(), fs, &git.CloneOptions{
 		URL: repoURL, ReferenceName: plumbing.NewBranchReferenceName("main"), SingleBranch: true,
@@ -229,6 +264,17 @@ func commitAndPush(ctx context.Context, repoURL, message string, auth *githttp.B
 	}
 	if _, err := wt.Add(changelog); err != nil {
 		return "", err
+	}
+	if health != "" {
+		changed, err := setHealth(fs, health)
+		if err != nil {
+			return "", fmt.Errorf("%s: %w", repoURL, err)
+		}
+		for _, p := range changed {
+			if _, err := wt.Add(p); err != nil {
+				return "", err
+			}
+		}
 	}
 	sig := &object.Signature{Name: developer, Email: developer + "@ferry.localhost", When: time.Now()}
 	sha, err := wt.Commit(message, &git.CommitOptions{Author: sig, Committer: sig})
@@ -290,5 +336,60 @@ func waitFor[T any](ctx context.Context, what string, get func() (*T, error)) (*
 	}
 }
 
+// inProgress reports an environment's Ready reason that the environment moves on from by itself.
+func inProgress(reason string) bool {
+	switch reason {
+	case ferryv1.WaitingForApprovalReason, ferryv1.WaitingForPreviousEnvironmentReason, ferryv1.RollingOutReason, ferryv1.RollingBackReason:
+		return true
+	}
+	return false
+}
+
 // finalError ends a wait at once.
 type finalError struct{ error }
+
+// healthMarks are the lines of the example apps' health checks, marked "health: ok", and what
+// `ferry dev push --unhealthy` puts in their place: a handler that answers 500.
+var healthMarks = []struct{ ok, broken string }{
+	{`fmt.Fprintln(w, "ok") // health: ok`, `http.Error(w, "unhealthy on purpose (ferry dev push --unhealthy)", http.StatusInternalServerError) // health: broken`},
+	{`self.answer(200, b"ok\n")  # health: ok`, `self.answer(500, b"unhealthy on purpose (ferry dev push --unhealthy)\n")  # health: broken`},
+}
+
+// setHealth breaks (HealthBroken) or repairs (HealthOK) the marked health checks of the files in
+// fs and returns the files it changed.
+func setHealth(fs billy.Filesystem, health string) ([]string, error) {
+	var changed []string
+	err := util.Walk(fs, "/", func(path string, info os.FileInfo, err error) error {
+		if err != nil || info.IsDir() || strings.HasPrefix(path, "/.git") {
+			return err
+		}
+		data, err := util.ReadFile(fs, path)
+		if err != nil {
+			return err
+		}
+		text := string(data)
+		for _, m := range healthMarks {
+			from, to := m.ok, m.broken
+			if health == HealthOK {
+				from, to = m.broken, m.ok
+			}
+			text = strings.ReplaceAll(text, from, to)
+		}
+		if text == string(data) {
+			return nil
+		}
+		changed = append(changed, strings.TrimPrefix(path, "/"))
+		return util.WriteFile(fs, path, []byte(text), info.Mode())
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(changed) == 0 {
+		want := "health: ok"
+		if health == HealthOK {
+			want = "health: broken"
+		}
+		return nil, fmt.Errorf("no health check marked %q to change (the example apps mark theirs)", want)
+	}
+	return changed, nil
+}

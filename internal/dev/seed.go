@@ -199,9 +199,10 @@ func mergeEnv(env, add []string) []string {
 	return out
 }
 
-// pushImage pushes img to a tag and returns it pinned by digest, with its compressed size.
+// pushImage pushes img to a tag and returns it pinned by digest, with its compressed size. The
+// registry of ferry dev speaks plain HTTP, on loopback or on the host's address for real nodes.
 func pushImage(ref string, img v1.Image, opts []remote.Option) (string, int64, error) {
-	tag, err := name.NewTag(ref)
+	tag, err := name.NewTag(ref, name.Insecure)
 	if err != nil {
 		return "", 0, fmt.Errorf("invalid image reference %s: %w", ref, err)
 	}

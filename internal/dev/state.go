@@ -49,6 +49,7 @@ const (
 	portGit      = "git"
 	portReceiver = "receiver"
 	portUI       = "ui"
+	portApps     = "apps"
 )
 
 func statePath(dir string) string { return filepath.Join(dir, "state.json") }
@@ -109,16 +110,21 @@ func (st *state) secret(name, prefix string, n int) string {
 // when it is still free, else a new free port (0 lets the listener choose). moved reports a
 // kept port that was taken.
 func (st *state) addr(name string) (addr string, moved bool) {
+	return st.addrOn(name, "127.0.0.1")
+}
+
+// addrOn is addr on another address of this machine.
+func (st *state) addrOn(name, host string) (addr string, moved bool) {
 	st.mu.Lock()
 	port, ok := st.Ports[name]
 	st.mu.Unlock()
 	if !ok {
-		return "127.0.0.1:0", false
+		return net.JoinHostPort(host, "0"), false
 	}
-	a := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	a := net.JoinHostPort(host, strconv.Itoa(port))
 	ln, err := net.Listen("tcp", a)
 	if err != nil {
-		return "127.0.0.1:0", true
+		return net.JoinHostPort(host, "0"), true
 	}
 	_ = ln.Close()
 	return a, false

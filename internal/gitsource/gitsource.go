@@ -7,6 +7,12 @@
 // Refused before anything is fetched: file://, ext::, git://, local paths, URLs with embedded
 // credentials, and revisions or refs that start with '-'. Redirects are not followed, so the
 // configured URL is the only one ever contacted.
+//
+// A git server is not trusted to answer, nor to answer in proportion: every operation has a
+// deadline, a stall timeout and a cap on the bytes read (Limits), and each object of the pack is
+// checked, from its header, against a cap on what the pack inflates to before go-git reads it.
+// Nothing is installed into go-git's global transports: each operation has its own HTTP client
+// and SSH dialer.
 package gitsource
 
 import (
@@ -19,7 +25,6 @@ import (
 	"path"
 	"regexp"
 	"strings"
-	"sync"
 
 	"github.com/go-git/go-billy/v5/osfs"
 	git "github.com/go-git/go-git/v5"
@@ -27,9 +32,9 @@ import (
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/cache"
 	"github.com/go-git/go-git/v5/plumbing/object"
+	"github.com/go-git/go-git/v5/plumbing/protocol/packp"
+	"github.com/go-git/go-git/v5/plumbing/protocol/packp/capability"
 	"github.com/go-git/go-git/v5/plumbing/transport"
-	"github.com/go-git/go-git/v5/plumbing/transport/client"
-	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
 	"github.com/go-git/go-git/v5/storage/filesystem"
 	"github.com/go-git/go-git/v5/storage/memory"
 )
@@ -45,6 +50,8 @@ type Request struct {
 	Ref string
 	// Credentials authenticate the fetch; nil for a public repository.
 	Credentials *Credentials
+	// Limits bound the fetch; zero fields take the operation's defaults.
+	Limits Limits
 }
 
 // ErrNotFound says the commit or the file does not exist.
@@ -155,32 +162,73 @@ func (r Request) validate() error {
 	return nil
 }
 
-// ReadFile fetches the commit into memory and returns one file of its tree. A missing file is
-// ErrNotFound.
+// ReadFile returns one file of the commit's tree. Where the server allows partial fetches, only
+// the commit, its trees and the one file are fetched; otherwise the whole commit, within
+// req.Limits (default ReadFileLimits). Everything is kept in memory. A missing file is
+// ErrNotFound; a server too slow or sending too much is ErrTimeout or ErrTooLarge.
 func ReadFile(ctx context.Context, req Request, file string) ([]byte, error) {
 	clean := path.Clean(file)
 	if file == "" || strings.HasPrefix(clean, "/") || clean == ".." || strings.HasPrefix(clean, "../") {
 		return nil, fmt.Errorf("path %q must be relative to the repository root", file)
 	}
-	repo, err := git.Init(memory.NewStorage(), nil)
+	f, stop, err := open(ctx, req, ReadFileLimits)
 	if err != nil {
 		return nil, err
 	}
-	commit, err := fetch(ctx, repo, req)
+	defer stop()
+	return readFile(f, clean)
+}
+
+// readFile reads file with f; its errors are final.
+func readFile(f *fetcher, file string) ([]byte, error) {
+	sto := memory.NewStorage()
+	caps, err := f.capabilities()
 	if err != nil {
-		return nil, err
+		return nil, f.failed(err)
 	}
-	f, err := commit.File(clean)
+	partial := caps.Supports(capability.Filter)
+	var filter packp.Filter
+	if partial {
+		filter = packp.FilterBlobNone()
+	}
+	commit, err := f.fetchCommit(sto, filter)
 	if err != nil {
-		if errors.Is(err, object.ErrFileNotFound) {
-			return nil, fmt.Errorf("%s at %s: %w", clean, short(req.Revision), ErrNotFound)
+		return nil, f.failed(err)
+	}
+	tree, err := commit.Tree()
+	if err != nil {
+		return nil, fmt.Errorf("failed to read the tree of %s: %w", short(f.req.Revision), err)
+	}
+	entry, err := tree.FindEntry(file)
+	if err != nil || !entry.Mode.IsFile() {
+		if err == nil || errors.Is(err, object.ErrEntryNotFound) || errors.Is(err, object.ErrDirectoryNotFound) {
+			return nil, fmt.Errorf("%s at %s: %w", file, short(f.req.Revision), ErrNotFound)
 		}
-		return nil, fmt.Errorf("failed to read %s at %s: %w", clean, short(req.Revision), err)
+		return nil, fmt.Errorf("failed to read %s at %s: %w", file, short(f.req.Revision), err)
 	}
-	if f.Size > maxFileSize {
-		return nil, fmt.Errorf("%s at %s is %d bytes; the limit is %d", clean, short(req.Revision), f.Size, maxFileSize)
+	if partial {
+		if err := f.fetchPack(sto, []plumbing.Hash{entry.Hash}, 0, ""); err != nil {
+			if errors.Is(err, ErrTooLarge) || context.Cause(f.ctx) != nil {
+				return nil, f.failed(err)
+			}
+			// The server filters but does not serve a blob by its ID: fetch the commit again
+			// with every blob small enough to be the file.
+			if _, err := f.fetchCommit(sto, packp.FilterBlobLimit(maxFileSize+1, packp.BlobLimitPrefixNone)); err != nil {
+				return nil, f.failed(err)
+			}
+		}
 	}
-	rd, err := f.Reader()
+	blob, err := object.GetBlob(sto, entry.Hash)
+	if errors.Is(err, plumbing.ErrObjectNotFound) {
+		return nil, fmt.Errorf("%s at %s is larger than %d bytes, the limit", file, short(f.req.Revision), maxFileSize)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("failed to read %s at %s: %w", file, short(f.req.Revision), err)
+	}
+	if blob.Size > maxFileSize {
+		return nil, fmt.Errorf("%s at %s is %d bytes; the limit is %d", file, short(f.req.Revision), blob.Size, maxFileSize)
+	}
+	rd, err := blob.Reader()
 	if err != nil {
 		return nil, err
 	}
@@ -189,11 +237,17 @@ func ReadFile(ctx context.Context, req Request, file string) ([]byte, error) {
 }
 
 // Checkout fetches the commit into dir (which must be empty or missing) and checks its tree out,
-// with HEAD detached at the commit. Submodules are not fetched.
+// with HEAD detached at the commit, within req.Limits (default CheckoutLimits). Submodules are
+// not fetched.
 func Checkout(ctx context.Context, req Request, dir string) error {
 	if entries, err := os.ReadDir(dir); err == nil && len(entries) > 0 {
 		return fmt.Errorf("checkout directory %s is not empty", dir)
 	}
+	f, stop, err := open(ctx, req, CheckoutLimits)
+	if err != nil {
+		return err
+	}
+	defer stop()
 	// Build steps may run as another user than the clone step: the checkout must stay readable.
 	if err := os.MkdirAll(dir, 0o755); err != nil { //nolint:gosec // G301: see above
 		return err
@@ -203,13 +257,17 @@ func Checkout(ctx context.Context, req Request, dir string) error {
 	if err != nil {
 		return err
 	}
-	repo, err := git.Init(filesystem.NewStorage(dot, cache.NewObjectLRUDefault()), wt)
+	sto := filesystem.NewStorage(dot, cache.NewObjectLRUDefault())
+	repo, err := git.Init(sto, wt)
 	if err != nil {
 		return fmt.Errorf("failed to initialise a repository in %s: %w", dir, err)
 	}
-	commit, err := fetch(ctx, repo, req)
-	if err != nil {
+	if _, err := repo.CreateRemote(&config.RemoteConfig{Name: git.DefaultRemoteName, URLs: []string{req.URL}}); err != nil {
 		return err
+	}
+	commit, err := f.fetchCommit(sto, "")
+	if err != nil {
+		return f.failed(err)
 	}
 	w, err := repo.Worktree()
 	if err != nil {
@@ -219,49 +277,6 @@ func Checkout(ctx context.Context, req Request, dir string) error {
 		return fmt.Errorf("failed to check out %s: %w", short(req.Revision), err)
 	}
 	return nil
-}
-
-// fetch brings the one commit into repo: by SHA at depth 1, or, if the server refuses fetching by
-// SHA, the Build's ref at a bounded depth.
-func fetch(ctx context.Context, repo *git.Repository, req Request) (*object.Commit, error) {
-	if err := req.validate(); err != nil {
-		return nil, err
-	}
-	installTransports()
-	auth, err := req.Credentials.authMethod(req.URL)
-	if err != nil {
-		return nil, err
-	}
-	remote, err := repo.CreateRemote(&config.RemoteConfig{Name: git.DefaultRemoteName, URLs: []string{req.URL}})
-	if err != nil {
-		return nil, err
-	}
-	hash := plumbing.NewHash(req.Revision)
-	err = remote.FetchContext(ctx, &git.FetchOptions{
-		RefSpecs: []config.RefSpec{config.RefSpec(req.Revision + ":refs/ferry/revision")},
-		Depth:    1,
-		Auth:     auth,
-		Tags:     git.NoTags,
-	})
-	if errors.Is(err, git.ErrExactSHA1NotSupported) && req.Ref != "" {
-		err = remote.FetchContext(ctx, &git.FetchOptions{
-			RefSpecs: []config.RefSpec{config.RefSpec("+" + req.Ref + ":refs/ferry/ref")},
-			Depth:    fallbackDepth,
-			Auth:     auth,
-			Tags:     git.NoTags,
-		})
-	}
-	if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
-		return nil, classify(req, err)
-	}
-	commit, err := repo.CommitObject(hash)
-	if err != nil {
-		if errors.Is(err, plumbing.ErrObjectNotFound) {
-			return nil, fmt.Errorf("commit %s of %s: %w (the server does not serve commits by SHA and it is not within %d commits of %s)", short(req.Revision), req.URL, ErrNotFound, fallbackDepth, req.Ref)
-		}
-		return nil, err
-	}
-	return commit, nil
 }
 
 // classify turns go-git's errors into messages that name the repository and never the credentials.
@@ -291,18 +306,6 @@ func redact(msg string, c *Credentials) string {
 		}
 	}
 	return msg
-}
-
-var installOnce sync.Once
-
-// installTransports replaces go-git's HTTP transport with one that never follows redirects: a
-// redirect would fetch from a URL other than the Project's.
-func installTransports() {
-	installOnce.Do(func() {
-		c := githttp.NewClientWithOptions(nil, &githttp.ClientOptions{RedirectPolicy: githttp.NoFollowRedirects})
-		client.InstallProtocol("http", c)
-		client.InstallProtocol("https", c)
-	})
 }
 
 func short(sha string) string {

@@ -169,6 +169,18 @@ func TestSSH(t *testing.T) {
 		t.Errorf("error leaks the key: %v", err)
 	}
 
+	// A server that serves neither commits nor blobs by ID (over SSH, only advertised refs): the
+	// ref is fetched without blobs, the blob by ID is refused, and the ref is fetched again with
+	// every blob small enough to be the file.
+	cmd := exec.Command("git", "--git-dir="+filepath.Join(srv.Dir(), "team/app.git"), "config", "uploadpack.allowReachableSHA1InWant", "false")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	got, err = ReadFile(context.Background(), Request{URL: url, Revision: sha, Ref: "refs/heads/main", Credentials: &Credentials{SSHPrivateKey: keyPEM, KnownHosts: knownHosts}}, ".ferry.yaml")
+	if err != nil || string(got) != "stack: debian-12\n" {
+		t.Fatalf("read over SSH from a server that serves only refs: %q, %v", got, err)
+	}
+
 	// An SSH URL with password credentials is a configuration error, named as such.
 	_, err = ReadFile(context.Background(), Request{URL: url, Revision: sha, Credentials: &Credentials{Username: "u", Password: password}}, ".ferry.yaml")
 	if err == nil || !strings.Contains(err.Error(), "use an ssh-auth Secret") {

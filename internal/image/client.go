@@ -8,6 +8,7 @@
 package image
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -41,6 +42,10 @@ type ClientOptions struct {
 	// mounted kubernetes.io/dockerconfigjson Secret may name it .dockerconfigjson instead); ""
 	// means $DOCKER_CONFIG, else ~/.docker. Credential helpers named there are used too.
 	DockerConfigDir string
+	// DockerConfig, when set, is the config.json itself, kept in memory (DockerConfigDir is then
+	// not read). It may hold only credentials, no credential helper: a helper would be a program
+	// run because a Secret names it.
+	DockerConfig []byte
 	// Insecure allows plain HTTP and unverified TLS to every registry. Without it, plain HTTP is
 	// allowed only to loopback registries (localhost, 127.0.0.0/8, ::1).
 	Insecure bool
@@ -77,7 +82,13 @@ func NewClient(opts ClientOptions) (*Client, error) {
 		}
 		inner = t
 	}
-	kc, err := newDockerConfigKeychain(opts.DockerConfigDir)
+	var kc authn.Keychain
+	var err error
+	if opts.DockerConfig != nil {
+		kc, err = dockerConfigKeychainFrom(opts.DockerConfig)
+	} else {
+		kc, err = newDockerConfigKeychain(opts.DockerConfigDir)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -196,6 +207,19 @@ func newDockerConfigKeychain(dir string) (authn.Keychain, error) {
 	cf, err := config.Load(dir)
 	if err != nil {
 		return nil, fmt.Errorf("failed to read the Docker config: %w", err)
+	}
+	return &dockerConfigKeychain{cf: cf}, nil
+}
+
+// dockerConfigKeychainFrom reads a config.json held in memory; it refuses credential helpers.
+func dockerConfigKeychainFrom(data []byte) (authn.Keychain, error) {
+	cf, err := config.LoadFromReader(bytes.NewReader(data))
+	if err != nil {
+		// The parser's message may quote the config: only say where.
+		return nil, errors.New("failed to read the Docker config: it is not valid JSON of a config.json")
+	}
+	if cf.CredentialsStore != "" || len(cf.CredentialHelpers) > 0 {
+		return nil, errors.New("the Docker config names a credential helper (credsStore or credHelpers): only credentials written in it (auths) are used here")
 	}
 	return &dockerConfigKeychain{cf: cf}, nil
 }

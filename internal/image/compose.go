@@ -32,6 +32,10 @@ const (
 	LabelAppLayer      = "dev.ferry.app.layer"
 )
 
+// EnvRevision is set in the environment of every image built from a known commit to that commit's
+// hash, so that an application can say which version it is (as Heroku's SOURCE_VERSION does).
+const EnvRevision = "FERRY_REVISION"
+
 // Spec is the application's part of the image config, from the pipeline file. Unset fields keep
 // the runtime's values.
 type Spec struct {
@@ -230,9 +234,16 @@ func applySpec(c *v1.Config, spec Spec, labels map[string]string) {
 	if spec.User != "" {
 		c.User = spec.User
 	}
-	keys := slices.Sorted(maps.Keys(spec.Env))
-	for _, k := range keys {
-		kv := k + "=" + spec.Env[k]
+	env := maps.Clone(spec.Env)
+	if spec.Revision != "" {
+		if env == nil {
+			env = map[string]string{}
+		}
+		// The commit is a fact, not a setting: the pipeline file cannot say otherwise.
+		env[EnvRevision] = spec.Revision
+	}
+	for _, k := range slices.Sorted(maps.Keys(env)) {
+		kv := k + "=" + env[k]
 		i := slices.IndexFunc(c.Env, func(e string) bool { return strings.HasPrefix(e, k+"=") })
 		if i >= 0 {
 			c.Env[i] = kv

@@ -183,7 +183,8 @@ func TestComposeAndPushSetsConfigAndLineage(t *testing.T) {
 	if _, ok := cfg.ExposedPorts["8080/tcp"]; !ok {
 		t.Errorf("exposed ports %v, want 8080/tcp", cfg.ExposedPorts)
 	}
-	wantEnv := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "RUNTIME_VERSION=overridden", "PORT=8080"}
+	// The commit is in the environment too, for the application to report (EnvRevision).
+	wantEnv := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "RUNTIME_VERSION=overridden", EnvRevision + "=" + strings.Repeat("a", 40), "PORT=8080"}
 	if !slices.Equal(cfg.Env, wantEnv) {
 		t.Errorf("env %q, want %q", cfg.Env, wantEnv)
 	}
@@ -562,6 +563,34 @@ func TestValidateTags(t *testing.T) {
 	} {
 		if err := ValidateTags([]string{tc.tag}); (err == nil) != tc.ok {
 			t.Errorf("ValidateTags(%q) = %v, want ok %v", tc.tag, err, tc.ok)
+		}
+	}
+}
+
+// TestDockerConfigInMemory: a config.json given in memory pushes with its credentials; one that
+// names a credential helper (a program the manager would run because a Secret says so) or is
+// not JSON is refused without quoting it.
+func TestDockerConfigInMemory(t *testing.T) {
+	f := newFixture(t, registry.SeedOptions{})
+	c, err := NewClient(ClientOptions{DockerConfig: registry.DockerConfigJSON(f.proxy.Host, robot, secret), DockerConfigDir: t.TempDir(), Backoff: &fastBackoff})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := f.build(t, c, appDir(t), f.stack, f.runtime, Spec{}); err != nil {
+		t.Fatalf("push with the config in memory: %v", err)
+	}
+	for name, cfg := range map[string]string{
+		"credsStore":  `{"credsStore": "evil", "auths": {}}`,
+		"credHelpers": `{"credHelpers": {"` + f.proxy.Host + `": "evil"}}`,
+		"not JSON":    `{"auths": ` + secret,
+	} {
+		_, err := NewClient(ClientOptions{DockerConfig: []byte(cfg)})
+		if err == nil {
+			t.Errorf("%s: accepted", name)
+			continue
+		}
+		if strings.Contains(err.Error(), secret) || strings.Contains(err.Error(), "evil") {
+			t.Errorf("%s: the error quotes the config: %v", name, err)
 		}
 	}
 }

@@ -47,6 +47,13 @@ func EpochFromEnv() (time.Time, error) {
 type LayerOptions struct {
 	// Dir is the directory the artifacts are read from (the repository's checkout).
 	Dir string
+	// Root, when set, is Dir opened already: the artifacts are read through it, and Dir only
+	// names them in messages. A caller that lets others write above Dir (a build step could put
+	// a link in the checkout's place) opens Root through a root of its own.
+	Root *os.Root
+	// Owner, when set, is the only user whose regular files the layer takes: another user's file
+	// among the artifacts (a hard link to a file the artifacts' writer could not read) fails it.
+	Owner *int
 	// Artifacts are the files and directories, relative to Dir, that go into the layer; empty
 	// means all of Dir. A `.git` entry is never included, at any depth.
 	Artifacts []string
@@ -150,11 +157,13 @@ func BuildLayer(ctx context.Context, opts LayerOptions) (*Layer, error) {
 	if err != nil {
 		return nil, err
 	}
-	root, err := os.OpenRoot(opts.Dir)
-	if err != nil {
-		return nil, fmt.Errorf("failed to open the artifacts directory: %w", err)
+	root := opts.Root
+	if root == nil {
+		if root, err = os.OpenRoot(opts.Dir); err != nil {
+			return nil, fmt.Errorf("failed to open the artifacts directory: %w", err)
+		}
+		defer func() { _ = root.Close() }()
 	}
-	defer func() { _ = root.Close() }()
 	entries, dropped, err := collect(ctx, root, opts.Artifacts)
 	if err != nil {
 		return nil, err
@@ -177,7 +186,7 @@ func BuildLayer(ctx context.Context, opts LayerOptions) (*Layer, error) {
 		mt = types.OCILayer
 	}
 	l := &Layer{Dropped: dropped, mediaType: mt, data: &spill{dir: opts.TempDir, limit: spillLimit}}
-	if err := l.write(ctx, root, workdir, entries, epoch, level); err != nil {
+	if err := l.write(ctx, root, opts.Owner, workdir, entries, epoch, level); err != nil {
 		_ = l.data.close()
 		return nil, err
 	}
@@ -423,7 +432,7 @@ var copyBufPool = sync.Pool{New: func() any { b := make([]byte, 256<<10); return
 // write streams the entries as tar → (diffID) → gzip → (digest, bytes), once: this goroutine
 // reads the files and writes the tar, compression runs in blocks on every core, and the
 // compressed bytes are hashed and kept by another goroutine.
-func (l *Layer) write(ctx context.Context, root *os.Root, workdir string, entries []entry, epoch time.Time, level int) error {
+func (l *Layer) write(ctx context.Context, root *os.Root, owner *int, workdir string, entries []entry, epoch time.Time, level int) error {
 	compressedHash := sha256.New()
 	compressed := &countWriter{w: io.MultiWriter(compressedHash, l.data)}
 	zw, err := newParallelGzip(compressed, level, runtime.GOMAXPROCS(0))
@@ -432,7 +441,7 @@ func (l *Layer) write(ctx context.Context, root *os.Root, workdir string, entrie
 	}
 	uncompressedHash := sha256.New()
 	uncompressed := &countWriter{w: io.MultiWriter(uncompressedHash, zw)}
-	if err := l.writeTar(ctx, uncompressed, root, workdir, entries, epoch); err != nil {
+	if err := l.writeTar(ctx, uncompressed, root, owner, workdir, entries, epoch); err != nil {
 		zw.abort()
 		return err
 	}
@@ -447,7 +456,7 @@ func (l *Layer) write(ctx context.Context, root *os.Root, workdir string, entrie
 }
 
 // writeTar writes the workdir, its parents and the entries as a tar stream.
-func (l *Layer) writeTar(ctx context.Context, w io.Writer, root *os.Root, workdir string, entries []entry, epoch time.Time) error {
+func (l *Layer) writeTar(ctx context.Context, w io.Writer, root *os.Root, owner *int, workdir string, entries []entry, epoch time.Time) error {
 	tw := tar.NewWriter(w)
 	parts := strings.Split(workdir, "/")
 	for i := range parts {
@@ -460,6 +469,7 @@ func (l *Layer) writeTar(ctx context.Context, w io.Writer, root *os.Root, workdi
 	bufp := copyBufPool.Get().(*[]byte)
 	defer copyBufPool.Put(bufp)
 	files := newFileOpener(root)
+	files.owner = owner
 	defer files.close()
 	for _, e := range entries {
 		if err := ctx.Err(); err != nil {
@@ -498,9 +508,12 @@ func copyFile(tw *tar.Writer, hdr *tar.Header, files *fileOpener, rel string, bu
 		return fmt.Errorf("failed to read %s: %w", rel, unwrapPathError(err))
 	}
 	defer func() { _ = f.Close() }()
-	size, mode, err := f.stat()
+	size, mode, uid, err := f.stat()
 	if err != nil {
 		return fmt.Errorf("failed to read %s: %w", rel, err)
+	}
+	if files.owner != nil && uid != *files.owner {
+		return fmt.Errorf("%s belongs to user %d, not to %d who made the artifacts: a hard link to a file from elsewhere is not taken", rel, uid, *files.owner)
 	}
 	if !mode.IsRegular() {
 		return fmt.Errorf("%s changed while the layer was being made; run the build again", rel)

@@ -10,7 +10,8 @@ import (
 // fileOpener opens the layer's regular files through the os.Root, which keeps every open inside
 // the artifacts directory.
 type fileOpener struct {
-	root *os.Root
+	root  *os.Root
+	owner *int
 }
 
 func newFileOpener(root *os.Root) *fileOpener { return &fileOpener{root: root} }
@@ -20,7 +21,11 @@ func (o *fileOpener) open(rel string) (*rawFile, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &rawFile{File: f}, nil
+	owner := 0
+	if o.owner != nil {
+		owner = *o.owner
+	}
+	return &rawFile{File: f, owner: owner}, nil
 }
 
 func (o *fileOpener) close() {}
@@ -28,14 +33,17 @@ func (o *fileOpener) close() {}
 // rawFile is an open file.
 type rawFile struct {
 	*os.File
+	owner int
 }
 
-func (f *rawFile) stat() (int64, fs.FileMode, error) {
+// stat returns the open file's size, mode and owner; this system has no owner to check, so the
+// owner is whoever LayerOptions.Owner asks for.
+func (f *rawFile) stat() (int64, fs.FileMode, int, error) {
 	info, err := f.Stat()
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
-	return info.Size(), info.Mode(), nil
+	return info.Size(), info.Mode(), f.owner, nil
 }
 
 // readDir lists a directory opened through the os.Root.

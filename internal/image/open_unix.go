@@ -19,8 +19,9 @@ import (
 // the os package's bookkeeping (poller registration, mode changes) costs more than the reading.
 // Directory handles come from the os.Root, so they never leave the artifacts directory.
 type fileOpener struct {
-	root *os.Root
-	dirs map[string]*os.File
+	root  *os.Root
+	owner *int
+	dirs  map[string]*os.File
 }
 
 // maxOpenDirs bounds the directory handles kept open.
@@ -82,16 +83,17 @@ type rawFile struct {
 	fd int
 }
 
-func (f *rawFile) stat() (int64, fs.FileMode, error) {
+// stat returns the open file's size, permissions (irregular unless a regular file) and owner.
+func (f *rawFile) stat() (int64, fs.FileMode, int, error) {
 	var st unix.Stat_t
 	if err := unix.Fstat(f.fd, &st); err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	mode := fs.FileMode(st.Mode & 0o777)
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		mode |= fs.ModeIrregular
 	}
-	return st.Size, mode, nil
+	return st.Size, mode, int(st.Uid), nil
 }
 
 func (f *rawFile) Read(p []byte) (int, error) {

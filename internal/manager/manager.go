@@ -13,9 +13,15 @@ import (
 	"time"
 
 	pipelinev1 "github.com/tektoncd/pipeline/pkg/apis/pipeline/v1"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/discovery"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
@@ -34,7 +40,9 @@ import (
 	buildreportcontroller "github.com/ferryci/ferry/controllers/buildreport"
 	clustercontroller "github.com/ferryci/ferry/controllers/cluster"
 	releasecontroller "github.com/ferryci/ferry/controllers/release"
+	"github.com/ferryci/ferry/internal/approval"
 	"github.com/ferryci/ferry/internal/clusters"
+	"github.com/ferryci/ferry/internal/gitsource"
 	"github.com/ferryci/ferry/internal/ui"
 	"github.com/ferryci/ferry/internal/webhookcert"
 	"github.com/ferryci/ferry/webhooks/admission"
@@ -98,6 +106,14 @@ type Options struct {
 	// Default 6h.
 	MaxBuildTimeout time.Duration
 
+	// GitLimits bound each read of a pipeline file from a git server: its timeout, stall timeout
+	// and the bytes it may read. Zero fields take gitsource.ReadFileLimits.
+	GitLimits gitsource.Limits
+
+	// GitFetchShare is how many of the Build controller's workers may fetch from one git server,
+	// or for one namespace, at once. Default half of them.
+	GitFetchShare int
+
 	// LogDir is where the local executor writes each Build's step logs and state, and keeps the
 	// workspaces of running Builds. Keep it across restarts: the state is what keeps a restarted
 	// manager from running a Build twice. Default DefaultLogDir().
@@ -111,12 +127,43 @@ type Options struct {
 	// PATH, HOME and TMPDIR: "NAME" passes the manager's value, "NAME=value" sets one.
 	LocalStepEnv []string
 
+	// LocalStepCaches are the local executor's step caches, "NAME" or "NAME=DIR": each step gets
+	// a copy-on-write view of DIR in its variable NAME (localexecutor.Options.StepCaches).
+	LocalStepCaches []string
+
+	// LocalStepMounts are host directories the local executor's isolated steps see: "DIR"
+	// read-only, "DIR:rw" read-write and shared by every Build (localexecutor.Options.StepMounts).
+	LocalStepMounts []string
+
+	// LocalStepIsolation is "auto" (default: isolate the steps where the machine can, Linux as
+	// root), "required" (refuse to start where it cannot) or "off".
+	LocalStepIsolation string
+
+	// LocalStepUIDs is the range of users the local executor's isolated steps run as, one per
+	// running Build, "FIRST-LAST". Default localexecutor.DefaultStepUIDs.
+	LocalStepUIDs string
+
+	// AllowLocalExecutorInCluster lets the local executor run in a Kubernetes pod. Dangerous:
+	// every repository's steps would run next to the pod's ServiceAccount token; only for a pod
+	// that is one person's machine.
+	AllowLocalExecutorInCluster bool
+
 	// ReceiverAddr is where the GitLab webhook receiver (POST /hooks/gitlab) listens; "" or "0"
 	// turns it off. Every replica serves it, leader or not.
 	ReceiverAddr string
 
 	// ReceiverMaxBodyBytes caps a webhook body (413 above it). Default 25 MiB, GitLab's own limit.
 	ReceiverMaxBodyBytes int64
+
+	// ReceiverMaxConcurrentReads bounds the webhook deliveries whose beginning (the envelope that
+	// names the project, read before the token is checked) is read at once; others wait briefly,
+	// then get 503. Default 32.
+	ReceiverMaxConcurrentReads int
+
+	// ReceiverBodyMemoryBytes is the byte budget of authenticated webhook bodies larger than
+	// 256 KiB; each holds twice its size while it is read and decoded. Default 64 MiB, or twice
+	// ReceiverMaxBodyBytes when that is more.
+	ReceiverBodyMemoryBytes int64
 
 	// UIBaseURL is the external URL of Ferry's UI; GitLab commit statuses link to
 	// <UIBaseURL>/builds/<namespace>/<name>. Empty: statuses carry no link.
@@ -127,6 +174,26 @@ type Options struct {
 
 	// UI configures how people sign in to the UI and how their sessions are kept.
 	UI ui.Config
+
+	// UIIdentity is the Kubernetes user Ferry's UI runs as (its ServiceAccount,
+	// system:serviceaccount:<namespace>:ferry-ui): the admission webhooks believe the person it
+	// names on the Approvals it creates and the Releases whose gates it re-requests from this user
+	// only, and refuse anyone else who names one. Empty: the identity the manager runs as when it
+	// serves the UI itself (UIAddr), which it asks the API server for when it starts; its requests
+	// that name nobody are then its controllers' own. Else nobody.
+	UIIdentity string
+
+	// GitLabIdentity maps the GitLab users who trigger Builds to the Kubernetes users who approve
+	// Releases, for the self-approval rule: the claim and prefix the API server's OpenID Connect
+	// authenticator names people with when they sign in with GitLab. The zero value maps a GitLab
+	// username to the same Kubernetes username.
+	GitLabIdentity approval.IdentityMapping
+
+	// BuildCreators are the Kubernetes users whose Builds keep the trigger they carry: the identity
+	// the GitLab receiver creates Builds as. A Build created by anyone else is Manual, by its
+	// creator. Empty: the identity the manager runs as (its ServiceAccount in a cluster), which
+	// the manager asks the API server for when it starts (SelfSubjectReview).
+	BuildCreators []string
 }
 
 // DefaultFerryImage runs the clone and assemble steps when the manager is not told otherwise.
@@ -166,6 +233,10 @@ type Manager struct {
 
 	opts    Options
 	rotator *webhookcert.Rotator
+	// buildCreators is what the Build webhook trusts; nil when webhooks are off.
+	buildCreators *admission.BuildCreators
+	// trustedUI is whose assertions of a person the webhooks believe; nil when webhooks are off.
+	trustedUI *admission.TrustedUI
 }
 
 // New builds the manager and registers the enabled controllers; Start runs it.
@@ -190,6 +261,10 @@ func New(cfg *rest.Config, opts Options) (*Manager, error) {
 		cfg = rest.CopyConfig(cfg)
 		cfg.QPS = -1
 	}
+	tekton, err := servesTekton(cfg)
+	if err != nil {
+		return nil, err
+	}
 	scheme := Scheme()
 	var webhookServer webhook.Server
 	if opts.WebhookPort > 0 {
@@ -208,13 +283,7 @@ func New(cfg *rest.Config, opts Options) (*Manager, error) {
 		// Tests and `ferry dev` run several managers in one process; each registers a controller
 		// name once per manager, so the process-wide uniqueness check would only get in the way.
 		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
-		Cache: cache.Options{
-			// Ferry only watches the Secrets of its own namespace (kubeconfigs, its webhook
-			// certificate); Secrets elsewhere are read one at a time when needed.
-			ByObject: map[client.Object]cache.ByObject{
-				&corev1.Secret{}: {Namespaces: map[string]cache.Config{opts.Namespace: {}}},
-			},
-		},
+		Cache:      cacheOptions(opts, enabled, tekton),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("failed to create the manager: %w", err)
@@ -253,6 +322,60 @@ func New(cfg *rest.Config, opts Options) (*Manager, error) {
 	return m, nil
 }
 
+// cacheOptions keep the manager's cache to what is Ferry's: the Secrets of its own namespace
+// (kubeconfigs of target clusters, its webhook certificate; a manager that only serves the UI,
+// the UI's session Secret alone), and of Tekton's PipelineRuns and TaskRuns only Ferry's own
+// (app.kubernetes.io/managed-by=ferry, which Ferry sets on each PipelineRun and Tekton copies to
+// its TaskRuns). Anything else is neither listed, watched nor held in memory; Secrets elsewhere
+// are read one at a time when needed. Pods are not cached: the UI reads step logs directly.
+// tekton says whether the API server serves Tekton's kinds: a cache cannot be told about kinds
+// the API server does not know.
+func cacheOptions(opts Options, controllers []string, tekton bool) cache.Options {
+	secrets := cache.Config{}
+	if uiOnly(opts, controllers) {
+		secrets.FieldSelector = fields.OneTermEqualSelector("metadata.name", orDefault(opts.UI.SessionSecret, ui.DefaultSessionSecret))
+	}
+	byObject := map[client.Object]cache.ByObject{
+		&corev1.Secret{}: {Namespaces: map[string]cache.Config{opts.Namespace: secrets}},
+	}
+	if tekton {
+		ferrys := labels.SelectorFromSet(labels.Set{ferryv1.ManagedByLabel: ferryv1.ManagedByValue})
+		byObject[&pipelinev1.PipelineRun{}] = cache.ByObject{Label: ferrys}
+		byObject[&pipelinev1.TaskRun{}] = cache.ByObject{Label: ferrys}
+	}
+	return cache.Options{ByObject: byObject}
+}
+
+// servesTekton reports whether the API server serves Tekton's PipelineRuns and TaskRuns
+// (tekton.dev/v1). Without Tekton the manager runs what needs no Tekton (the Release
+// controller, the webhooks, the UI's Release pages); the Build controller's watches fail.
+func servesTekton(cfg *rest.Config) (bool, error) {
+	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
+	if err != nil {
+		return false, fmt.Errorf("failed to create a discovery client: %w", err)
+	}
+	list, err := dc.ServerResourcesForGroupVersion(pipelinev1.SchemeGroupVersion.String())
+	if apierrors.IsNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("failed to ask the API server whether it serves Tekton's %s: %w", pipelinev1.SchemeGroupVersion, err)
+	}
+	served := map[string]bool{}
+	for _, r := range list.APIResources {
+		served[r.Name] = true
+	}
+	return served["pipelineruns"] && served["taskruns"], nil
+}
+
+// uiOnly reports whether the manager serves the UI and nothing else (`ferry ui`).
+func uiOnly(opts Options, controllers []string) bool {
+	return len(controllers) == 0 && opts.WebhookPort == 0 && !on(opts.ReceiverAddr) && on(opts.UIAddr)
+}
+
+// on reports whether an address turns a listener on ("" and "0" turn it off).
+func on(addr string) bool { return addr != "" && addr != "0" }
+
 func (m *Manager) setupController(name string) error {
 	switch name {
 	case "cluster":
@@ -276,6 +399,8 @@ func (m *Manager) setupController(name string) error {
 			Executor:        executor,
 			FerryImage:      orDefault(m.opts.FerryImage, DefaultFerryImage),
 			MaxBuildTimeout: m.opts.MaxBuildTimeout,
+			GitLimits:       m.opts.GitLimits,
+			FetchShare:      m.opts.GitFetchShare,
 		}).SetupWithManager(m.Manager)
 	case "buildreport":
 		return (&buildreportcontroller.Reconciler{
@@ -286,10 +411,12 @@ func (m *Manager) setupController(name string) error {
 		}).SetupWithManager(m.Manager)
 	case "release":
 		if err := (&releasecontroller.Reconciler{
-			Client:    m.GetClient(),
-			APIReader: m.GetAPIReader(),
-			Clusters:  m.Clusters,
-			Recorder:  m.GetEventRecorder("ferry-release-controller"),
+			Client:     m.GetClient(),
+			APIReader:  m.GetAPIReader(),
+			Clusters:   m.Clusters,
+			Recorder:   m.GetEventRecorder("ferry-release-controller"),
+			Identities: m.opts.GitLabIdentity,
+			Namespace:  m.opts.Namespace,
 		}).SetupWithManager(m.Manager); err != nil {
 			return err
 		}
@@ -308,11 +435,16 @@ func (m *Manager) buildExecutor() (buildcontroller.Executor, error) {
 		return &buildcontroller.TektonExecutor{Client: m.GetClient(), APIReader: m.GetAPIReader(), Scheme: m.GetScheme()}, nil
 	case localexecutor.Name:
 		e, err := localexecutor.New(localexecutor.Options{
-			APIReader:   m.GetAPIReader(),
-			LogDir:      orDefault(m.opts.LogDir, DefaultLogDir()),
-			Parallelism: m.opts.LocalParallelism,
-			StepEnv:     m.opts.LocalStepEnv,
-			Log:         ctrl.Log.WithName("local-executor"),
+			APIReader:      m.GetAPIReader(),
+			LogDir:         orDefault(m.opts.LogDir, DefaultLogDir()),
+			Parallelism:    m.opts.LocalParallelism,
+			StepEnv:        m.opts.LocalStepEnv,
+			StepCaches:     m.opts.LocalStepCaches,
+			StepMounts:     m.opts.LocalStepMounts,
+			Isolation:      m.opts.LocalStepIsolation,
+			StepUIDs:       m.opts.LocalStepUIDs,
+			AllowInCluster: m.opts.AllowLocalExecutorInCluster,
+			Log:            ctrl.Log.WithName("local-executor"),
 		})
 		if err != nil {
 			return nil, err
@@ -331,10 +463,15 @@ func DefaultLogDir() string { return filepath.Join(os.TempDir(), "ferry-builds")
 
 // setupReceiver adds the GitLab webhook receiver, which runs on every replica.
 func (m *Manager) setupReceiver() error {
-	if m.opts.ReceiverAddr == "" || m.opts.ReceiverAddr == "0" {
+	if !on(m.opts.ReceiverAddr) {
 		return nil
 	}
-	r, err := gitlabreceiver.New(m.Manager, gitlabreceiver.Options{Addr: m.opts.ReceiverAddr, MaxBodyBytes: m.opts.ReceiverMaxBodyBytes})
+	r, err := gitlabreceiver.New(m.Manager, gitlabreceiver.Options{
+		Addr:               m.opts.ReceiverAddr,
+		MaxBodyBytes:       m.opts.ReceiverMaxBodyBytes,
+		MaxConcurrentReads: m.opts.ReceiverMaxConcurrentReads,
+		BodyMemoryBytes:    m.opts.ReceiverBodyMemoryBytes,
+	})
 	if err != nil {
 		return err
 	}
@@ -347,7 +484,7 @@ func (m *Manager) setupReceiver() error {
 
 // setupUI adds the approval UI, which runs on every replica.
 func (m *Manager) setupUI() error {
-	if m.opts.UIAddr == "" || m.opts.UIAddr == "0" {
+	if !on(m.opts.UIAddr) {
 		return nil
 	}
 	s, err := ui.New(m.Manager, ui.Options{
@@ -366,7 +503,11 @@ func (m *Manager) setupUI() error {
 // setupWebhooks registers the admission webhooks and, when the manager keeps its own certificate,
 // the rotator that issues it.
 func (m *Manager) setupWebhooks() error {
-	if err := admission.SetupWebhooks(m.Manager); err != nil {
+	m.buildCreators = &admission.BuildCreators{}
+	m.buildCreators.Set(m.opts.BuildCreators)
+	m.trustedUI = &admission.TrustedUI{}
+	m.trustedUI.Set(m.opts.UIIdentity)
+	if err := admission.SetupWebhooks(m.Manager, admission.Options{Identities: m.opts.GitLabIdentity, BuildCreators: m.buildCreators, UI: m.trustedUI}); err != nil {
 		return fmt.Errorf("failed to set up the admission webhooks: %w", err)
 	}
 	if err := m.AddReadyzCheck("webhook", m.GetWebhookServer().StartedChecker()); err != nil {
@@ -405,15 +546,62 @@ func (m *Manager) setupWebhooks() error {
 	return m.AddReadyzCheck("webhook-certificate", rotator.ReadyCheck)
 }
 
-// Start issues the webhook certificate when the manager keeps its own, then runs the manager until
-// ctx ends.
+// Start learns whose Builds keep their trigger when it was not told, and its own identity as the
+// UI's when it serves the UI itself; issues the webhook certificate when the manager keeps its
+// own, then runs the manager until ctx ends.
 func (m *Manager) Start(ctx context.Context) error {
+	needSelf := m.buildCreators != nil && len(m.opts.BuildCreators) == 0
+	uiHere := m.trustedUI != nil && m.UI != nil
+	if needSelf || uiHere {
+		self, err := selfUser(ctx, m.GetConfig(), m.GetScheme())
+		if err != nil {
+			return err
+		}
+		if needSelf {
+			m.buildCreators.Set([]string{self})
+		}
+		if uiHere {
+			// The UI in this process writes with the manager's identity.
+			if m.opts.UIIdentity != "" && m.opts.UIIdentity != self {
+				return fmt.Errorf("this manager serves the UI as %s, but --ui-identity names %s: the admission webhooks would refuse every decision made in the UI; leave --ui-identity empty, or serve the UI apart with ferry ui", self, m.opts.UIIdentity)
+			}
+			m.trustedUI.SetInProcess(self)
+		}
+	}
+	if m.buildCreators != nil {
+		ctrl.LoggerFrom(ctx).Info("Builds keep the trigger they carry only when these users create them", "users", m.buildCreators.Users())
+	}
+	if m.trustedUI != nil {
+		ctrl.LoggerFrom(ctx).Info("The admission webhooks believe whom Ferry's UI acts for only from this user", "ui", m.trustedUI.User())
+	}
 	if m.rotator != nil {
 		if err := m.rotator.WaitForCertificate(ctx); err != nil {
 			return err
 		}
 	}
 	return m.Manager.Start(ctx)
+}
+
+// selfUser is who the API server authenticates the manager as (SelfSubjectReview): its
+// ServiceAccount in a cluster, the user of its kubeconfig elsewhere.
+func selfUser(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme) (string, error) {
+	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		return "", err
+	}
+	var review *authenticationv1.SelfSubjectReview
+	err = wait.ExponentialBackoffWithContext(ctx, wait.Backoff{Duration: 500 * time.Millisecond, Factor: 2, Steps: 6}, func(ctx context.Context) (bool, error) {
+		review = &authenticationv1.SelfSubjectReview{}
+		err = c.Create(ctx, review)
+		return err == nil, nil
+	})
+	if err == nil && review.Status.UserInfo.Username == "" {
+		err = errors.New("the API server named no user")
+	}
+	if err != nil {
+		return "", fmt.Errorf("failed to learn the manager's own identity, whose Builds keep their trigger and whose UI names the people it acts for (SelfSubjectReview; set --trusted-build-creators and --ui-identity instead): %w", err)
+	}
+	return review.Status.UserInfo.Username, nil
 }
 
 // Run builds the manager and runs it until ctx ends.

@@ -18,11 +18,38 @@ import (
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
 )
 
-// applier writes a workload's objects into one cluster, each at most once per content.
+// applier writes a workload's objects into one cluster, each at most once per content, and only
+// into namespaces that belong to the workload's Project.
 type applier struct {
 	c client.Client
 	// writes counts the requests that changed something, for callers that report them.
 	writes int
+	// cluster names the cluster in refusals; rules say which namespaces besides the Project's own
+	// may be written into.
+	cluster string
+	rules   NamespaceRules
+	// claimed are the namespaces found to belong to the Project during this Step.
+	claimed map[string]bool
+}
+
+// claim checks, once per Step and namespace, that w's namespace belongs to w's Project (creating or
+// adopting it as the rules allow) before the first write into it. A refusal is a *NamespaceError.
+func (a *applier) claim(ctx context.Context, w *Workload) error {
+	if a.claimed[w.Namespace] {
+		return nil
+	}
+	created, err := claim(ctx, a.c, a.cluster, w, a.rules)
+	if err != nil {
+		return err
+	}
+	if created {
+		a.writes++
+	}
+	if a.claimed == nil {
+		a.claimed = map[string]bool{}
+	}
+	a.claimed[w.Namespace] = true
+	return nil
 }
 
 // hashOf is the hash of an apply configuration, before the hash itself is added to it.
@@ -76,6 +103,9 @@ func kindName(obj client.Object) string {
 // ensureEnvironment makes sure the namespace (with its labels and default ServiceAccount), the
 // pull Secret and the Service exist as the workload wants them.
 func (a *applier) ensureEnvironment(ctx context.Context, w *Workload) error {
+	if err := a.claim(ctx, w); err != nil {
+		return err
+	}
 	ns := w.renderNamespace()
 	if _, err := a.applyOnce(ctx, types.NamespacedName{Name: w.Namespace}, &corev1.Namespace{}, ns, func(h string) {
 		ns.WithAnnotations(map[string]string{AppliedAnnotation: h})
@@ -181,6 +211,9 @@ func (a *applier) deleteCanary(ctx context.Context, w *Workload) error {
 	}
 	if d.DeletionTimestamp != nil {
 		return nil
+	}
+	if err := a.claim(ctx, w); err != nil {
+		return err
 	}
 	if err := a.c.Delete(ctx, d, client.PropagationPolicy(metav1.DeletePropagationBackground)); err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("failed to delete Deployment %s/%s: %w", d.Namespace, d.Name, err)

@@ -5,6 +5,7 @@ import (
 	"maps"
 	"slices"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	appsv1ac "k8s.io/client-go/applyconfigurations/apps/v1"
@@ -32,9 +33,11 @@ func (w *Workload) selector(track string) map[string]string {
 	return map[string]string{NameLabel: w.Project, TrackLabel: track}
 }
 
-// renderNamespace is the namespace with its labels.
+// renderNamespace is the namespace with its labels and the ownership record.
 func (w *Workload) renderNamespace() *corev1ac.NamespaceApplyConfiguration {
-	return corev1ac.Namespace(w.Namespace).WithLabels(w.namespaceLabels())
+	return corev1ac.Namespace(w.Namespace).
+		WithLabels(w.targetNamespaceLabels()).
+		WithAnnotations(map[string]string{ferryv1.OwnerAnnotation: w.Owner.String()})
 }
 
 // renderPullSecret is the copy of the Project's pull Secret.
@@ -119,6 +122,13 @@ func (w *Workload) renderDeployment(track string, replicas int32, progressDeadli
 			WithReplicas(replicas).
 			WithSelector(metav1ac.LabelSelector().WithMatchLabels(selector)).
 			WithRevisionHistoryLimit(revisionHistoryLimit).
+			// A new pod must be ready before an old one goes: a version that never becomes healthy
+			// never takes a serving pod away, and its rollback loses no request.
+			WithStrategy(appsv1ac.DeploymentStrategy().
+				WithType(appsv1.RollingUpdateDeploymentStrategyType).
+				WithRollingUpdate(appsv1ac.RollingUpdateDeployment().
+					WithMaxUnavailable(intstr.FromInt32(0)).
+					WithMaxSurge(intstr.FromString("25%")))).
 			WithProgressDeadlineSeconds(progressDeadlineSeconds).
 			WithTemplate(template))
 }

@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	appsv1ac "k8s.io/client-go/applyconfigurations/apps/v1"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/utils/ptr"
@@ -36,11 +37,14 @@ func TestNamespaceFor(t *testing.T) {
 		{template: "{project}-{environment}", want: "shop-prod"},
 		{template: "team-{project}", want: "team-shop"},
 		{template: "{environment}", want: "prod"},
+		{template: "{namespace}-{project}-{environment}", want: "team-a-shop-prod"},
+		{template: "{namespace}", want: "team-a"},
 		{template: "-{project}", wantErr: "not a valid namespace name"},
 		{template: strings.Repeat("x", 60) + "{project}", wantErr: "at most 63"},
+		{template: strings.Repeat("x", 58) + "{namespace}", wantErr: "at most 63"},
 	}
 	for _, tc := range cases {
-		got, err := NamespaceFor(tc.template, "shop", "prod")
+		got, err := NamespaceFor(tc.template, types.NamespacedName{Namespace: "team-a", Name: "shop"}, "prod")
 		if tc.wantErr != "" {
 			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 				t.Errorf("NamespaceFor(%q) error = %v, want %q", tc.template, err, tc.wantErr)
@@ -114,7 +118,9 @@ func TestStrategyOf(t *testing.T) {
 type cluster struct {
 	t testing.TB
 	client.Client
-	writes int
+	// writes counts server-side applies; mutations counts every write (create, update, patch,
+	// delete, apply).
+	writes, mutations int
 }
 
 func newCluster(t testing.TB, objs ...client.Object) *cluster {
@@ -126,7 +132,24 @@ func newCluster(t testing.TB, objs ...client.Object) *cluster {
 	c.Client = fake.NewClientBuilder().WithScheme(s).WithObjects(objs...).
 		WithStatusSubresource(&appsv1.Deployment{}).
 		WithInterceptorFuncs(interceptor.Funcs{
+			Create: func(ctx context.Context, cl client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
+				c.mutations++
+				return cl.Create(ctx, obj, opts...)
+			},
+			Update: func(ctx context.Context, cl client.WithWatch, obj client.Object, opts ...client.UpdateOption) error {
+				c.mutations++
+				return cl.Update(ctx, obj, opts...)
+			},
+			Patch: func(ctx context.Context, cl client.WithWatch, obj client.Object, patch client.Patch, opts ...client.PatchOption) error {
+				c.mutations++
+				return cl.Patch(ctx, obj, patch, opts...)
+			},
+			Delete: func(ctx context.Context, cl client.WithWatch, obj client.Object, opts ...client.DeleteOption) error {
+				c.mutations++
+				return cl.Delete(ctx, obj, opts...)
+			},
 			Apply: func(ctx context.Context, cl client.WithWatch, obj runtime.ApplyConfiguration, opts ...client.ApplyOption) error {
+				c.mutations++
 				c.writes++
 				if err := cl.Apply(ctx, obj, opts...); err != nil {
 					return err
@@ -169,9 +192,12 @@ func (c *cluster) settle(name string) {
 	}
 }
 
+// teamA owns the test workloads' namespace.
+var teamA = Owner{Namespace: "team-a", Name: "shop", UID: "0b9c6a56-0000-4000-8000-00000000000a"}
+
 func workload(image string, replicas int32, release string) *Workload {
 	return &Workload{
-		Project: "shop", Environment: "prod", Release: release, Namespace: "shop-prod", Image: image,
+		Project: "shop", Environment: "prod", Release: release, Namespace: "shop-prod", Image: image, Owner: teamA,
 		Deploy: ferryv1.DeploySpec{
 			Replicas:       ptr.To(replicas),
 			Ports:          []int32{8080},
@@ -204,9 +230,9 @@ func TestRollingRollout(t *testing.T) {
 	st := &ferryv1.ClusterRolloutStatus{Cluster: "a"}
 
 	res := step(t, c, in, st)
-	// Namespace, ServiceAccount, Service, Deployment.
-	if res.Writes != 4 || c.writes != 3 {
-		t.Errorf("first step wrote %d objects (%d applies), want 4 (3 applies)", res.Writes, c.writes)
+	// Namespace (created with its owner, then applied), ServiceAccount, Service, Deployment.
+	if res.Writes != 5 || c.writes != 3 {
+		t.Errorf("first step wrote %d objects (%d applies), want 5 (3 applies)", res.Writes, c.writes)
 	}
 	if got := cond(st); got.Status != metav1.ConditionUnknown || got.Reason != ferryv1.RollingOutReason {
 		t.Errorf("condition = %+v, want Unknown/RollingOut", got)
@@ -222,8 +248,10 @@ func TestRollingRollout(t *testing.T) {
 	if err := c.Get(context.Background(), client.ObjectKey{Name: "shop-prod"}, ns); err != nil {
 		t.Fatal(err)
 	}
-	if ns.Labels[ferryv1.ProjectLabel] != "shop" || ns.Labels[ferryv1.EnvironmentLabel] != "prod" {
-		t.Errorf("namespace labels = %v", ns.Labels)
+	if ns.Labels[ferryv1.ProjectLabel] != "shop" || ns.Labels[ferryv1.EnvironmentLabel] != "prod" ||
+		ns.Labels[ferryv1.ProjectUIDLabel] != string(teamA.UID) || ns.Labels[ferryv1.ProjectNamespaceLabel] != "team-a" ||
+		ns.Annotations[ferryv1.OwnerAnnotation] != "team-a/shop" {
+		t.Errorf("namespace labels = %v, annotations %v", ns.Labels, ns.Annotations)
 	}
 
 	// Nothing changed: nothing is written again.

@@ -36,6 +36,8 @@ type Input struct {
 	Strategy Strategy
 	// Rollback asks for the previous version instead of the Release's.
 	Rollback bool
+	// Namespaces say which namespaces besides the Project's own may be written into.
+	Namespaces NamespaceRules
 	// BatchGate answers whether a batch (2 or more) may start when Strategy.Between is Approval.
 	BatchGate func(batch int32) GateAnswer
 	// Now is the current time.
@@ -48,10 +50,26 @@ type Result struct {
 	Writes int
 }
 
-// Failed reports whether a forward rollout on the cluster failed: the environment must roll back.
+// Failed reports whether a forward rollout on the cluster failed (unhealthy, rejected, or its
+// namespace refused): the environment must roll back or stop.
 func Failed(st *ferryv1.ClusterRolloutStatus) bool {
 	c := meta.FindStatusCondition(st.Conditions, ferryv1.RolledOutCondition)
-	return c != nil && c.Status == metav1.ConditionFalse && (c.Reason == ferryv1.RolloutFailedReason || c.Reason == ferryv1.RejectedReason) && st.CompletionTime == nil
+	if c == nil || c.Status != metav1.ConditionFalse || st.CompletionTime != nil {
+		return false
+	}
+	switch c.Reason {
+	case ferryv1.RolloutFailedReason, ferryv1.RejectedReason, ferryv1.NamespaceNotOwnedReason, ferryv1.NamespaceReservedReason:
+		return true
+	}
+	return false
+}
+
+// Refused reports whether the cluster's namespace was refused (NamespaceNotOwned or
+// NamespaceReserved): nothing is written there, not even a rollback.
+func Refused(st *ferryv1.ClusterRolloutStatus) bool {
+	c := meta.FindStatusCondition(st.Conditions, ferryv1.RolledOutCondition)
+	return c != nil && c.Status == metav1.ConditionFalse &&
+		(c.Reason == ferryv1.NamespaceNotOwnedReason || c.Reason == ferryv1.NamespaceReservedReason)
 }
 
 // Succeeded reports whether the Release's workload is healthy on the cluster. A cluster that
@@ -67,7 +85,7 @@ func Succeeded(st *ferryv1.ClusterRolloutStatus) bool {
 // nothing to roll back to or the rollback did not become healthy. An error means the cluster could
 // not be reached or answered unexpectedly; st then holds what was done before it.
 func Step(ctx context.Context, c client.Client, in Input, st *ferryv1.ClusterRolloutStatus) (Result, error) {
-	s := &stepper{a: &applier{c: c}, in: in, st: st, now: metav1.NewTime(in.Now)}
+	s := &stepper{a: &applier{c: c, cluster: in.Cluster, rules: in.Namespaces}, in: in, st: st, now: metav1.NewTime(in.Now)}
 	var err error
 	if in.Rollback {
 		err = s.rollback(ctx)
@@ -215,7 +233,7 @@ func (s *stepper) final(ctx context.Context) error {
 	switch {
 	case p.Healthy:
 		if err := s.a.deleteCanary(ctx, w); err != nil {
-			return err
+			return s.refused(err)
 		}
 		s.set(metav1.ConditionTrue, ferryv1.HealthyReason, fmt.Sprintf("%d of %d replicas updated and available with %s", p.Updated, p.Replicas, ShortImage(w.Image)))
 		s.st.CompletionTime = &s.now
@@ -234,7 +252,7 @@ func (s *stepper) rollback(ctx context.Context) error {
 		return nil
 	}
 	if err := s.a.deleteCanary(ctx, s.in.Workload); err != nil {
-		return err
+		return s.refused(err)
 	}
 	prev := s.in.Previous
 	if prev == nil {
@@ -283,12 +301,30 @@ func (s *stepper) observe(ctx context.Context, d *appsv1.Deployment, image strin
 	if err != nil {
 		return Progress{}, err
 	}
-	return progressOf(d, image, rs), nil
+	p := progressOf(d, image, rs)
+	if !p.Healthy && d != nil && containerImage(d) == image {
+		// Say why, in the kubelet's words: an image that cannot be pulled, a crash loop, a failing
+		// probe. Not knowing is no reason to stop: the rollout goes on without it.
+		if problems, err := s.a.podProblems(ctx, d, image); err == nil {
+			if why := describePodProblems(problems); why != "" {
+				p.Message += "; " + why
+			}
+		}
+	}
+	return p, nil
 }
 
-// refused turns an apply the API server rejected as invalid into a failed rollout; other errors
-// (the cluster could not be reached, or refused the credentials) are returned to retry.
+// refused turns an apply the API server rejected as invalid into a failed rollout, and a namespace
+// that does not belong to the Project into a refusal (in a rollback too: nothing is written there);
+// other errors (the cluster could not be reached, or refused the credentials) are returned to retry.
 func (s *stepper) refused(err error) error {
+	if ne, ok := IsNamespaceRefused(err); ok {
+		s.set(metav1.ConditionFalse, ne.Reason, ne.Message)
+		if s.in.Rollback {
+			s.st.CompletionTime = &s.now
+		}
+		return nil
+	}
 	if apierrors.IsInvalid(err) || apierrors.IsBadRequest(err) {
 		s.fail(ferryv1.RolloutFailedReason, "the cluster refused the workload: "+err.Error())
 		return nil

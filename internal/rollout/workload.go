@@ -10,9 +10,11 @@ package rollout
 
 import (
 	"fmt"
-	"regexp"
 	"strings"
 	"time"
+
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
 )
@@ -55,6 +57,9 @@ type Workload struct {
 	Project     string
 	Environment string
 	Release     string
+
+	// Owner is the Project the target namespace must belong to.
+	Owner Owner
 
 	// Namespace is the namespace on the target cluster.
 	Namespace string
@@ -134,17 +139,17 @@ func DeploymentName(project, track string) string {
 	return project
 }
 
-var dnsLabel = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
-
-// NamespaceFor expands an Environment's namespace template ({project}, {environment}; default
-// "{project}-{environment}") and checks that the result is a valid namespace name.
-func NamespaceFor(template, project, environment string) (string, error) {
+// NamespaceFor expands an Environment's namespace template ({project}, {namespace}, {environment};
+// default "{project}-{environment}") for a Project (its hub namespace and name) and checks that the
+// result is a valid namespace name. Whether Ferry may deploy there is for CheckReserved and Claim.
+func NamespaceFor(template string, project types.NamespacedName, environment string) (string, error) {
 	if template == "" {
 		template = ferryv1.DefaultNamespaceTemplate
 	}
-	ns := strings.NewReplacer("{project}", project, "{environment}", environment).Replace(template)
-	if len(ns) > 63 || !dnsLabel.MatchString(ns) {
-		return "", fmt.Errorf("namespace template %q gives %q for project %s and environment %s, which is not a valid namespace name (lower-case letters, digits and '-', at most 63)", template, ns, project, environment)
+	ns := strings.NewReplacer("{project}", project.Name, "{namespace}", project.Namespace, "{environment}", environment).Replace(template)
+	if errs := validation.IsDNS1123Label(ns); len(errs) > 0 {
+		return "", fmt.Errorf("namespace template %q gives %q for project %s and environment %s, which is not a valid namespace name (lower-case letters, digits and '-', at most 63): %s",
+			template, ns, project, environment, strings.Join(errs, "; "))
 	}
 	return ns, nil
 }

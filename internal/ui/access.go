@@ -2,6 +2,7 @@ package ui
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -18,12 +19,17 @@ import (
 // shows within this time.
 const accessTTL = 30 * time.Second
 
-// accessCache answers "may this person list these objects in this namespace?" by asking the API
-// server as them (SelfSubjectAccessReview, which every authenticated user may create), so the UI
-// shows each person what kubectl would.
+// authenticatedGroup is the group the API server gives every authenticated user; a person's
+// access is asked with it, as the API server would authorize them.
+const authenticatedGroup = "system:authenticated"
+
+// accessCache answers "may this person do this?" by asking the API server about them
+// (SubjectAccessReview, made by the UI's own ServiceAccount, which may impersonate nobody), so the
+// UI shows each person what kubectl would and acts for them only where RBAC lets them act.
 type accessCache struct {
-	newClient func(auth.Identity) (client.Client, error)
-	now       func() time.Time
+	// creator creates SubjectAccessReviews.
+	creator client.Writer
+	now     func() time.Time
 
 	mu      sync.Mutex
 	answers map[string]accessAnswer
@@ -34,20 +40,40 @@ type accessAnswer struct {
 	expires time.Time
 }
 
-func newAccessCache(newClient func(auth.Identity) (client.Client, error)) *accessCache {
-	return &accessCache{newClient: newClient, now: time.Now, answers: map[string]accessAnswer{}}
+func newAccessCache(creator client.Writer) *accessCache {
+	return &accessCache{creator: creator, now: time.Now, answers: map[string]accessAnswer{}}
 }
 
-func accessKey(id auth.Identity, resource, namespace string) string {
+func accessKey(id auth.Identity, attrs authorizationv1.ResourceAttributes) string {
 	groups := slices.Clone(id.Groups)
 	slices.Sort(groups)
-	return strings.Join([]string{id.User, strings.Join(groups, ","), resource, namespace}, "\x00")
+	return strings.Join([]string{id.User, strings.Join(groups, ","), attrs.Verb, attrs.Group, attrs.Resource, attrs.Subresource, attrs.Namespace, attrs.Name}, "\x00")
 }
 
-// canList reports whether id may list resource (of ferry.dev, or "pods/log" of core) in
-// namespace. Errors count as no.
+// listAttributes are those of listing resource of ferry.dev in namespace.
+func listAttributes(resource, namespace string) authorizationv1.ResourceAttributes {
+	return authorizationv1.ResourceAttributes{Namespace: namespace, Verb: "list", Group: ferryv1.GroupVersion.Group, Resource: resource}
+}
+
+// logAttributes are those of reading the logs of the pods in namespace: what `kubectl logs` of a
+// Build's Tekton pod needs, and what the UI asks for the local executor's log files too.
+func logAttributes(namespace string) authorizationv1.ResourceAttributes {
+	return authorizationv1.ResourceAttributes{Namespace: namespace, Verb: "get", Resource: "pods", Subresource: "log"}
+}
+
+// canList reports whether id may list resource (of ferry.dev) in namespace. Errors count as no.
 func (a *accessCache) canList(ctx context.Context, id auth.Identity, resource, namespace string) bool {
-	key := accessKey(id, resource, namespace)
+	return a.cached(ctx, id, listAttributes(resource, namespace))
+}
+
+// canReadLogs reports whether id may read the logs of pods in namespace. Errors count as no.
+func (a *accessCache) canReadLogs(ctx context.Context, id auth.Identity, namespace string) bool {
+	return a.cached(ctx, id, logAttributes(namespace))
+}
+
+// cached answers from an answer younger than accessTTL, or asks.
+func (a *accessCache) cached(ctx context.Context, id auth.Identity, attrs authorizationv1.ResourceAttributes) bool {
+	key := accessKey(id, attrs)
 	now := a.now()
 	a.mu.Lock()
 	ans, ok := a.answers[key]
@@ -55,7 +81,8 @@ func (a *accessCache) canList(ctx context.Context, id auth.Identity, resource, n
 	if ok && now.Before(ans.expires) {
 		return ans.allowed
 	}
-	allowed := a.ask(ctx, id, resource, namespace)
+	allowed, err := a.ask(ctx, id, attrs)
+	allowed = allowed && err == nil
 	a.mu.Lock()
 	if len(a.answers) > 10000 {
 		// Forget everything rather than grow without bound; answers are cheap to ask again.
@@ -66,22 +93,17 @@ func (a *accessCache) canList(ctx context.Context, id auth.Identity, resource, n
 	return allowed
 }
 
-func (a *accessCache) ask(ctx context.Context, id auth.Identity, resource, namespace string) bool {
-	c, err := a.newClient(id)
-	if err != nil {
-		return false
-	}
-	attrs := &authorizationv1.ResourceAttributes{Namespace: namespace, Verb: "list", Group: ferryv1.GroupVersion.Group, Resource: resource}
-	if res, sub, ok := strings.Cut(resource, "/"); ok {
-		attrs = &authorizationv1.ResourceAttributes{Namespace: namespace, Verb: "get", Resource: res, Subresource: sub}
-	}
-	review := &authorizationv1.SelfSubjectAccessReview{Spec: authorizationv1.SelfSubjectAccessReviewSpec{ResourceAttributes: attrs}}
+// ask asks the API server, now, whether RBAC lets id do what attrs say.
+func (a *accessCache) ask(ctx context.Context, id auth.Identity, attrs authorizationv1.ResourceAttributes) (bool, error) {
+	review := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+		User: id.User, Groups: append(slices.Clone(id.Groups), authenticatedGroup), ResourceAttributes: &attrs,
+	}}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if err := c.Create(ctx, review); err != nil {
-		return false
+	if err := a.creator.Create(ctx, review); err != nil {
+		return false, fmt.Errorf("failed to ask the API server whether %s may %s %s: %w", id.User, attrs.Verb, attrs.Resource, err)
 	}
-	return review.Status.Allowed
+	return review.Status.Allowed, nil
 }
 
 // visible keeps the namespaces in which id may list resource.

@@ -12,8 +12,10 @@ import (
 	"strings"
 	"time"
 
+	authorizationv1 "k8s.io/api/authorization/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -26,9 +28,12 @@ func namespacedName(ns, name string) types.NamespacedName {
 	return types.NamespacedName{Namespace: ns, Name: name}
 }
 
-// decide is POST /releases/{namespace}/{name}/decide: it creates an Approval as the signed-in
-// person. The API server (RBAC, then Ferry's Approval webhook) decides whether it stands; a
-// refusal is shown as the API server worded it.
+// decide is POST /releases/{namespace}/{name}/decide: it records the signed-in person's decision.
+// RBAC must let the person create Approvals in the namespace (asked of the API server); then the
+// UI creates the Approval with its own identity and names the person on it
+// (ferryv1.AssertedIdentityAnnotation). Ferry's Approval webhook believes that name from the UI
+// alone, asks RBAC again and decides whether the decision stands as the person's; a refusal is
+// shown as the API server worded it.
 func (s *Server) decide(w http.ResponseWriter, r *http.Request, sess *auth.Session) {
 	if err := s.sessions.CheckCSRF(r, sess); err != nil {
 		s.log.Info("Refused a decision without a valid CSRF token", "user", sess.User)
@@ -49,7 +54,7 @@ func (s *Server) decide(w http.ResponseWriter, r *http.Request, sess *auth.Sessi
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, GenerateName: approvalPrefix(name, env, int32(batch))},
 		Spec:       ferryv1.ApprovalSpec{Release: name, Environment: env, Decision: decision, Comment: comment, Batch: int32(batch)},
 	}
-	if err := s.createAs(r.Context(), sess.Identity, a); err != nil {
+	if err := s.createFor(r.Context(), sess, a); err != nil {
 		status, message := apiRefusal(err)
 		s.log.Info("Decision refused", "user", sess.User, "release", klogRef(ns, name), "environment", env, "batch", batch, "reason", message)
 		fe := &formError{key: fmt.Sprintf("%s/%s/%s/%d", ns, name, env, batch), message: message, comment: comment}
@@ -77,9 +82,11 @@ func (s *Server) decide(w http.ResponseWriter, r *http.Request, sess *auth.Sessi
 	http.Redirect(w, r, target, http.StatusSeeOther)
 }
 
-// rerequest is POST /releases/{namespace}/{name}/rerequest: it asks, as the signed-in person,
-// for a new approval window on an expired gate, the way `ferry approve --rerequest` does (the
-// annotation the Release controller consumes). RBAC decides who may (patch on releases).
+// rerequest is POST /releases/{namespace}/{name}/rerequest: it asks for a new approval window on
+// an expired gate for the signed-in person, the way `ferry approve --rerequest` does (the
+// annotation the Release controller consumes). RBAC must let the person patch the Release; the
+// UI then patches it with its own identity, naming the person, and Ferry's Release webhook lets
+// the UI change nothing else.
 func (s *Server) rerequest(w http.ResponseWriter, r *http.Request, sess *auth.Session) {
 	if err := s.sessions.CheckCSRF(r, sess); err != nil {
 		s.renderError(w, r, sess, http.StatusForbidden, "Refused", err.Error())
@@ -91,7 +98,7 @@ func (s *Server) rerequest(w http.ResponseWriter, r *http.Request, sess *auth.Se
 		s.renderError(w, r, sess, http.StatusBadRequest, "Not a request", "The form must name one environment.")
 		return
 	}
-	err := s.reRequestAs(r.Context(), sess.Identity, ns, name, env)
+	err := s.reRequestFor(r.Context(), sess, ns, name, env)
 	if err != nil {
 		status, message := apiRefusal(err)
 		s.log.Info("Re-request refused", "user", sess.User, "release", klogRef(ns, name), "environment", env, "reason", message)
@@ -103,15 +110,16 @@ func (s *Server) rerequest(w http.ResponseWriter, r *http.Request, sess *auth.Se
 	http.Redirect(w, r, "/releases/"+url.PathEscape(ns)+"/"+url.PathEscape(name), http.StatusSeeOther)
 }
 
-func (s *Server) reRequestAs(ctx context.Context, id auth.Identity, ns, name, env string) error {
-	c, err := s.userClient(id)
+func (s *Server) reRequestFor(ctx context.Context, sess *auth.Session, ns, name, env string) error {
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	attrs := authorizationv1.ResourceAttributes{Namespace: ns, Verb: "patch", Group: ferryv1.GroupVersion.Group, Resource: "releases", Name: name}
+	person, err := s.actFor(ctx, sess, attrs)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
 	rel := &ferryv1.Release{}
-	if err := c.Get(ctx, namespacedName(ns, name), rel); err != nil {
+	if err := s.apiReader.Get(ctx, namespacedName(ns, name), rel); err != nil {
 		return err
 	}
 	envs := []string{env}
@@ -120,22 +128,74 @@ func (s *Server) reRequestAs(ctx context.Context, id auth.Identity, ns, name, en
 			envs = append(envs, e)
 		}
 	}
-	body, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{approval.ReRequestAnnotation: strings.Join(envs, ",")}}})
+	body, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{
+		approval.ReRequestAnnotation:       strings.Join(envs, ","),
+		ferryv1.AssertedIdentityAnnotation: person,
+	}}})
 	if err != nil {
 		return err
 	}
-	return c.Patch(ctx, rel, client.RawPatch(types.MergePatchType, body))
+	return s.writer.Patch(ctx, rel, client.RawPatch(types.MergePatchType, body))
 }
 
-// createAs creates obj impersonating id.
-func (s *Server) createAs(ctx context.Context, id auth.Identity, a *ferryv1.Approval) error {
-	c, err := s.userClient(id)
+// createFor creates an Approval for the signed-in person.
+func (s *Server) createFor(ctx context.Context, sess *auth.Session, a *ferryv1.Approval) error {
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	attrs := authorizationv1.ResourceAttributes{Namespace: a.Namespace, Verb: "create", Group: ferryv1.GroupVersion.Group, Resource: "approvals"}
+	person, err := s.actFor(ctx, sess, attrs)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	return c.Create(ctx, a)
+	if a.Annotations == nil {
+		a.Annotations = map[string]string{}
+	}
+	a.Annotations[ferryv1.AssertedIdentityAnnotation] = person
+	return s.writer.Create(ctx, a)
+}
+
+// actFor returns the annotation that names the signed-in person to Ferry's webhook, once RBAC
+// says the person may do what attrs say; a refusal reads as RBAC's own. The UI never names a
+// Kubernetes (system:) user or group, nor, for a person signed in with OpenID Connect, a user or
+// group without the configured prefix (a session from before a prefix was configured must sign
+// in again).
+func (s *Server) actFor(ctx context.Context, sess *auth.Session, attrs authorizationv1.ResourceAttributes) (string, error) {
+	if err := s.checkAssertable(sess); err != nil {
+		return "", apierrors.NewForbidden(schema.GroupResource{Group: attrs.Group, Resource: attrs.Resource}, attrs.Name, err)
+	}
+	allowed, err := s.access.ask(ctx, sess.Identity, attrs)
+	if err != nil {
+		return "", err
+	}
+	if !allowed {
+		return "", apierrors.NewForbidden(schema.GroupResource{Group: attrs.Group, Resource: attrs.Resource}, attrs.Name,
+			fmt.Errorf("User %q cannot %s resource %q in API group %q in the namespace %q", sess.User, attrs.Verb, attrs.Resource, attrs.Group, attrs.Namespace)) //nolint:staticcheck // ST1005: RBAC's own wording
+	}
+	data, err := json.Marshal(ferryv1.Approver{Username: sess.User, Groups: sess.Groups})
+	if err != nil {
+		return "", err
+	}
+	return string(data), nil
+}
+
+// checkAssertable refuses to name a person the UI must never act for.
+func (s *Server) checkAssertable(sess *auth.Session) error {
+	if strings.HasPrefix(sess.User, "system:") {
+		return fmt.Errorf("the UI never acts for Kubernetes user %q", sess.User)
+	}
+	oidc := sess.Method == auth.MethodOIDC
+	if oidc && !strings.HasPrefix(sess.User, s.opts.OIDCUsernamePrefix) {
+		return fmt.Errorf("user %q lacks the username prefix %q of people who sign in with OpenID Connect: sign in again", sess.User, s.opts.OIDCUsernamePrefix)
+	}
+	for _, g := range sess.Groups {
+		switch {
+		case strings.HasPrefix(g, "system:"):
+			return fmt.Errorf("the UI never asserts Kubernetes group %q (user %q)", g, sess.User)
+		case oidc && !strings.HasPrefix(g, s.opts.OIDCGroupsPrefix):
+			return fmt.Errorf("group %q of user %q lacks the groups prefix %q of OpenID Connect groups: sign in again", g, sess.User, s.opts.OIDCGroupsPrefix)
+		}
+	}
+	return nil
 }
 
 // approvalPrefix names Approvals after what they decide; the API server adds a random suffix.

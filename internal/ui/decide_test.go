@@ -9,7 +9,6 @@ import (
 	"strings"
 	"testing"
 
-	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -18,55 +17,10 @@ import (
 	"github.com/ferryci/ferry/internal/testutil"
 )
 
-// admitOnly installs a ValidatingAdmissionPolicy on the namespace's Approvals that refuses every
-// request not made by a member of group, naming the user and groups the API server saw: the
-// decisions the UI makes must reach the API server as the signed-in person.
-func admitOnly(t *testing.T, w *world, group string) {
-	t.Helper()
-	ctx := context.Background()
-	name := "ui-test-" + randomHex(6)
-	policy := &admissionregistrationv1.ValidatingAdmissionPolicy{
-		ObjectMeta: metav1.ObjectMeta{Name: name},
-		Spec: admissionregistrationv1.ValidatingAdmissionPolicySpec{
-			FailurePolicy: ptrTo(admissionregistrationv1.Fail),
-			MatchConstraints: &admissionregistrationv1.MatchResources{
-				NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": w.ns}},
-				ResourceRules: []admissionregistrationv1.NamedRuleWithOperations{{RuleWithOperations: admissionregistrationv1.RuleWithOperations{
-					Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
-					Rule:       admissionregistrationv1.Rule{APIGroups: []string{ferryv1.GroupVersion.Group}, APIVersions: []string{"v1alpha1"}, Resources: []string{"approvals"}},
-				}}},
-			},
-			Validations: []admissionregistrationv1.Validation{{
-				Expression:        fmt.Sprintf("%q in request.userInfo.groups", group),
-				MessageExpression: fmt.Sprintf(`"user " + request.userInfo.username + " (groups " + request.userInfo.groups.join(", ") + ") may not decide: only %s may"`, group),
-			}},
-		},
-	}
-	binding := &admissionregistrationv1.ValidatingAdmissionPolicyBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: name},
-		Spec:       admissionregistrationv1.ValidatingAdmissionPolicyBindingSpec{PolicyName: name, ValidationActions: []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny}},
-	}
-	for _, o := range []client.Object{policy, binding} {
-		if err := w.c.Create(ctx, o); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = w.c.Delete(context.Background(), o) })
-	}
-	probe := &ferryv1.Approval{
-		ObjectMeta: metav1.ObjectMeta{Namespace: w.ns, GenerateName: "probe-"},
-		Spec:       ferryv1.ApprovalSpec{Release: "none", Environment: "none", Decision: ferryv1.DecisionApprove},
-	}
-	testutil.Eventually(t, "the admission policy to take effect", func() (bool, error) {
-		err := w.c.Create(ctx, probe.DeepCopy(), client.DryRunAll)
-		return err != nil && strings.Contains(err.Error(), "may not decide"), err
-	})
-}
-
-func ptrTo[T any](v T) *T { return &v }
-
-// TestDecisionsAreMadeAsThePerson: approving from the list creates an Approval as the signed-in
-// person with their groups; a refusal by admission, RBAC or validation is shown as the API server
-// worded it, with the comment kept; nobody sees Releases RBAC hides from them.
+// TestDecisionsAreMadeAsThePerson: approving from the list records an Approval by the signed-in
+// person with their groups (the UI, which impersonates nobody, names them and Ferry's webhook
+// believes it from the UI); a refusal by Ferry's webhook, RBAC or validation is shown as worded,
+// with the comment kept; nobody sees Releases RBAC hides from them.
 func TestDecisionsAreMadeAsThePerson(t *testing.T) {
 	w := newWorld(t, worldOptions{people: []person{
 		{name: "rita", groups: []string{"release-managers"}},
@@ -82,7 +36,6 @@ func TestDecisionsAreMadeAsThePerson(t *testing.T) {
 	w.setReleaseStatus(rel, func(st *ferryv1.ReleaseStatus) {
 		st.Environments = []ferryv1.ReleaseEnvironmentStatus{waitingFor(prod, 2)}
 	})
-	admitOnly(t, w, "release-managers")
 	gateID := fmt.Sprintf("gate-%s-shop-1-%s-0", w.ns, prod)
 
 	// Rita approves from the list.
@@ -100,6 +53,12 @@ func TestDecisionsAreMadeAsThePerson(t *testing.T) {
 	list := w.approvals()
 	if len(list) != 1 || list[0].Spec.Decision != ferryv1.DecisionApprove || list[0].Spec.Comment != "Checked the changelog" || list[0].Spec.Release != "shop-1" || list[0].Spec.Environment != prod {
 		t.Fatalf("approvals after rita: %+v", list)
+	}
+	if got := list[0].Spec.Approver; got == nil || got.Username != "rita" || strings.Join(got.Groups, ",") != "release-managers,system:authenticated" {
+		t.Errorf("the Approval records approver %+v, want rita in release-managers (and system:authenticated, as the API server adds it)", got)
+	}
+	if got := list[0].Annotations[ferryv1.AssertedIdentityAnnotation]; got != `{"username":"rita","groups":["release-managers"]}` {
+		t.Errorf("annotation %s = %q, want rita as the UI named her", ferryv1.AssertedIdentityAnnotation, got)
 	}
 	// The flash shows once.
 	if _, page := rita.get("/"); strings.Contains(page, "You approved") {
@@ -129,7 +88,7 @@ func TestDecisionsAreMadeAsThePerson(t *testing.T) {
 	code, page = eve.post("/releases/"+w.ns+"/shop-1/decide", url.Values{
 		"csrf": {csrf(t, page)}, "environment": {prod}, "decision": {"Approve"}, "comment": {"ship it"}, "from": {"release"},
 	})
-	refusal := "user eve (groups developers, system:authenticated) may not decide: only release-managers may"
+	refusal := `admission webhook "vapprovals.ferry.dev" denied the request: user "eve" (groups developers) is not eligible to decide for environment ` + prod
 	if code < 400 || !strings.Contains(html.UnescapeString(page), refusal) || !strings.Contains(page, ">ship it</textarea>") {
 		t.Errorf("eve's refusal: %d, want %q shown with her comment kept:\n%s", code, refusal, page)
 	}
@@ -184,9 +143,12 @@ func TestDecisionsAreMadeAsThePerson(t *testing.T) {
 	if got := rel.Annotations[approval.ReRequestAnnotation]; got != prod {
 		t.Errorf("annotation %s = %q, want %q", approval.ReRequestAnnotation, got, prod)
 	}
+	if got := rel.Annotations[ferryv1.AssertedIdentityAnnotation]; got != `{"username":"rita","groups":["release-managers"]}` {
+		t.Errorf("annotation %s = %q, want rita, for whom the UI re-requested", ferryv1.AssertedIdentityAnnotation, got)
+	}
 	_, page = stranger.get("/")
 	code, page = stranger.post("/releases/"+w.ns+"/shop-1/rerequest", url.Values{"csrf": {csrf(t, page)}, "environment": {prod}})
-	if code != http.StatusForbidden || !strings.Contains(html.UnescapeString(page), `User "stranger" cannot get resource "releases"`) {
+	if code != http.StatusForbidden || !strings.Contains(html.UnescapeString(page), `User "stranger" cannot patch resource "releases"`) {
 		t.Errorf("the stranger's re-request: %d\n%s", code, page)
 	}
 }

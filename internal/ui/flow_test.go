@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -74,20 +72,9 @@ func newShop(t *testing.T, w *world) *shop {
 
 	s.b1 = w.build("shop-b1", "shop", s.commits[1], image("shop-1"), "dave", lineage("1", "a"))
 	s.b2 = w.build("shop-b2", "shop", s.commits[3], image("shop-2"), "dave", lineage("2", "b"))
-	// The local executor's step logs.
-	logs := filepath.Join(w.LogDir, w.ns, "shop-b2")
-	if err := os.MkdirAll(logs, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for step, text := range map[string]string{"clone": "Fetched " + s.commits[3] + "\n", "test": "collected 42 items\n42 passed in 3.1s\n", "assemble": "pushed " + image("shop-2") + "\n"} {
-		if err := os.WriteFile(filepath.Join(logs, step+".log"), []byte(text), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	s.b2.Status.LogURL = "file://" + logs
-	if err := w.c.Status().Update(ctx, s.b2); err != nil {
-		t.Fatal(err)
-	}
+	// The local executor's log, where it writes it.
+	w.writeLog(s.b2, "==> clone\nFetched "+s.commits[3]+"\n==> test\ncollected 42 items\n42 passed in 3.1s\n==> assemble\npushed "+image("shop-2")+"\n")
+	w.allowGitLabTokens()
 
 	carl := testutil.CurrentHub(t).UserClient(t, "carl", "release-managers")
 	s.rel1 = w.release(w.c, "shop-1", "shop", s.b1)
@@ -163,6 +150,7 @@ func TestReleaseManagerInTheBrowser(t *testing.T) {
 		{name: "eve", groups: []string{"developers"}},
 	}})
 	w.bind([]string{"eve"}, "release-managers")
+	w.allowLogs("rita")
 	s := newShop(t, w)
 	ctx := context.Background()
 	prodGate := fmt.Sprintf("gate-%s-shop-2-%s-0", w.ns, s.production)

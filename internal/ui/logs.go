@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/url"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,11 +13,14 @@ import (
 
 	pipelinev1 "github.com/tektoncd/pipeline/pkg/apis/pipeline/v1"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
+	localexecutor "github.com/ferryci/ferry/controllers/build/local"
+	"github.com/ferryci/ferry/internal/buildplan"
 )
 
 // maxLogBytes is how much of one step's log a page shows: the end, where failures are.
@@ -33,82 +36,88 @@ type stepLog struct {
 	Note string
 }
 
-// logReader finds a Build's step logs: files the local executor wrote under its log directory
-// (status.logURL file://…), or the logs of the Tekton TaskRun's pod, one container per step.
+// logReader finds a Build's logs. It never goes where the Build's status points (status.logURL,
+// status.pipelineRunRef): anyone who may write a Build's status could point them at another
+// Build's log or at any file. The local executor's log is at the path the executor gives the
+// Build under its log directory (namespace, name and UID); a Tekton Build's steps are containers
+// of the pod of the TaskRun of the PipelineRun named after the Build (name and UID).
 type logReader struct {
 	reader    client.Reader
 	clientset kubernetes.Interface
 	logDir    string
 }
 
-// read returns one log per step, in the Build's step order, plus a log of the whole Build when the
-// executor keeps a single file; note says why there are none.
+// read returns one log per step, in the Build's step order, or the log of the whole Build when
+// the executor keeps a single file; note says why there are none.
 func (l *logReader) read(ctx context.Context, b *ferryv1.Build) (steps []stepLog, whole *stepLog, note string) {
 	switch {
-	case strings.HasPrefix(b.Status.LogURL, "file://"):
-		return l.fromFiles(b)
-	case b.Status.PipelineRunRef != nil:
+	case b.Status.Executor == localexecutor.Name:
+		return l.fromFile(b)
+	case b.Status.Executor == tektonExecutor || b.Status.Executor == "" && b.Status.PipelineRunRef != nil:
 		return l.fromPods(ctx, b), nil, ""
-	case b.Status.LogURL != "":
-		return nil, nil, "The logs are kept elsewhere: " + b.Status.LogURL
+	case b.Status.Executor != "":
+		return nil, nil, fmt.Sprintf("The UI does not know where executor %q keeps its logs.", b.Status.Executor)
 	}
 	return nil, nil, "No logs yet: the Build has not started running."
 }
 
-// fromFiles reads logs under the log directory only: a log URL pointing anywhere else is refused,
-// so that a Build's status cannot make the UI show an arbitrary file.
-func (l *logReader) fromFiles(b *ferryv1.Build) ([]stepLog, *stepLog, string) {
-	u, err := url.Parse(b.Status.LogURL)
-	if err != nil || u.Host != "" && u.Host != "localhost" {
-		return nil, nil, "The log URL is not a local file URL."
+// tektonExecutor is the name Build.status.executor gives the Tekton executor.
+const tektonExecutor = "tekton"
+
+// fromFile reads the local executor's log of the Build: a regular file, never a symbolic link,
+// in a directory under the log directory.
+func (l *logReader) fromFile(b *ferryv1.Build) ([]stepLog, *stepLog, string) {
+	if l.logDir == "" {
+		return nil, nil, "The UI has no log directory (--log-dir), so it cannot show the local executor's logs."
 	}
-	path, err := l.underLogDir(u.Path)
-	if err != nil {
+	path, err := l.underLogDir(localexecutor.LogPath(l.logDir, b))
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, nil, notHere
+	case err != nil:
 		return nil, nil, err.Error()
 	}
-	info, err := os.Stat(path)
-	if err != nil {
-		return nil, nil, "The log is not on this replica of the manager (the local executor writes logs where it runs)."
+	info, err := os.Lstat(path)
+	switch {
+	case err != nil:
+		return nil, nil, notHere
+	case !info.Mode().IsRegular():
+		return nil, nil, "The Build's log is not a regular file and is not shown."
 	}
-	if !info.IsDir() {
-		log := readTail(path)
-		log.Step = "build"
-		return nil, &log, ""
-	}
-	var steps []stepLog
-	for _, st := range b.Status.Steps {
-		log := readTail(filepath.Join(path, st.Name+".log"))
-		log.Step = st.Name
-		if log.Note != "" && (st.State == "Waiting" || st.State == "") {
-			log.Note = "Not started."
-		}
-		steps = append(steps, log)
-	}
-	return steps, nil, ""
+	log := readTail(path, info)
+	log.Step = "build"
+	return nil, &log, ""
 }
 
+// notHere says why a local executor's log is missing.
+const notHere = "The log is not on this replica of the manager (the local executor writes logs where it runs)."
+
+// underLogDir returns p with its directory resolved, and refuses a directory that leads out of
+// the log directory through a symbolic link. The file itself is not resolved: the caller refuses
+// one that is not a regular file.
 func (l *logReader) underLogDir(p string) (string, error) {
-	refused := errors.New("the log URL is outside the manager's log directory and is not shown")
-	if l.logDir == "" {
-		return "", refused
-	}
+	refused := errors.New("the Build's log leads outside the manager's log directory and is not shown")
 	dir, err := filepath.EvalSymlinks(l.logDir)
 	if err != nil {
 		return "", refused
 	}
-	resolved, err := filepath.EvalSymlinks(filepath.Clean(p))
+	parent, err := filepath.EvalSymlinks(filepath.Dir(filepath.Clean(p)))
 	if err != nil {
-		// Not written yet: judge the path as written.
-		resolved = filepath.Clean(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			return "", err
+		}
+		return "", refused
 	}
-	rel, err := filepath.Rel(dir, resolved)
+	rel, err := filepath.Rel(dir, parent)
 	if err != nil || rel == ".." || strings.HasPrefix(rel, "../") || filepath.IsAbs(rel) {
 		return "", refused
 	}
-	return resolved, nil
+	return filepath.Join(parent, filepath.Base(p)), nil
 }
 
-func readTail(path string) stepLog {
+// readTail reads the end of the regular file at path, which must still be the file lstat saw:
+// one swapped for a symbolic link in between is not read.
+func readTail(path string, lstat fs.FileInfo) stepLog {
 	f, err := os.Open(path)
 	if err != nil {
 		return stepLog{Note: "No log."}
@@ -117,6 +126,9 @@ func readTail(path string) stepLog {
 	info, err := f.Stat()
 	if err != nil {
 		return stepLog{Note: err.Error()}
+	}
+	if !os.SameFile(info, lstat) {
+		return stepLog{Note: "The Build's log changed while it was opened and is not shown."}
 	}
 	var log stepLog
 	if info.Size() > maxLogBytes {
@@ -133,14 +145,18 @@ func readTail(path string) stepLog {
 	return log
 }
 
-// fromPods reads each step's container log from the pod of the PipelineRun's TaskRun.
+// fromPods reads each step's container log from the pod of the TaskRun of the Build's PipelineRun.
 func (l *logReader) fromPods(ctx context.Context, b *ferryv1.Build) []stepLog {
+	run := buildplan.PipelineRunName(b.Name, b.UID)
 	var trs pipelinev1.TaskRunList
-	err := l.reader.List(ctx, &trs, client.InNamespace(b.Namespace), client.MatchingLabels{"tekton.dev/pipelineRun": b.Status.PipelineRunRef.Name})
+	err := l.reader.List(ctx, &trs, client.InNamespace(b.Namespace), client.MatchingLabels{"tekton.dev/pipelineRun": run})
 	containers := map[string]string{}
 	pod := ""
 	if err == nil {
 		for _, tr := range trs.Items {
+			if owner := metav1.GetControllerOf(&tr); owner == nil || owner.Kind != "PipelineRun" || owner.Name != run {
+				continue
+			}
 			if tr.Status.PodName != "" {
 				pod = tr.Status.PodName
 			}

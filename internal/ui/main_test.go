@@ -31,6 +31,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
+	localexecutor "github.com/ferryci/ferry/controllers/build/local"
 	"github.com/ferryci/ferry/internal/controlplane"
 	"github.com/ferryci/ferry/internal/manager"
 	"github.com/ferryci/ferry/internal/releasetest"
@@ -53,9 +54,14 @@ func TestMain(m *testing.M) {
 // `make manifests` generates from the UI's markers (config/rbac/ui/role.yaml).
 const uiUser = "system:serviceaccount:ferry-system:ferry-ui"
 
+// gitLabTokenReader is config/rbac/ui/gitlab_token_reader_role.yaml as installed.
+const gitLabTokenReader = "ferry-ui-gitlab-token-reader"
+
 var uiRBACOnce sync.Once
 
-// uiConfig returns a client config of the UI's ServiceAccount, after installing its roles.
+// uiConfig returns a client config of the UI's ServiceAccount, after installing its roles, the
+// role that lets it read GitLab tokens (unbound) and its empty session Secret, as config/default
+// does.
 func uiConfig(t *testing.T) *rest.Config {
 	t.Helper()
 	hub := testutil.CurrentHub(t)
@@ -68,6 +74,22 @@ func uiConfig(t *testing.T) *rest.Config {
 		raw, err := os.ReadFile(filepath.Join(root, "config", "rbac", "ui", "role.yaml"))
 		if err != nil {
 			t.Fatal(err)
+		}
+		reader, err := os.ReadFile(filepath.Join(root, "config", "rbac", "ui", "gitlab_token_reader_role.yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		tokenRole := &rbacv1.ClusterRole{}
+		if err := yaml.UnmarshalStrict(reader, tokenRole); err != nil {
+			t.Fatal(err)
+		}
+		tokenRole.Name = gitLabTokenReader
+		ensureNamespace(t, testutil.FerryNamespace)
+		session := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: testutil.FerryNamespace, Name: ui.DefaultSessionSecret}}
+		for _, o := range []client.Object{tokenRole, session} {
+			if err := hub.Client.Create(ctx, o); err != nil && !apierrors.IsAlreadyExists(err) {
+				t.Fatal(err)
+			}
 		}
 		for _, doc := range bytes.Split(raw, []byte("\n---\n")) {
 			if len(bytes.TrimSpace(bytes.Trim(doc, "-\n"))) == 0 {
@@ -183,7 +205,7 @@ func newWorld(t *testing.T, o worldOptions) *world {
 	if controllers == nil {
 		controllers = []string{"-*"}
 	}
-	testutil.StartManager(t, manager.Options{Controllers: controllers, LogDir: w.LogDir})
+	testutil.StartManager(t, manager.Options{Controllers: controllers, LogDir: w.LogDir, UIIdentity: uiUser})
 	w.URL = w.startUI(o.ui)
 	return w
 }
@@ -245,6 +267,48 @@ func (w *world) bind(users []string, groups ...string) {
 	t.Cleanup(func() {
 		_ = w.c.Delete(context.Background(), &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: w.ns, Name: "release-managers"}})
 	})
+}
+
+// allowGitLabTokens lets the UI read the GitLab tokens of the test's namespace, as the README's
+// install section says to bind config/rbac/ui/gitlab_token_reader_role.yaml.
+func (w *world) allowGitLabTokens() {
+	w.t.Helper()
+	w.roleBinding("ferry-ui-gitlab-tokens", "ClusterRole", gitLabTokenReader, rbacv1.Subject{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: uiUser})
+}
+
+// allowLogs lets users read the logs of pods in the test's namespace (get pods/log), what
+// `kubectl logs` needs and what the UI asks before it shows a Build's log.
+func (w *world) allowLogs(users ...string) {
+	t := w.t
+	t.Helper()
+	role := &rbacv1.Role{
+		ObjectMeta: metav1.ObjectMeta{Namespace: w.ns, Name: "log-readers"},
+		Rules:      []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"pods/log"}, Verbs: []string{"get"}}},
+	}
+	if err := w.c.Create(context.Background(), role); err != nil {
+		t.Fatal(err)
+	}
+	var subjects []rbacv1.Subject
+	for _, u := range users {
+		subjects = append(subjects, rbacv1.Subject{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: u})
+	}
+	w.roleBinding("log-readers", "Role", role.Name, subjects...)
+}
+
+// roleBinding binds a role in the test's namespace, and removes the binding when the test ends:
+// namespaces never finish terminating without a namespace controller.
+func (w *world) roleBinding(name, kind, role string, subjects ...rbacv1.Subject) {
+	t := w.t
+	t.Helper()
+	b := &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Namespace: w.ns, Name: name},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: kind, Name: role},
+		Subjects:   subjects,
+	}
+	if err := w.c.Create(context.Background(), b); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = w.c.Delete(context.Background(), b) })
 }
 
 // environment creates a cluster-scoped Environment with a unique name and deletes it at the end.
@@ -325,6 +389,25 @@ func (w *world) build(name, project, rev, img, user string, lineage *ferryv1.Ima
 		t.Fatal(err)
 	}
 	return b
+}
+
+// writeLog writes a Build's log where the local executor with the world's log directory writes
+// it, and points the Build's status at it as the executor does.
+func (w *world) writeLog(b *ferryv1.Build, text string) string {
+	t := w.t
+	t.Helper()
+	path := localexecutor.LogPath(w.LogDir, b)
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	b.Status.LogURL = "file://" + path
+	if err := w.c.Status().Update(context.Background(), b); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
 // release creates a Release of b's image as user (the webhook records who asked).

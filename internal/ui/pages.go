@@ -3,6 +3,7 @@ package ui
 import (
 	"cmp"
 	"context"
+	"fmt"
 	"net/http"
 	"slices"
 
@@ -397,7 +398,7 @@ func (s *Server) buildPage(w http.ResponseWriter, r *http.Request, sess *auth.Se
 	if err := s.reader.Get(r.Context(), namespacedName(b.Namespace, b.Spec.Project), p); err == nil {
 		d.Project = p
 	}
-	logs, whole, note := s.logs.read(r.Context(), b)
+	logs, whole, note := s.buildLogs(r.Context(), sess, b)
 	d.Whole, d.LogNote = whole, note
 	for i, st := range b.Status.Steps {
 		sv := stepView{Step: st}
@@ -409,6 +410,21 @@ func (s *Server) buildPage(w http.ResponseWriter, r *http.Request, sess *auth.Se
 	s.render(w, r, sess, http.StatusOK, "build", "Build "+b.Name, d)
 }
 
+// buildLogs are a Build's logs for the signed-in person: theirs to read where RBAC lets them read
+// the logs of pods (what `kubectl logs` of the Build's Tekton pod needs), whichever executor ran
+// the Build. Who may list Builds may not always read what their steps printed.
+func (s *Server) buildLogs(ctx context.Context, sess *auth.Session, b *ferryv1.Build) ([]stepLog, *stepLog, string) {
+	if !s.access.canReadLogs(ctx, sess.Identity, b.Namespace) {
+		return nil, nil, noLogsFor(sess, b.Namespace)
+	}
+	return s.logs.read(ctx, b)
+}
+
+// noLogsFor says why a person sees no logs.
+func noLogsFor(sess *auth.Session, namespace string) string {
+	return fmt.Sprintf("You (%s) may not read the logs of Builds in %s: RBAC does not let you read the logs of pods there (get pods/log).", sess.User, namespace)
+}
+
 // buildLog is one step's log as plain text, for reading in full or saving.
 func (s *Server) buildLog(w http.ResponseWriter, r *http.Request, sess *auth.Session) {
 	b := s.findBuild(w, r, sess)
@@ -416,6 +432,10 @@ func (s *Server) buildLog(w http.ResponseWriter, r *http.Request, sess *auth.Ses
 		return
 	}
 	step := r.URL.Query().Get("step")
+	if !s.access.canReadLogs(r.Context(), sess.Identity, b.Namespace) {
+		http.Error(w, noLogsFor(sess, b.Namespace), http.StatusForbidden)
+		return
+	}
 	logs, whole, note := s.logs.read(r.Context(), b)
 	var text string
 	switch {

@@ -4,10 +4,13 @@
 // a little JavaScript swaps in fresh parts of a page when the objects behind it change (watch →
 // server-sent events).
 //
-// The UI reads with its own ServiceAccount and never writes with it: every decision goes to the
-// API server impersonating the signed-in person and their groups, so RBAC and Ferry's admission
-// webhook decide exactly as they do for kubectl. What a person may see is what RBAC lets them
-// list, asked of the API server as them (SelfSubjectAccessReview).
+// The UI runs as a ServiceAccount of its own that may impersonate nobody. What a person may see
+// is what RBAC lets them list, and a person's build logs are theirs to read when RBAC lets them
+// read pod logs: the UI asks the API server about the person (SubjectAccessReview). Its only
+// writes are a person's decisions (Approvals) and re-requests of expired gates (an annotation on
+// a Release): RBAC must let the person do them, and the UI names the person on what it writes
+// (ferryv1.AssertedIdentityAnnotation). Ferry's admission webhook believes that name from the
+// UI's identity alone and judges the decision as the person's, exactly as for kubectl.
 package ui
 
 import (
@@ -25,8 +28,6 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	"k8s.io/apimachinery/pkg/api/meta"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -37,17 +38,21 @@ import (
 	"github.com/ferryci/ferry/internal/ui/auth"
 )
 
-// The UI reads Ferry's objects everywhere, the pods and logs of Tekton builds, and Projects'
-// GitLab tokens (to ask GitLab what changed); it impersonates the signed-in person for every
-// write and every access check. Its one write of its own is the session Secret in Ferry's
-// namespace: created once, updated when someone signs out (a session Secret named otherwise
-// needs its own update rule).
-// +kubebuilder:rbac:groups="",resources=users;groups,verbs=impersonate
-// +kubebuilder:rbac:groups=ferry.dev,resources=releases;approvals;environments;projects;builds;clusters,verbs=get;list;watch
+// The UI reads Ferry's objects and Tekton's TaskRuns everywhere and the logs of pods; asks the API
+// server what people may do; creates Approvals and patches Releases for people (the admission
+// webhook lets it do nothing else with them); and keeps its session Secret in Ferry's namespace,
+// which the install creates empty, and reads its sign-in Secrets there, by name (a Secret named
+// otherwise needs its own rule). It impersonates nobody, and it reads no other Secret: to list
+// the commits between two images it needs to read Projects' GitLab tokens, which
+// config/rbac/ui/gitlab_token_reader_role.yaml grants per namespace.
+// +kubebuilder:rbac:groups=ferry.dev,resources=releases;approvals;environments;projects;builds,verbs=get;list;watch
+// +kubebuilder:rbac:groups=ferry.dev,resources=approvals,verbs=create
+// +kubebuilder:rbac:groups=ferry.dev,resources=releases,verbs=patch
 // +kubebuilder:rbac:groups=tekton.dev,resources=taskruns,verbs=get;list;watch
-// +kubebuilder:rbac:groups="",resources=pods;pods/log;secrets,verbs=get
-// +kubebuilder:rbac:groups="",namespace=ferry-system,resources=secrets,verbs=get;list;watch;create
-// +kubebuilder:rbac:groups="",namespace=ferry-system,resources=secrets,resourceNames=ferry-ui-session,verbs=update
+// +kubebuilder:rbac:groups="",resources=pods/log,verbs=get
+// +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
+// +kubebuilder:rbac:groups="",namespace=ferry-system,resources=secrets,resourceNames=ferry-ui-session,verbs=get;list;watch;update
+// +kubebuilder:rbac:groups="",namespace=ferry-system,resources=secrets,resourceNames=ferry-ui-oidc;ferry-ui-tokens,verbs=get
 
 // Options configure the UI.
 type Options struct {
@@ -58,8 +63,9 @@ type Options struct {
 	// ExternalURL is the URL people reach the UI at (the manager's --ui-url). An https URL makes
 	// the cookies Secure; the OIDC redirect URI is <ExternalURL>/signin/oidc/callback.
 	ExternalURL string
-	// LogDir is where the local executor writes step logs; the UI only reads file:// log URLs
-	// under it.
+	// LogDir is where the local executor writes Builds' logs; the UI reads a Build's log at the
+	// path the executor gives it there (its namespace, name and UID), never where the Build's
+	// status points.
 	LogDir string
 
 	Config
@@ -75,8 +81,14 @@ type Config struct {
 	// application's secret.
 	OIDCClientSecret string
 	// OIDCUsernameClaim, OIDCUsernamePrefix, OIDCGroupsClaim and OIDCGroupsPrefix map the ID
-	// token to a Kubernetes identity; set them as the API server's --oidc-* flags are set.
+	// token to a Kubernetes identity; set them as the API server's --oidc-* flags are set. An
+	// empty OIDCGroupsClaim takes no groups from the provider.
 	OIDCUsernameClaim, OIDCUsernamePrefix, OIDCGroupsClaim, OIDCGroupsPrefix string
+	// OIDCAllowUnprefixed accepts an OIDCUsernamePrefix or OIDCGroupsPrefix that is empty. Without
+	// it the UI refuses to start with OIDC sign-in and no username prefix, or a groups claim and
+	// no groups prefix: anyone can create a GitLab group (or pick a username) that is named like
+	// one RBAC or an approval policy trusts, such as release-managers.
+	OIDCAllowUnprefixed bool
 
 	// TokenFile is a file of sign-in tokens (see auth.TokenEntry), for `ferry dev`.
 	TokenFile string
@@ -105,9 +117,9 @@ type Server struct {
 	cache     cache.Cache
 	reader    client.Reader
 	apiReader client.Reader
+	// writer writes with the UI's own identity: Approvals and re-requests for people.
+	writer    client.Client
 	config    *rest.Config
-	scheme    *runtime.Scheme
-	mapper    meta.RESTMapper
 	clientset kubernetes.Interface
 	log       logr.Logger
 
@@ -138,9 +150,8 @@ func New(mgr ctrl.Manager, opts Options) (*Server, error) {
 		cache:     mgr.GetCache(),
 		reader:    mgr.GetClient(),
 		apiReader: mgr.GetAPIReader(),
+		writer:    mgr.GetClient(),
 		config:    mgr.GetConfig(),
-		scheme:    mgr.GetScheme(),
-		mapper:    mgr.GetRESTMapper(),
 		log:       mgr.GetLogger().WithName("ui"),
 	}
 	var externalHost string
@@ -171,6 +182,9 @@ func New(mgr ctrl.Manager, opts Options) (*Server, error) {
 		ExternalHost: externalHost,
 	}
 	if opts.OIDCIssuerURL != "" {
+		if err := checkOIDCPrefixes(opts.Config); err != nil {
+			return nil, err
+		}
 		o, err := auth.NewOIDC(auth.OIDCConfig{
 			IssuerURL: opts.OIDCIssuerURL, ClientID: opts.OIDCClientID,
 			UsernameClaim: opts.OIDCUsernameClaim, UsernamePrefix: opts.OIDCUsernamePrefix,
@@ -189,7 +203,7 @@ func New(mgr ctrl.Manager, opts Options) (*Server, error) {
 	case opts.TokenSecret != "":
 		s.tokens = auth.TokenSecret{Reader: s.apiReader, Namespace: opts.Namespace, Name: opts.TokenSecret}
 	}
-	s.access = newAccessCache(s.userClient)
+	s.access = newAccessCache(s.writer)
 	s.events = newEventHub(s.log)
 	s.changes = newChangeFinder(s.reader, s.apiReader)
 	s.logs = &logReader{reader: s.reader, clientset: s.clientset, logDir: opts.LogDir}
@@ -340,12 +354,19 @@ func (s *Server) signedIn(h sessionHandler) http.HandlerFunc {
 	}
 }
 
-// userClient talks to the API server as id: impersonation, so that RBAC and the admission
-// webhooks see the person, not the UI.
-func (s *Server) userClient(id auth.Identity) (client.Client, error) {
-	cfg := rest.CopyConfig(s.config)
-	cfg.Impersonate = rest.ImpersonationConfig{UserName: id.User, Groups: id.Groups}
-	return client.New(cfg, client.Options{Scheme: s.scheme, Mapper: s.mapper})
+// checkOIDCPrefixes refuses identities from an OpenID provider that could pass for someone RBAC
+// or an approval policy trusts: GitLab lets anyone create a group, and pick a username.
+func checkOIDCPrefixes(c Config) error {
+	if c.OIDCAllowUnprefixed {
+		return nil
+	}
+	if c.OIDCUsernamePrefix == "" {
+		return errors.New("OIDC sign-in needs a username prefix (--ui-oidc-username-prefix, e.g. \"gitlab:\", as the API server's --oidc-username-prefix): anyone who can pick a username at the provider could otherwise sign in as a Kubernetes user of that name; --ui-oidc-allow-unprefixed accepts that when only administrators create users there")
+	}
+	if c.OIDCGroupsClaim != "" && c.OIDCGroupsPrefix == "" {
+		return fmt.Errorf("OIDC groups claim %q needs a groups prefix (--ui-oidc-groups-prefix, e.g. \"gitlab:\", as the API server's --oidc-groups-prefix): anyone can create a GitLab group named like one RBAC or an approval policy trusts, such as release-managers; name the prefixed groups there (gitlab:release-managers), or take no groups (--ui-oidc-groups-claim=\"\"), or --ui-oidc-allow-unprefixed when only administrators create groups at the provider", c.OIDCGroupsClaim)
+	}
+	return nil
 }
 
 // redirectURL is the OIDC redirect URI: under the external URL when there is one, else under the

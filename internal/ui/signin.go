@@ -92,7 +92,7 @@ func (s *Server) signinToken(w http.ResponseWriter, r *http.Request) {
 		s.renderSignin(w, r, http.StatusUnauthorized, next, "That token signs nobody in.")
 		return
 	}
-	if _, err := s.sessions.Start(r.Context(), w, id, "token"); err != nil {
+	if _, err := s.sessions.Start(r.Context(), w, id, auth.MethodToken); err != nil {
 		s.renderSignin(w, r, http.StatusInternalServerError, next, err.Error())
 		return
 	}
@@ -175,7 +175,7 @@ func (s *Server) signinOIDCCallback(w http.ResponseWriter, r *http.Request) {
 		s.renderSignin(w, r, http.StatusUnauthorized, st.Next, err.Error())
 		return
 	}
-	if _, err := s.sessions.Start(r.Context(), w, id, "oidc"); err != nil {
+	if _, err := s.sessions.Start(r.Context(), w, id, auth.MethodOIDC); err != nil {
 		s.renderSignin(w, r, http.StatusInternalServerError, st.Next, err.Error())
 		return
 	}

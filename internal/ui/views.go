@@ -230,7 +230,7 @@ func (snap *snapshot) decorate(g *gateView, id auth.Identity, now metav1.Time) {
 		// A batch gate without a policy: whoever RBAC lets create Approvals decides.
 		policy = nil
 	}
-	g.CanApprove, g.CanReject, g.Why = mayDecide(policy, g.Environment, id, approval.Subject{RequestedBy: g.RequestedBy, TriggerUser: g.TriggeredBy})
+	g.CanApprove, g.CanReject, g.Why = mayDecide(policy, g.Environment, id, approval.Subject{RequestedBy: g.RequestedBy, Triggers: []approval.Trigger{{Build: g.Build, Named: true, User: g.TriggeredBy}}})
 	switch {
 	case g.Expired:
 		g.CanApprove, g.CanReject, g.Why = false, false, "The gate expired: re-request it on the Release's page"

@@ -14,12 +14,18 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	kubefake "k8s.io/client-go/kubernetes/fake"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
+	pipelinev1 "github.com/tektoncd/pipeline/pkg/apis/pipeline/v1"
+
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
+	localexecutor "github.com/ferryci/ferry/controllers/build/local"
 	"github.com/ferryci/ferry/internal/approval"
+	"github.com/ferryci/ferry/internal/buildplan"
 	"github.com/ferryci/ferry/internal/gitlab"
 	"github.com/ferryci/ferry/internal/ui/auth"
 )
@@ -30,7 +36,7 @@ func condition(t string, s metav1.ConditionStatus, reason string) metav1.Conditi
 
 func TestMayDecide(t *testing.T) {
 	policy := &ferryv1.ApprovalPolicy{Users: []string{"olga"}, Groups: []string{"release-managers"}}
-	subject := approval.Subject{RequestedBy: "dana", TriggerUser: "dave"}
+	subject := approval.Subject{RequestedBy: "dana", Triggers: []approval.Trigger{{Build: "shop-b1", Named: true, User: "dave"}}}
 	cases := []struct {
 		name            string
 		policy          *ferryv1.ApprovalPolicy
@@ -180,35 +186,81 @@ func TestAPIRefusal(t *testing.T) {
 	}
 }
 
-func TestLogsStayInTheLogDirectory(t *testing.T) {
+// TestLogsComeFromTheBuildNotItsStatus: whoever may write a Build's status cannot make the UI
+// show another Build's log or any file: the local executor's log is found from the Build's
+// namespace, name and UID under the log directory, a Tekton Build's pod from the PipelineRun
+// named after the Build.
+func TestLogsComeFromTheBuildNotItsStatus(t *testing.T) {
 	dir := t.TempDir()
-	outside := t.TempDir()
-	if err := os.WriteFile(filepath.Join(outside, "secret.log"), []byte("secret"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink(outside, filepath.Join(dir, "link")); err != nil {
-		t.Fatal(err)
-	}
-	big := strings.Repeat("x", maxLogBytes) + "THE END"
-	if err := os.WriteFile(filepath.Join(dir, "big.log"), []byte(big), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	l := &logReader{logDir: dir}
-	build := func(u string) *ferryv1.Build {
-		return &ferryv1.Build{Status: ferryv1.BuildStatus{LogURL: u}}
-	}
-	for _, u := range []string{"file://" + filepath.Join(outside, "secret.log"), "file://" + dir + "/../" + filepath.Base(outside) + "/secret.log", "file://" + dir + "/link/secret.log", "file://otherhost" + dir + "/big.log"} {
-		_, whole, note := l.read(context.Background(), build(u))
-		if whole != nil || note == "" {
-			t.Errorf("%s was read: %+v", u, whole)
+	build := func(name, uid, executor string) *ferryv1.Build {
+		return &ferryv1.Build{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: name, UID: types.UID(uid)},
+			Status:     ferryv1.BuildStatus{Executor: executor, Steps: []ferryv1.StepStatus{{Name: "test", State: "Succeeded"}}},
 		}
 	}
-	_, whole, _ := l.read(context.Background(), build("file://"+filepath.Join(dir, "big.log")))
-	if whole == nil || !whole.Truncated || !strings.HasSuffix(whole.Text, "THE END") || len(whole.Text) != maxLogBytes {
+	write := func(path, text string) {
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l := &logReader{logDir: dir}
+
+	// The local executor: a's log is a's; b pointing its status at a's log, at a file elsewhere
+	// or at /etc/passwd shows nothing of them.
+	a, b := build("a", "uid-a", localexecutor.Name), build("b", "uid-b", localexecutor.Name)
+	aLog := localexecutor.LogPath(dir, a)
+	write(aLog, "==> test\nA's SECRET output\n")
+	if _, whole, note := l.read(context.Background(), a); whole == nil || !strings.Contains(whole.Text, "A's SECRET output") {
+		t.Fatalf("a's own log: %+v (%s)", whole, note)
+	}
+	outside := filepath.Join(t.TempDir(), "secret.log")
+	write(outside, "SECRET elsewhere")
+	for _, u := range []string{"file://" + aLog, "file://" + filepath.Dir(aLog), "file://" + outside, "file:///etc/passwd", "file://" + dir + "/../" + outside} {
+		b.Status.LogURL = u
+		steps, whole, note := l.read(context.Background(), b)
+		if whole != nil || len(steps) > 0 || strings.Contains(note, "SECRET") || strings.Contains(note, "root:") {
+			t.Errorf("status.logURL %s showed %+v %+v %q", u, steps, whole, note)
+		}
+	}
+	// A log that is a symbolic link (to another Build's log) is not followed.
+	if err := os.Symlink(aLog, localexecutor.LogPath(dir, b)); err != nil {
+		t.Fatal(err)
+	}
+	if _, whole, note := l.read(context.Background(), b); whole != nil || !strings.Contains(note, "not a regular file") {
+		t.Errorf("a symlinked log was read: %+v (%s)", whole, note)
+	}
+	// A big log is its last maxLogBytes.
+	c := build("c", "uid-c", localexecutor.Name)
+	write(localexecutor.LogPath(dir, c), strings.Repeat("x", maxLogBytes)+"THE END")
+	if _, whole, _ := l.read(context.Background(), c); whole == nil || !whole.Truncated || !strings.HasSuffix(whole.Text, "THE END") || len(whole.Text) != maxLogBytes {
 		t.Errorf("a big log is not its last %d bytes", maxLogBytes)
 	}
-	if _, _, note := (&logReader{}).read(context.Background(), build("file://"+filepath.Join(dir, "big.log"))); note == "" {
+	if _, whole, note := (&logReader{}).read(context.Background(), a); whole != nil || note == "" {
 		t.Error("without a log directory, file logs must not be read")
+	}
+
+	// Tekton: b naming a's PipelineRun in its status gets nothing of a's pod.
+	a, b = build("a", "uid-a", tektonExecutor), build("b", "uid-b", tektonExecutor)
+	aRun := buildplan.PipelineRunName(a.Name, a.UID)
+	tr := &pipelinev1.TaskRun{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: aRun + "-build", Labels: map[string]string{"tekton.dev/pipelineRun": aRun},
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "tekton.dev/v1", Kind: "PipelineRun", Name: aRun, UID: "pr-a", Controller: ptr.To(true)}}},
+		Status: pipelinev1.TaskRunStatus{TaskRunStatusFields: pipelinev1.TaskRunStatusFields{PodName: "a-pod"}},
+	}
+	scheme := testScheme(t)
+	if err := pipelinev1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	l = &logReader{reader: fake.NewClientBuilder().WithScheme(scheme).WithObjects(tr).Build(), clientset: kubefake.NewClientset()}
+	if steps, _, _ := l.read(context.Background(), a); len(steps) != 1 || steps[0].Text != "fake logs" {
+		t.Fatalf("a's own step log: %+v", steps)
+	}
+	b.Status.PipelineRunRef = &ferryv1.LocalObjectReference{Name: aRun}
+	if steps, _, _ := l.read(context.Background(), b); len(steps) != 1 || steps[0].Text != "" || strings.Contains(steps[0].Note, "a-pod") {
+		t.Errorf("b, naming a's PipelineRun in its status, shows %+v", steps)
 	}
 }
 

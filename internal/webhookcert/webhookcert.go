@@ -47,8 +47,14 @@ const (
 	defaultInterval = time.Hour
 )
 
-// +kubebuilder:rbac:groups="",namespace=ferry-system,resources=secrets,verbs=create;update
-// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=validatingwebhookconfigurations;mutatingwebhookconfigurations,verbs=get;list;watch;patch
+// The rotator reads and patches only Ferry's own webhook configurations and certificate Secret,
+// by name, with a direct client (no list, no watch): RBAC names them (the names config/default
+// gives them), so that the manager cannot touch anyone else's webhooks. A Secret cannot be named
+// in a create rule.
+// +kubebuilder:rbac:groups="",namespace=ferry-system,resources=secrets,verbs=create
+// +kubebuilder:rbac:groups="",namespace=ferry-system,resources=secrets,resourceNames=ferry-webhook-tls,verbs=update
+// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=mutatingwebhookconfigurations,resourceNames=ferry-mutating-webhook-configuration,verbs=get;patch
+// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=validatingwebhookconfigurations,resourceNames=ferry-validating-webhook-configuration,verbs=get;patch
 
 // Rotator keeps the webhook certificate current.
 type Rotator struct {

@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -177,6 +178,13 @@ func TestPushToProductionAndRestart(t *testing.T) {
 		t.Errorf("the prod Approval made in the UI = %+v, want alice's with her comment", fromUI)
 	}
 
+	if ep.Nodes == dev.NodesReal {
+		// The app really runs in prod, on the prod cluster's node: it answers with the pushed commit.
+		waitAppAnswers(t, p.AppURLs["prod"], "(commit "+sha[:8]+")")
+	} else {
+		t.Logf("nodes are simulated here: apps are not asked for an answer")
+	}
+
 	// Ctrl-C stops everything.
 	d.stop(t)
 
@@ -218,7 +226,112 @@ func TestPushToProductionAndRestart(t *testing.T) {
 	}
 	waitEnvironment(t, hub, pb.Name, "dev", ferryv1.SucceededReason)
 	waitDeployment(t, kubeClient(t, ep.Clusters["nonprod"].Kubeconfig), py.Namespaces["dev"], "python-web", pb.Status.Image)
+	if ep.Nodes == dev.NodesReal {
+		// Python runs in the python-3.11 runtime and says which commit it is.
+		waitAppAnswers(t, py.AppURLs["dev"]+"version", "commit "+pb.Spec.Revision[:8])
+		// A commit that breaks go-hello's health check fails in dev and is rolled back, while the
+		// version that ran keeps answering every request.
+		brokenCommitRollsBack(t, ferry, root, dataDir, hub, ep, project, b)
+	}
 	d.stop(t)
+}
+
+// waitAppAnswers waits until an app URL of ferry dev answers 200 with want in its body.
+func waitAppAnswers(t *testing.T, appURL, want string) {
+	t.Helper()
+	var last string
+	testutil.EventuallyWithin(t, rolloutTimeout, appURL+" answering "+want, func() (bool, error) {
+		status, body, err := getApp(context.Background(), appURL)
+		last = fmt.Sprintf("%d %q %v", status, body, err)
+		return err == nil && status == http.StatusOK && strings.Contains(body, want), nil
+	})
+	t.Logf("%s answers: %s", appURL, strings.TrimSpace(last))
+}
+
+// getApp GETs an app URL of ferry dev (http://PROJECT.ENVIRONMENT.localhost:PORT/…): its host
+// name goes to loopback as the Host header, so no resolver has to know *.localhost.
+func getApp(ctx context.Context, appURL string) (int, string, error) {
+	u, err := url.Parse(appURL)
+	if err != nil {
+		return 0, "", err
+	}
+	dialer := &net.Dialer{}
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return dialer.DialContext(ctx, network, net.JoinHostPort("127.0.0.1", u.Port()))
+		},
+	}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, appURL, nil)
+	if err != nil {
+		return 0, "", err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer func() { _ = resp.Body.Close() }()
+	body, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body), err
+}
+
+// brokenCommitRollsBack pushes a commit whose health check answers 500 and checks that its
+// rollout in dev fails and is rolled back to the running image, and that the running version
+// answered every request meanwhile (a Rolling rollout never removes a ready pod first).
+func brokenCommitRollsBack(t *testing.T, ferry, root, dataDir string, hub client.Client, ep *dev.Endpoints, project string, running *ferryv1.Build) {
+	t.Helper()
+	appURL := ep.Projects[project].AppURLs["dev"]
+	want := "(commit " + running.Spec.Revision[:8] + ")"
+	waitAppAnswers(t, appURL, want)
+	ctx, cancel := context.WithCancel(context.Background())
+	type result struct{ ok, failed int }
+	done := make(chan result, 1)
+	var failures []string
+	go func() {
+		var r result
+		for ctx.Err() == nil {
+			status, body, err := getApp(ctx, appURL)
+			switch {
+			case ctx.Err() != nil:
+			case err == nil && status == http.StatusOK && strings.Contains(body, want):
+				r.ok++
+			default:
+				r.failed++
+				if len(failures) < 5 {
+					failures = append(failures, fmt.Sprintf("%d %q %v", status, body, err))
+				}
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		done <- r
+	}()
+	out := runFerry(t, ferry, root, "dev", "push", project, "--unhealthy", "--wait", "--data-dir", dataDir)
+	cancel()
+	r := <-done
+	if !strings.Contains(out, "rolled back") {
+		t.Errorf("ferry dev push --unhealthy --wait did not report the rollback:\n%s", out)
+	}
+	t.Logf("while the broken commit rolled out and back: %d requests answered by the running version, %d failed", r.ok, r.failed)
+	if r.failed > 0 || r.ok == 0 {
+		t.Errorf("%d of %d requests failed while the broken commit rolled out and back (first: %v)", r.failed, r.ok+r.failed, failures)
+	}
+	broken := remoteHead(t, ep.Projects[project].RepoURL)
+	var rel *ferryv1.Release
+	testutil.EventuallyWithin(t, rolloutTimeout, "the broken commit's Release", func() (bool, error) {
+		var list ferryv1.ReleaseList
+		if err := hub.List(context.Background(), &list, client.InNamespace(ep.Namespace)); err != nil {
+			return false, err
+		}
+		for i := range list.Items {
+			if list.Items[i].Spec.Revision == broken {
+				rel = &list.Items[i]
+			}
+		}
+		return rel != nil, nil
+	})
+	rel = waitEnvironment(t, hub, rel.Name, "dev", ferryv1.RolledBackReason)
+	waitDeployment(t, kubeClient(t, ep.Clusters["nonprod"].Kubeconfig), ep.Projects[project].Namespaces["dev"], project, running.Status.Image)
+	waitAppAnswers(t, appURL, want)
 }
 
 // devProcess is a running `ferry dev`.
@@ -234,7 +347,9 @@ type devProcess struct {
 // startDev starts `ferry dev` and waits until it says it is ready.
 func startDev(t *testing.T, ferry, root, dataDir string) *devProcess {
 	t.Helper()
-	cmd := exec.Command(ferry, "dev", "--data-dir", dataDir)
+	// The real base images are built once per machine, in the checkout's git-ignored cache that
+	// `make run` and the baseimage tests share.
+	cmd := exec.Command(ferry, "dev", "--data-dir", dataDir, "--image-cache", filepath.Join(root, ".cache", "baseimage"))
 	cmd.Dir = root
 	out := &syncBuffer{ready: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = out, out
@@ -454,7 +569,7 @@ func waitEnvironment(t *testing.T, c client.Client, release, env, reason string)
 			return false, fmt.Errorf("no status for %s yet", env)
 		}
 		ready := meta.FindStatusCondition(es.Conditions, ferryv1.ReadyCondition)
-		if ready != nil && ready.Status == metav1.ConditionFalse && (ready.Reason == ferryv1.RolloutFailedReason || ready.Reason == ferryv1.RejectedReason || ready.Reason == ferryv1.RolledBackReason) {
+		if ready != nil && ready.Status == metav1.ConditionFalse && ready.Reason != reason && (ready.Reason == ferryv1.RolloutFailedReason || ready.Reason == ferryv1.RejectedReason || ready.Reason == ferryv1.RolledBackReason) {
 			t.Fatalf("Release %s stopped in %s: %s: %s", release, env, ready.Reason, ready.Message)
 		}
 		return ready != nil && ready.Reason == reason, fmt.Errorf("%+v", es.Conditions)
@@ -512,7 +627,7 @@ func noDeployment(t *testing.T, c client.Client, ns, app string) {
 // was built from, and that it sits on the catalog's stack.
 func checkImage(t *testing.T, ep *dev.Endpoints, image, sha string) {
 	t.Helper()
-	ref, err := name.NewDigest(image)
+	ref, err := name.NewDigest(image, name.Insecure) // ferry dev's registry speaks plain HTTP, on loopback or on the host's address for nodes
 	if err != nil {
 		t.Fatal(err)
 	}

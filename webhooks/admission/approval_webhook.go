@@ -5,14 +5,18 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
@@ -29,18 +33,25 @@ type ApprovalWebhook struct {
 	// Reader reads Releases, Projects, Environments, Builds and Approvals, uncached so that a
 	// second decision made a moment after the first is seen.
 	Reader client.Reader
+	// Identities maps the GitLab users who trigger Builds to Kubernetes users, for the
+	// self-approval rule.
+	Identities approval.IdentityMapping
 	// Now returns the current time. Default time.Now.
 	Now func() time.Time
+	// Asserted believes the person Ferry's UI names; nil believes nobody.
+	Asserted *AssertedIdentities
 }
 
 // +kubebuilder:webhook:path=/mutate-ferry-dev-v1alpha1-approval,mutating=true,failurePolicy=fail,sideEffects=None,groups=ferry.dev,resources=approvals,verbs=create,versions=v1alpha1,name=approvals.ferry.dev,admissionReviewVersions=v1
-// +kubebuilder:webhook:path=/validate-ferry-dev-v1alpha1-approval,mutating=false,failurePolicy=fail,sideEffects=None,groups=ferry.dev,resources=approvals,verbs=create;update,versions=v1alpha1,name=vapprovals.ferry.dev,admissionReviewVersions=v1
+// +kubebuilder:webhook:path=/validate-ferry-dev-v1alpha1-approval,mutating=false,failurePolicy=fail,sideEffects=None,groups=ferry.dev,resources=approvals,verbs=create;update;delete,versions=v1alpha1,name=vapprovals.ferry.dev,admissionReviewVersions=v1
+// +kubebuilder:rbac:groups="",resources=namespaces,verbs=get
 
-// Default records the approver from the request, binds the decision to the Release's image and
-// labels the Approval with its project, release and environment. A client-supplied approver that
-// is not the requesting user is refused.
+// Default records the approver from the request, binds the decision to the Release's image,
+// labels the Approval with its project, release and environment, and makes the Release its owner
+// so that deleting the Release deletes its decisions. A client-supplied approver that is not the
+// requesting user is refused.
 func (w *ApprovalWebhook) Default(ctx context.Context, a *ferryv1.Approval) error {
-	user, err := requestUser(ctx)
+	user, err := w.Asserted.requester(ctx, a, "approvals", "")
 	if err != nil {
 		return err
 	}
@@ -59,6 +70,12 @@ func (w *ApprovalWebhook) Default(ctx context.Context, a *ferryv1.Approval) erro
 	setLabel(a, ferryv1.ProjectLabel, rel.Spec.Project)
 	setLabel(a, ferryv1.ReleaseLabel, rel.Name)
 	setLabel(a, ferryv1.EnvironmentLabel, a.Spec.Environment)
+	if !slices.ContainsFunc(a.OwnerReferences, func(o metav1.OwnerReference) bool { return o.UID == rel.UID }) {
+		// No blockOwnerDeletion: that would need the right to update the Release's finalizers.
+		a.OwnerReferences = append(a.OwnerReferences, metav1.OwnerReference{
+			APIVersion: ferryv1.GroupVersion.String(), Kind: "Release", Name: rel.Name, UID: rel.UID, Controller: ptr.To(false),
+		})
+	}
 	return nil
 }
 
@@ -75,7 +92,7 @@ func setLabel(a *ferryv1.Approval, key, value string) {
 
 // ValidateCreate refuses a decision that must not count, with the reason.
 func (w *ApprovalWebhook) ValidateCreate(ctx context.Context, a *ferryv1.Approval) (admission.Warnings, error) {
-	user, err := requestUser(ctx)
+	user, err := w.Asserted.requester(ctx, a, "approvals", "create")
 	if err != nil {
 		return nil, err
 	}
@@ -97,6 +114,12 @@ func (w *ApprovalWebhook) ValidateCreate(ctx context.Context, a *ferryv1.Approva
 	if a.Spec.Image != rel.Spec.Image {
 		return nil, fmt.Errorf("the decision must be bound to the Release's image %s, not %s", rel.Spec.Image, a.Spec.Image)
 	}
+	for _, o := range a.OwnerReferences {
+		// Another owner's deletion would make the garbage collector try to delete the decision.
+		if o.UID != rel.UID {
+			return nil, fmt.Errorf("metadata.ownerReferences names %s %s: an Approval belongs to its Release only", o.Kind, o.Name)
+		}
+	}
 	if err := w.checkOnPath(ctx, rel, a.Spec.Environment); err != nil {
 		return nil, err
 	}
@@ -115,7 +138,7 @@ func (w *ApprovalWebhook) ValidateCreate(ctx context.Context, a *ferryv1.Approva
 		return nil, err
 	}
 	if a.Spec.Decision == ferryv1.DecisionApprove && approval.ForbidsSelfApproval(policy) {
-		subject, err := w.subject(ctx, rel, env.Name)
+		subject, err := w.subject(ctx, rel)
 		if err != nil {
 			return nil, err
 		}
@@ -126,13 +149,18 @@ func (w *ApprovalWebhook) ValidateCreate(ctx context.Context, a *ferryv1.Approva
 	if err := checkGateOpen(rel, env.Name, a.Spec.Batch, w.now()); err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}
+	if err := checkBatchReached(rel, env.Name, a.Spec.Batch); err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
 	if err := w.checkFirstDecision(ctx, a, user.Username, what); err != nil {
 		return nil, err
 	}
 	return nil, nil
 }
 
-// ValidateUpdate refuses every change: an Approval is the audit record of one decision.
+// ValidateUpdate refuses every change: an Approval is the audit record of one decision. Only
+// the garbage collector's removal of an owner reference (a Release deleted with its dependents
+// orphaned) passes.
 func (w *ApprovalWebhook) ValidateUpdate(_ context.Context, oldObj, newObj *ferryv1.Approval) (admission.Warnings, error) {
 	what := "its spec"
 	switch {
@@ -140,13 +168,56 @@ func (w *ApprovalWebhook) ValidateUpdate(_ context.Context, oldObj, newObj *ferr
 		what = "its labels"
 	case !maps.Equal(oldObj.Annotations, newObj.Annotations):
 		what = "its annotations"
+	case equality.Semantic.DeepEqual(oldObj.Spec, newObj.Spec) && droppedOwners(oldObj.OwnerReferences, newObj.OwnerReferences):
+		return nil, nil
 	}
 	return nil, fmt.Errorf("approval %s is an immutable record of a decision and %s cannot change: create a new Approval instead", oldObj.Name, what)
 }
 
-// ValidateDelete allows deletion: RBAC decides who may remove a decision.
-func (w *ApprovalWebhook) ValidateDelete(context.Context, *ferryv1.Approval) (admission.Warnings, error) {
-	return nil, nil
+// droppedOwners reports whether after is before with some owner references removed.
+func droppedOwners(before, after []metav1.OwnerReference) bool {
+	if len(after) >= len(before) {
+		return false
+	}
+	for _, o := range after {
+		if !slices.ContainsFunc(before, func(b metav1.OwnerReference) bool { return equality.Semantic.DeepEqual(b, o) }) {
+			return false
+		}
+	}
+	return true
+}
+
+// ValidateDelete refuses to delete a decision while its Release exists: a deleted rejection
+// would reopen the gate it closed, a deleted approval would rewrite the audit record. The
+// decisions go with their Release (they are its dependents) and with their namespace.
+func (w *ApprovalWebhook) ValidateDelete(ctx context.Context, a *ferryv1.Approval) (admission.Warnings, error) {
+	rel := &ferryv1.Release{}
+	switch err := w.Reader.Get(ctx, types.NamespacedName{Namespace: a.Namespace, Name: a.Spec.Release}, rel); {
+	case apierrors.IsNotFound(err):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("failed to read Release %s: %w", a.Spec.Release, err)
+	case !rel.DeletionTimestamp.IsZero():
+		return nil, nil
+	}
+	ns := &corev1.Namespace{}
+	switch err := w.Reader.Get(ctx, types.NamespacedName{Name: a.Namespace}, ns); {
+	case apierrors.IsNotFound(err):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("failed to read namespace %s: %w", a.Namespace, err)
+	case !ns.DeletionTimestamp.IsZero():
+		return nil, nil
+	}
+	return nil, fmt.Errorf("approval %s records %s's decision (%s) on environment %s of Release %s, which still exists: decisions are never deleted while their Release exists; delete the Release to remove them",
+		a.Name, approverName(a), a.Spec.Decision, a.Spec.Environment, a.Spec.Release)
+}
+
+func approverName(a *ferryv1.Approval) string {
+	if a.Spec.Approver == nil {
+		return "an unknown person"
+	}
+	return strconv.Quote(a.Spec.Approver.Username)
 }
 
 func (w *ApprovalWebhook) now() time.Time {
@@ -227,22 +298,25 @@ func checkGateExists(env *ferryv1.Environment, batch int32) error {
 	return nil
 }
 
-// subject is whom self-approval is checked against. When the Release names a Build that is gone,
-// whether the approver triggered it cannot be checked, and the decision is refused.
-func (w *ApprovalWebhook) subject(ctx context.Context, rel *ferryv1.Release, env string) (approval.Subject, error) {
-	s := approval.Subject{RequestedBy: rel.Spec.RequestedBy}
-	if rel.Spec.Build == "" {
-		return s, nil
-	}
-	b := &ferryv1.Build{}
-	if err := w.Reader.Get(ctx, types.NamespacedName{Namespace: rel.Namespace, Name: rel.Spec.Build}, b); err != nil {
-		if apierrors.IsNotFound(err) {
-			return s, fmt.Errorf("build %s of Release %s no longer exists, so whether you triggered it cannot be checked, and environment %s forbids self-approval", rel.Spec.Build, rel.Name, env)
+// subject is whom self-approval is checked against: the Release's creator, and who triggered its
+// Build or, when it names none, the Builds of its Project that made its image.
+func (w *ApprovalWebhook) subject(ctx context.Context, rel *ferryv1.Release) (approval.Subject, error) {
+	var builds []*ferryv1.Build
+	if rel.Spec.Build != "" {
+		b := &ferryv1.Build{}
+		switch err := w.Reader.Get(ctx, types.NamespacedName{Namespace: rel.Namespace, Name: rel.Spec.Build}, b); {
+		case err == nil:
+			builds = append(builds, b)
+		case !apierrors.IsNotFound(err):
+			return approval.Subject{}, fmt.Errorf("failed to read Build %s: %w", rel.Spec.Build, err)
 		}
-		return s, fmt.Errorf("failed to read Build %s: %w", rel.Spec.Build, err)
+	} else {
+		var err error
+		if builds, err = buildsOfImage(ctx, w.Reader, rel.Namespace, rel.Spec.Project, rel.Spec.Image); err != nil {
+			return approval.Subject{}, err
+		}
 	}
-	s.TriggerUser = b.Spec.Trigger.User
-	return s, nil
+	return approval.SubjectOf(rel, builds, w.Identities), nil
 }
 
 // checkGateOpen refuses decisions on a gate that can no longer take them: the Release finished,
@@ -272,6 +346,38 @@ func checkGateOpen(rel *ferryv1.Release, env string, batch int32, now time.Time)
 		}
 		if es.Gate != nil && approval.Expired(es.Gate.ExpiresAt, now) && !meta.IsStatusConditionTrue(es.Conditions, ferryv1.ApprovedCondition) {
 			return fmt.Errorf("the gate expired at %s: re-request it with `ferry approve %s --env %s --rerequest` (or annotate the Release %s=%s)", es.Gate.ExpiresAt.UTC().Format(time.RFC3339), rel.Name, env, approval.ReRequestAnnotation, env)
+		}
+	}
+	return nil
+}
+
+// checkBatchReached refuses a decision on batch N (2 or more) before the environment's rollout
+// has made batch N-1 healthy on every cluster and waits for it.
+func checkBatchReached(rel *ferryv1.Release, env string, batch int32) error {
+	if batch == 0 {
+		return nil
+	}
+	var es *ferryv1.ReleaseEnvironmentStatus
+	for i := range rel.Status.Environments {
+		if rel.Status.Environments[i].Name == env {
+			es = &rel.Status.Environments[i]
+		}
+	}
+	waitFor := fmt.Sprintf("an approval of batch %d is taken once batch %d is healthy on every cluster and the rollout waits for it", batch, batch-1)
+	if es == nil || len(es.Clusters) == 0 {
+		return fmt.Errorf("the rollout in environment %s has not started: %s", env, waitFor)
+	}
+	if es.CompletionTime != nil {
+		return fmt.Errorf("the rollout in environment %s has finished: there is nothing left to decide", env)
+	}
+	for _, c := range es.Clusters {
+		switch {
+		case c.Batch > batch-1:
+			return fmt.Errorf("cluster %s is past batch %d already (at batch %d of %d): there is nothing left to decide", c.Cluster, batch-1, c.Batch, c.Batches)
+		case c.Batch < batch-1:
+			return fmt.Errorf("cluster %s is at batch %d of %d: %s", c.Cluster, c.Batch, c.Batches, waitFor)
+		case c.BatchHealthyTime == nil:
+			return fmt.Errorf("cluster %s is rolling out batch %d of %d, which is not healthy yet: %s", c.Cluster, c.Batch, c.Batches, waitFor)
 		}
 	}
 	return nil

@@ -12,6 +12,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
+	"github.com/ferryci/ferry/internal/approval"
 	"github.com/ferryci/ferry/internal/gitlab"
 )
 
@@ -22,11 +23,13 @@ var deliveryIDPattern = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,128}$`)
 
 // BuildName is the deterministic name of the Build a delivery creates:
 // <project>-<sha[:7]>-<hash8>. The hash covers the Project, the event kind, the ref, the commit and
-// the delivery's Idempotency-Key when GitLab sent one (GitLab ≥ 17.4 keeps it across retries and
-// "Resend Request"); without a key, the same push of the same commit names the same Build.
-func BuildName(project string, kind ferryv1.TriggerKind, ref, revision, idempotencyKey string) string {
+// the delivery's key when it has one: its webhook-id when the Project's Secret has a signing token
+// (the signature covers it, so a replay under another key is refused or names the same Build),
+// else its Idempotency-Key (GitLab ≥ 17.4 keeps it across retries and "Resend Request", and sends
+// it as webhook-id too). Without a key, the same push of the same commit names the same Build.
+func BuildName(project string, kind ferryv1.TriggerKind, ref, revision, deliveryKey string) string {
 	h := sha256.New()
-	for _, part := range []string{"ferry-build/v1", project, string(kind), ref, revision, idempotencyKey} {
+	for _, part := range []string{"ferry-build/v1", project, string(kind), ref, revision, deliveryKey} {
 		h.Write([]byte(part))
 		h.Write([]byte{0})
 	}
@@ -42,21 +45,23 @@ func BuildName(project string, kind ferryv1.TriggerKind, ref, revision, idempote
 	return prefix + suffix
 }
 
-// deliveryID is what the Build records as trigger.deliveryID: the Idempotency-Key when it is a
-// plain token, else a digest of it, else (older GitLab) a digest of what named the Build.
-func deliveryID(idempotencyKey, buildName string) string {
+// deliveryID is what the Build records as trigger.deliveryID: the delivery's key (see BuildName)
+// when it is a plain token, else a digest of it, else (older GitLab) a digest of what named the
+// Build.
+func deliveryID(deliveryKey, buildName string) string {
 	switch {
-	case deliveryIDPattern.MatchString(idempotencyKey):
-		return idempotencyKey
-	case idempotencyKey != "":
-		sum := sha256.Sum256([]byte(idempotencyKey))
+	case deliveryIDPattern.MatchString(deliveryKey):
+		return deliveryKey
+	case deliveryKey != "":
+		sum := sha256.Sum256([]byte(deliveryKey))
 		return "sha256:" + hex.EncodeToString(sum[:16])
 	}
 	return "derived:" + buildName
 }
 
-func newBuild(p *ferryv1.Project, t *trigger, idempotencyKey string) *ferryv1.Build {
-	name := BuildName(p.Name, t.kind, t.ref, t.revision, idempotencyKey)
+// newBuild is the Build a delivery named by deliveryKey (see BuildName) makes for Project p.
+func newBuild(p *ferryv1.Project, t *trigger, deliveryKey string) *ferryv1.Build {
+	name := BuildName(p.Name, t.kind, t.ref, t.revision, deliveryKey)
 	b := &ferryv1.Build{
 		ObjectMeta: metav1.ObjectMeta{
 			Name:      name,
@@ -81,10 +86,14 @@ func newBuild(p *ferryv1.Project, t *trigger, idempotencyKey string) *ferryv1.Bu
 			Ref:      t.ref,
 			Trigger: ferryv1.BuildTrigger{
 				Kind:       t.kind,
-				DeliveryID: deliveryID(idempotencyKey, name),
-				User:       truncate(t.user, 255),
+				DeliveryID: deliveryID(deliveryKey, name),
+				User:       truncate(t.user.name, 255),
+				UserID:     max(t.user.id, 0),
 			},
 		},
+	}
+	if approval.UsableEmail(t.user.email) {
+		b.Spec.Trigger.UserEmail = t.user.email
 	}
 	switch t.kind {
 	case ferryv1.TriggerTag:

@@ -59,14 +59,19 @@ func TestDeliveryID(t *testing.T) {
 
 func TestNewBuild(t *testing.T) {
 	p := &ferryv1.Project{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "shop", UID: "uid-1"}}
-	mr := &trigger{kind: ferryv1.TriggerMergeRequest, ref: "refs/merge-requests/7/head", name: "main", revision: sha1, user: "bob",
+	mr := &trigger{kind: ferryv1.TriggerMergeRequest, ref: "refs/merge-requests/7/head", name: "main", revision: sha1, user: gitlabUser{"bob", 9, "[REDACTED]"},
 		mergeRequestIID: 7, sourceBranch: "feat/x", sourceProjectID: 12, targetProjectID: 5}
 	b := newBuild(p, mr, "key")
 	if b.Namespace != "team" || b.Spec.Project != "shop" || b.Spec.Revision != sha1 || b.Spec.Ref != mr.ref {
 		t.Errorf("spec = %+v", b.Spec)
 	}
-	if b.Spec.Trigger != (ferryv1.BuildTrigger{Kind: ferryv1.TriggerMergeRequest, DeliveryID: "key", User: "bob", MergeRequestIID: 7}) {
+	// GitLab's placeholder is no address: the Build records none.
+	if b.Spec.Trigger != (ferryv1.BuildTrigger{Kind: ferryv1.TriggerMergeRequest, DeliveryID: "key", User: "bob", UserID: 9, MergeRequestIID: 7}) {
 		t.Errorf("trigger = %+v", b.Spec.Trigger)
+	}
+	mr.user.email = "bob@example.com"
+	if got := newBuild(p, mr, "key").Spec.Trigger.UserEmail; got != "bob@example.com" {
+		t.Errorf("userEmail = %q, want bob@example.com", got)
 	}
 	if b.Labels[ferryv1.ProjectLabel] != "shop" || b.Labels[ferryv1.TriggerKindLabel] != "MergeRequest" {
 		t.Errorf("labels = %v", b.Labels)

@@ -79,13 +79,13 @@ func TestEventKind(t *testing.T) {
 
 func TestDecodeTrigger(t *testing.T) {
 	push := func(ref, after, checkout string) string {
-		return `{"object_kind":"push","ref":"` + ref + `","after":"` + after + `","checkout_sha":` + checkout + `,"user_username":"alice","project":{"id":1,"path_with_namespace":"g/app"}}`
+		return `{"object_kind":"push","ref":"` + ref + `","after":"` + after + `","checkout_sha":` + checkout + `,"user_username":"alice","user_id":4,"user_email":"alice@example.com","project":{"id":1,"path_with_namespace":"g/app"}}`
 	}
 	tagPush := func(ref, after, checkout string) string {
-		return `{"object_kind":"tag_push","ref":"` + ref + `","after":"` + after + `","checkout_sha":` + checkout + `,"user_username":"alice","project":{"id":1,"path_with_namespace":"g/app"}}`
+		return `{"object_kind":"tag_push","ref":"` + ref + `","after":"` + after + `","checkout_sha":` + checkout + `,"user_username":"alice","user_id":4,"user_email":"","project":{"id":1,"path_with_namespace":"g/app"}}`
 	}
 	mr := func(action, oldrev string, iid int, head string) string {
-		return `{"object_kind":"merge_request","user":{"username":"bob"},"project":{"id":1,"path_with_namespace":"g/app"},"object_attributes":{"iid":` +
+		return `{"object_kind":"merge_request","user":{"id":9,"username":"bob","email":"[REDACTED]"},"project":{"id":1,"path_with_namespace":"g/app"},"object_attributes":{"iid":` +
 			strconv.Itoa(iid) + `,"action":"` + action + `","oldrev":"` + oldrev + `","target_branch":"main","source_branch":"feat/x","source_project_id":7,"target_project_id":1,"last_commit":{"id":"` + head + `"}}}`
 	}
 	q := func(s string) string { return `"` + s + `"` }
@@ -98,29 +98,29 @@ func TestDecodeTrigger(t *testing.T) {
 		badInput string
 	}{
 		{name: "push", header: "Push Hook", body: push("refs/heads/main", sha1, q(sha1)),
-			want: &trigger{kind: ferryv1.TriggerPush, ref: "refs/heads/main", name: "main", revision: sha1, user: "alice"}},
+			want: &trigger{kind: ferryv1.TriggerPush, ref: "refs/heads/main", name: "main", revision: sha1, user: gitlabUser{"alice", 4, "alice@example.com"}}},
 		{name: "push to a branch with slashes", header: "Push Hook", body: push("refs/heads/feat/中文", sha1, q(sha1)),
-			want: &trigger{kind: ferryv1.TriggerPush, ref: "refs/heads/feat/中文", name: "feat/中文", revision: sha1, user: "alice"}},
+			want: &trigger{kind: ferryv1.TriggerPush, ref: "refs/heads/feat/中文", name: "feat/中文", revision: sha1, user: gitlabUser{"alice", 4, "alice@example.com"}}},
 		{name: "branch deleted", header: "Push Hook", body: push("refs/heads/main", zeroSHA, "null"), ignored: "branch main was deleted"},
 		{name: "deleted with a checkout_sha left", header: "Push Hook", body: push("refs/heads/main", zeroSHA, q(sha1)), ignored: "was deleted"},
 		{name: "SHA-256 repository", header: "Push Hook", body: push("refs/heads/main", sha1, q(strings.Repeat("a", 64))), ignored: "not a 40-hex commit SHA"},
 		{name: "push of a tag ref", header: "Push Hook", body: push("refs/tags/v1", sha1, q(sha1)), ignored: "is not a branch"},
 		{name: "annotated tag builds the commit", header: "Tag Push Hook", body: tagPush("refs/tags/v1.0.1", "446bae8f4c3d6cc66900af3b524f3f19f29c0b67", q(sha2)),
-			want: &trigger{kind: ferryv1.TriggerTag, ref: "refs/tags/v1.0.1", name: "v1.0.1", revision: sha2, user: "alice"}},
+			want: &trigger{kind: ferryv1.TriggerTag, ref: "refs/tags/v1.0.1", name: "v1.0.1", revision: sha2, user: gitlabUser{"alice", 4, ""}}},
 		{name: "tag deleted", header: "Tag Push Hook", body: tagPush("refs/tags/v1", zeroSHA, "null"), ignored: "tag v1 was deleted"},
 		{name: "tag deleted, stored with after set", header: "Tag Push Hook", body: tagPush("refs/tags/xyz", sha1, "null"), ignored: "tag xyz was deleted"},
 		{name: "header and body disagree", header: "Tag Push Hook", body: push("refs/heads/main", sha1, q(sha1)), badInput: `does not match the body's object_kind "push"`},
 		{name: "MR open", header: "Merge Request Hook", body: mr("open", "", 3, sha1),
-			want: &trigger{kind: ferryv1.TriggerMergeRequest, ref: "refs/merge-requests/3/head", name: "main", revision: sha1, user: "bob", mergeRequestIID: 3, sourceBranch: "feat/x", sourceProjectID: 7, targetProjectID: 1}},
-		{name: "MR reopen", header: "Merge Request Hook", body: mr("reopen", "", 3, sha1), want: &trigger{kind: ferryv1.TriggerMergeRequest, ref: "refs/merge-requests/3/head", name: "main", revision: sha1, user: "bob", mergeRequestIID: 3, sourceBranch: "feat/x", sourceProjectID: 7, targetProjectID: 1}},
-		{name: "MR update with new commits", header: "Merge Request Hook", body: mr("update", sha2, 3, sha1), want: &trigger{kind: ferryv1.TriggerMergeRequest, ref: "refs/merge-requests/3/head", name: "main", revision: sha1, user: "bob", mergeRequestIID: 3, sourceBranch: "feat/x", sourceProjectID: 7, targetProjectID: 1}},
+			want: &trigger{kind: ferryv1.TriggerMergeRequest, ref: "refs/merge-requests/3/head", name: "main", revision: sha1, user: gitlabUser{"bob", 9, "[REDACTED]"}, mergeRequestIID: 3, sourceBranch: "feat/x", sourceProjectID: 7, targetProjectID: 1}},
+		{name: "MR reopen", header: "Merge Request Hook", body: mr("reopen", "", 3, sha1), want: &trigger{kind: ferryv1.TriggerMergeRequest, ref: "refs/merge-requests/3/head", name: "main", revision: sha1, user: gitlabUser{"bob", 9, "[REDACTED]"}, mergeRequestIID: 3, sourceBranch: "feat/x", sourceProjectID: 7, targetProjectID: 1}},
+		{name: "MR update with new commits", header: "Merge Request Hook", body: mr("update", sha2, 3, sha1), want: &trigger{kind: ferryv1.TriggerMergeRequest, ref: "refs/merge-requests/3/head", name: "main", revision: sha1, user: gitlabUser{"bob", 9, "[REDACTED]"}, mergeRequestIID: 3, sourceBranch: "feat/x", sourceProjectID: 7, targetProjectID: 1}},
 		{name: "MR update without new commits", header: "Merge Request Hook", body: mr("update", "", 3, sha1), ignored: "updated without new commits"},
 		{name: "MR approved", header: "Merge Request Hook", body: mr("approved", "", 3, sha1), ignored: `action "approved" is not built`},
 		{name: "MR merged", header: "Merge Request Hook", body: mr("merge", "", 3, sha1), ignored: `action "merge" is not built`},
 		{name: "MR closed", header: "Merge Request Hook", body: mr("close", "", 3, sha1), ignored: `action "close" is not built`},
 		{name: "MR without iid", header: "Merge Request Hook", body: mr("open", "", 0, sha1), badInput: "without object_attributes.iid"},
 		{name: "system hook push", header: "System Hook", body: `{"event_name":"push","ref":"refs/heads/main","after":"` + sha1 + `","checkout_sha":"` + sha1 + `","user_username":"root","project_id":4,"project":{"path_with_namespace":"g/app"}}`,
-			want: &trigger{kind: ferryv1.TriggerPush, ref: "refs/heads/main", name: "main", revision: sha1, user: "root"}},
+			want: &trigger{kind: ferryv1.TriggerPush, ref: "refs/heads/main", name: "main", revision: sha1, user: gitlabUser{name: "root"}}},
 		{name: "system hook tag push", header: "System Hook", body: `{"event_name":"tag_push","ref":"refs/tags/v2","after":"` + sha1 + `","checkout_sha":"` + sha1 + `","project_id":4}`,
 			want: &trigger{kind: ferryv1.TriggerTag, ref: "refs/tags/v2", name: "v2", revision: sha1}},
 		{name: "wrong JSON types", header: "Push Hook", body: `{"object_kind":"push","ref":42}`, badInput: "failed to parse the Push Hook payload"},

@@ -6,8 +6,9 @@
 // retries, redeliveries and parallel duplicates make one Build.
 //
 // Every answer to an event Ferry does not build is a 2xx with a short reason, because GitLab
-// disables hooks that keep failing; 4xx is kept for a wrong token (401), an oversized body (413)
-// and a body that is not a GitLab event (400).
+// disables hooks that keep failing; 4xx is kept for a wrong token (401), an oversized body (413),
+// a body that did not arrive in time (408) and a body that is not a GitLab event (400); 503 says
+// the receiver is reading as many bodies as it may (see body.go for how reads are bounded).
 package gitlab
 
 import (
@@ -16,9 +17,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -40,7 +41,13 @@ import (
 // Path is where the receiver accepts deliveries.
 const Path = "/hooks/gitlab"
 
-// DefaultMaxBodyBytes is GitLab's own limit for webhook bodies (REQUEST_BODY_SIZE_LIMIT).
+// DefaultMaxBodyBytes is GitLab's own limit for webhook bodies (REQUEST_BODY_SIZE_LIMIT, 25 MiB):
+// GitLab sends nothing larger, and a lower cap could refuse real deliveries. Real payloads are 1 to
+// 13 KB and a push carries at most its 20 newest commits, but their messages and changed-file lists
+// are unbounded, and a merge request hook carries its description (up to 1,048,576 characters, up
+// to 4 bytes each, 6 when JSON escapes them) up to three times: itself and the previous and current
+// values in changes. What a large body costs is bounded by the body budget (BodyMemoryBytes), not
+// by this cap, and nothing is read past the envelope before the token matches.
 const DefaultMaxBodyBytes = 25 << 20
 
 // Options configure the receiver.
@@ -50,6 +57,19 @@ type Options struct {
 	// MaxBodyBytes caps the body; a larger one is refused with 413 before it is read. Default
 	// DefaultMaxBodyBytes.
 	MaxBodyBytes int64
+	// MaxConcurrentReads bounds the deliveries that read their envelope (and the bodies that fit
+	// within its limit) at once; a delivery waits up to PrefixTimeout for a slot, else it is
+	// answered 503. Default DefaultMaxConcurrentReads.
+	MaxConcurrentReads int
+	// PrefixTimeout bounds reading the envelope, before the token is checked (and a body that fits
+	// within the envelope's limit). Default DefaultPrefixTimeout.
+	PrefixTimeout time.Duration
+	// BodyMemoryBytes is the byte budget of authenticated bodies larger than the envelope's limit:
+	// each holds twice its size (the body and what is decoded from it) while it is read and
+	// decoded, and waits up to RequestTimeout for room, else it is answered 503. Default
+	// DefaultBodyMemoryBytes, or twice MaxBodyBytes when that is more; a smaller budget than that
+	// is refused, since a body of the maximum size could never be read.
+	BodyMemoryBytes int64
 	// SecretTTL is how long a webhook Secret is used before it is read again. Default 10 s. A
 	// token that does not match a cached Secret makes it re-read at once (at most once a second),
 	// so a rotation takes effect immediately; a revoked token stops working after SecretTTL.
@@ -79,6 +99,7 @@ type Receiver struct {
 	log         logr.Logger
 	now         func() time.Time
 
+	limits  *limits
 	addr    atomic.Pointer[string]
 	bufPool sync.Pool
 }
@@ -86,8 +107,39 @@ type Receiver struct {
 // New registers the receiver's Project index with the manager and returns the receiver; add it
 // with mgr.Add.
 func New(mgr ctrl.Manager, opts Options) (*Receiver, error) {
+	opts, err := withDefaults(opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &ferryv1.Project{}, projectIndex, projectIndexKeys); err != nil {
+		return nil, fmt.Errorf("failed to index Projects by GitLab project: %w", err)
+	}
+	create, err := buildCreator(mgr.GetConfig(), mgr.GetScheme())
+	if err != nil {
+		return nil, err
+	}
+	r := newReceiver(opts, mgr.GetClient(), mgr.GetAPIReader(), create, mgr.GetLogger().WithName("gitlab-receiver"))
+	r.cache = mgr.GetCache()
+	return r, nil
+}
+
+// withDefaults fills in the options' defaults and checks them.
+func withDefaults(opts Options) (Options, error) {
 	if opts.MaxBodyBytes <= 0 {
 		opts.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if opts.MaxConcurrentReads <= 0 {
+		opts.MaxConcurrentReads = DefaultMaxConcurrentReads
+	}
+	if opts.PrefixTimeout <= 0 {
+		opts.PrefixTimeout = DefaultPrefixTimeout
+	}
+	switch need := bodyCost(opts.MaxBodyBytes); {
+	case opts.BodyMemoryBytes <= 0:
+		opts.BodyMemoryBytes = max(DefaultBodyMemoryBytes, need)
+	case opts.BodyMemoryBytes < need:
+		return opts, fmt.Errorf("the receiver's body memory budget of %d bytes cannot hold one body of the maximum size (%d bytes, which holds %d while it is read and decoded)",
+			opts.BodyMemoryBytes, opts.MaxBodyBytes, need)
 	}
 	if opts.SecretTTL <= 0 {
 		opts.SecretTTL = 10 * time.Second
@@ -98,22 +150,21 @@ func New(mgr ctrl.Manager, opts Options) (*Receiver, error) {
 	if opts.RequestTimeout <= 0 {
 		opts.RequestTimeout = 8 * time.Second
 	}
-	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &ferryv1.Project{}, projectIndex, projectIndexKeys); err != nil {
-		return nil, fmt.Errorf("failed to index Projects by GitLab project: %w", err)
-	}
-	create, err := buildCreator(mgr.GetConfig(), mgr.GetScheme())
-	if err != nil {
-		return nil, err
-	}
+	return opts, nil
+}
+
+// newReceiver returns a receiver that finds Projects with reader (which must have the Project
+// index), reads webhook Secrets with apiReader and creates Builds with create.
+func newReceiver(opts Options, reader, apiReader client.Reader, create func(context.Context, *ferryv1.Build) error, log logr.Logger) *Receiver {
 	return &Receiver{
 		opts:        opts,
-		cache:       mgr.GetCache(),
-		reader:      mgr.GetClient(),
+		reader:      reader,
 		createBuild: create,
-		secrets:     newSecretCache(mgr.GetAPIReader(), opts.SecretTTL),
-		log:         mgr.GetLogger().WithName("gitlab-receiver"),
+		secrets:     newSecretCache(apiReader, opts.SecretTTL),
+		limits:      newLimits(opts),
+		log:         log,
 		now:         time.Now,
-	}, nil
+	}
 }
 
 // buildCreator returns a function that POSTs Builds. Builds are created at webhook speed: a client
@@ -176,7 +227,7 @@ func (r *Receiver) Start(ctx context.Context) error {
 	srv := &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       60 * time.Second,
+		ReadTimeout:       bodyReadTimeout, // shortened to PrefixTimeout until the token is checked
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       90 * time.Second,
 		MaxHeaderBytes:    1 << 20,
@@ -217,7 +268,9 @@ const (
 	resultIgnored      = "ignored"
 	resultUnauthorized = "unauthorized"
 	resultTooLarge     = "too_large"
+	resultTimeout      = "timeout"
 	resultBadRequest   = "bad_request"
+	resultBusy         = "busy"
 	resultError        = "error"
 )
 
@@ -231,49 +284,64 @@ func (r *Receiver) reply(w http.ResponseWriter, status int, a answer) {
 // ServeHTTP handles one delivery.
 func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	start := time.Now()
-	status, a := r.handle(w, req)
+	d := &delivery{}
+	status, a := r.handle(w, req, start, d)
+	if d.body != nil {
+		r.done(d.body)
+	}
+	if !d.complete && req.ContentLength != 0 {
+		// Do not let the server read the rest of the body to keep the connection.
+		w.Header().Set("Connection", "close")
+	}
+	if status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", strconv.Itoa(int(r.opts.PrefixTimeout.Round(time.Second)/time.Second)+1))
+	}
 	r.reply(w, status, a)
 	observe(req.Header.Get("X-Gitlab-Event"), a.Result, time.Since(start))
 }
 
-func (r *Receiver) handle(w http.ResponseWriter, req *http.Request) (int, answer) {
+// delivery is what handle read of a delivery's body.
+type delivery struct {
+	body *body
+	// complete says whether the whole body was read.
+	complete bool
+}
+
+func (r *Receiver) handle(w http.ResponseWriter, req *http.Request, start time.Time, d *delivery) (int, answer) {
 	if req.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		return http.StatusMethodNotAllowed, answer{Result: resultBadRequest, Error: "only POST is accepted"}
 	}
-	// Authentication needs the body (the project is named in it), but a delivery without a token
-	// is refused before a byte of it is read.
+	// Authentication needs the beginning of the body (the project is named in it), but a delivery
+	// without a token is refused before a byte of it is read.
 	token := req.Header.Get("X-Gitlab-Token")
 	if token == "" {
 		return http.StatusUnauthorized, answer{Result: resultUnauthorized, Error: errUnauthorized.Error()}
 	}
-	body, err := r.readBody(req)
-	switch {
-	case errors.Is(err, errTooLarge):
-		// Do not let the server read the rest of it to keep the connection.
-		w.Header().Set("Connection", "close")
-		return http.StatusRequestEntityTooLarge, answer{Result: resultTooLarge, Error: fmt.Sprintf("the body is larger than %d bytes", r.opts.MaxBodyBytes)}
-	case err != nil:
-		w.Header().Set("Connection", "close")
-		return http.StatusBadRequest, answer{Result: resultBadRequest, Error: err.Error()}
-	}
-	defer r.release(body)
-	payload := body.Bytes()
-
-	env, err := decodeEnvelope(payload)
-	if err != nil {
-		return http.StatusBadRequest, answer{Result: resultBadRequest, Error: err.Error()}
-	}
 	header := req.Header.Get("X-Gitlab-Event")
+	if !mayBuild(header) {
+		// Nothing to build, so nothing to read or authenticate: the same answer whatever the body.
+		return http.StatusOK, answer{Result: resultIgnored, Reason: ignoredEventReason(header, nil)}
+	}
+	if req.ContentLength > r.opts.MaxBodyBytes {
+		return http.StatusRequestEntityTooLarge, answer{Result: resultTooLarge, Error: fmt.Sprintf("the body is larger than %d bytes", r.opts.MaxBodyBytes)}
+	}
+	release, err := r.acquireSlot(req.Context())
+	if err != nil {
+		return http.StatusServiceUnavailable, answer{Result: resultBusy, Error: err.Error()}
+	}
+	env, b, err := r.readEnvelope(w, req, header)
+	if err != nil {
+		release()
+		return bodyErrorAnswer(err, r.opts.MaxBodyBytes)
+	}
+	b.release = release
+	d.body = b
+	d.complete = b.complete
 	kind := eventKind(header, env)
 	if kind == "" {
-		// Nothing to build, so nothing to authenticate: the same answer whatever the project.
+		// A system hook event Ferry does not build: nothing to authenticate either.
 		return http.StatusOK, answer{Result: resultIgnored, Reason: ignoredEventReason(header, env)}
-	}
-	trig, err := decodeTrigger(header, kind, env, payload)
-	var bad *payloadError
-	if errors.As(err, &bad) {
-		return http.StatusBadRequest, answer{Result: resultBadRequest, Error: bad.msg}
 	}
 	key := env.project()
 	if key.path == "" && key.id == 0 {
@@ -287,14 +355,45 @@ func (r *Receiver) handle(w http.ResponseWriter, req *http.Request) (int, answer
 		r.log.Error(lookupErr, "Failed to look up the Projects of a delivery")
 		return http.StatusServiceUnavailable, answer{Result: resultError, Error: "Ferry could not look up its Projects; GitLab may redeliver"}
 	}
-	projects, authErr := r.authenticate(ctx, req.Header, token, payload, projects)
+	candidates, authErr := r.matchToken(ctx, token, projects)
 	if authErr != nil {
 		r.log.Error(authErr, "Failed to read a webhook Secret")
 		return http.StatusServiceUnavailable, answer{Result: resultError, Error: "Ferry could not read the webhook Secret; GitLab may redeliver"}
 	}
-	if len(projects) == 0 {
+	if len(candidates) == 0 {
 		r.log.V(1).Info("Refused an unauthenticated delivery", "project", key.path, "projectID", key.id, "event", header)
 		return http.StatusUnauthorized, answer{Result: resultUnauthorized, Error: errUnauthorized.Error()}
+	}
+
+	// The token matches: the rest of the body may be read.
+	if err := r.readRest(w, req, start, b); err != nil {
+		return bodyErrorAnswer(err, r.opts.MaxBodyBytes)
+	}
+	d.complete = true
+	payload := b.bytes()
+	authenticated, err := r.verifySignatures(req.Header, payload, candidates)
+	if err != nil {
+		return http.StatusBadRequest, answer{Result: resultBadRequest, Error: err.Error()}
+	}
+	if len(authenticated) == 0 {
+		return http.StatusUnauthorized, answer{Result: resultUnauthorized, Error: errUnauthorized.Error()}
+	}
+	full, err := decodeEnvelope(payload)
+	if err != nil {
+		return http.StatusBadRequest, answer{Result: resultBadRequest, Error: err.Error()}
+	}
+	if full.project() != key {
+		return http.StatusBadRequest, answer{Result: resultBadRequest, Error: "the payload names its project twice, differently (project and project_id must name one project)"}
+	}
+	if kind = eventKind(header, full); kind == "" {
+		return http.StatusOK, answer{Result: resultIgnored, Reason: ignoredEventReason(header, full)}
+	}
+	trig, err := decodeTrigger(header, kind, full, payload)
+	// What the Build needs is decoded: the body and what it holds go back before the API calls.
+	r.done(b)
+	var bad *payloadError
+	if errors.As(err, &bad) {
+		return http.StatusBadRequest, answer{Result: resultBadRequest, Error: bad.msg}
 	}
 	var ig *ignored
 	if errors.As(err, &ig) {
@@ -303,50 +402,43 @@ func (r *Receiver) handle(w http.ResponseWriter, req *http.Request) (int, answer
 	if err := validRef(trig.ref); err != nil {
 		return http.StatusOK, answer{Result: resultIgnored, Reason: "Ferry cannot build this ref: " + err.Error()}
 	}
-	return r.createBuilds(ctx, req.Header, trig, projects)
+	buildCtx, cancelBuild := context.WithTimeout(req.Context(), r.opts.RequestTimeout)
+	defer cancelBuild()
+	return r.createBuilds(buildCtx, req.Header, trig, authenticated)
 }
 
-// errTooLarge is a body over MaxBodyBytes.
-var errTooLarge = errors.New("the body is too large")
-
-// readBody reads at most MaxBodyBytes into a pooled buffer. A declared Content-Length over the cap
-// is refused before anything is read; a chunked body is cut one byte past it.
-func (r *Receiver) readBody(req *http.Request) (*bytes.Buffer, error) {
-	limit := r.opts.MaxBodyBytes
-	if req.ContentLength > limit {
-		return nil, errTooLarge
-	}
-	buf, _ := r.bufPool.Get().(*bytes.Buffer)
-	if buf == nil {
-		buf = &bytes.Buffer{}
-	}
-	buf.Reset()
-	n, err := buf.ReadFrom(io.LimitReader(req.Body, limit+1))
+// bodyErrorAnswer is the answer to a body that could not be read or is not a usable payload.
+func bodyErrorAnswer(err error, maxBody int64) (int, answer) {
 	switch {
-	case n > limit:
-		err = errTooLarge
-	case err != nil:
-		err = fmt.Errorf("failed to read the body: %w", err)
+	case errors.Is(err, errTooLarge):
+		return http.StatusRequestEntityTooLarge, answer{Result: resultTooLarge, Error: fmt.Sprintf("the body is larger than %d bytes", maxBody)}
+	case errors.Is(err, errBusy):
+		return http.StatusServiceUnavailable, answer{Result: resultBusy, Error: err.Error()}
+	case errors.Is(err, errReadTimeout):
+		return http.StatusRequestTimeout, answer{Result: resultTimeout, Error: err.Error()}
 	}
-	if err != nil {
-		r.release(buf)
-		return nil, err
-	}
-	return buf, nil
+	return http.StatusBadRequest, answer{Result: resultBadRequest, Error: err.Error()}
 }
 
 // release returns a buffer to the pool unless a large body grew it: those are rare and should not
 // stay in memory.
 func (r *Receiver) release(buf *bytes.Buffer) {
-	if buf.Cap() <= 1<<20 {
+	if buf.Cap() <= 2*prefixLimit {
 		r.bufPool.Put(buf)
 	}
 }
 
-// authenticate keeps the Projects whose webhook Secret the delivery's token (and signature, when
-// the Secret has a signing token) matches. Only a failure to read a Secret is an error.
-func (r *Receiver) authenticate(ctx context.Context, h http.Header, token string, body []byte, projects []ferryv1.Project) ([]ferryv1.Project, error) {
-	var out []ferryv1.Project
+// candidate is a Project whose webhook Secret the delivery's token matches.
+type candidate struct {
+	project ferryv1.Project
+	// signingKey is the Secret's signing key, nil when it has none.
+	signingKey []byte
+}
+
+// matchToken keeps the Projects whose webhook Secret the delivery's token matches. Only a failure
+// to read a Secret is an error.
+func (r *Receiver) matchToken(ctx context.Context, token string, projects []ferryv1.Project) ([]candidate, error) {
+	var out []candidate
 	for i := range projects {
 		p := &projects[i]
 		key := types.NamespacedName{Namespace: p.Namespace, Name: p.Spec.GitLab.WebhookSecretRef.Name}
@@ -364,18 +456,56 @@ func (r *Receiver) authenticate(ctx context.Context, h http.Header, token string
 			r.log.Info("A Project's webhook Secret cannot authenticate deliveries", "project", klog.KObj(p), "problem", secret.problem)
 			continue
 		}
-		if !secret.tokenMatches(token) {
-			continue
+		if secret.tokenMatches(token) {
+			out = append(out, candidate{project: *p, signingKey: secret.signingKey})
 		}
-		if secret.signingKey != nil {
-			if err := verifySignature(secret.signingKey, h, body, r.now(), r.opts.SignatureTolerance); err != nil {
-				r.log.Info("Refused a delivery with a bad webhook signature", "project", klog.KObj(p), "problem", err.Error())
-				continue
-			}
-		}
-		out = append(out, *p)
 	}
 	return out, nil
+}
+
+// authenticated is a Project a delivery is authenticated for.
+type authenticated struct {
+	project ferryv1.Project
+	// deliveryID names the delivery for this Project's Build: the signed webhook-id when the
+	// Project's Secret has a signing token, else the Idempotency-Key (possibly empty).
+	deliveryID string
+}
+
+// verifySignatures keeps the candidates whose Secret has no signing token, or whose signing token
+// signed the whole body. A signed delivery is named by its webhook-id, which the signature
+// covers, never by the Idempotency-Key, which it does not: GitLab sends the same value in both, so
+// a delivery where they differ was altered (a captured delivery replayed under a new
+// Idempotency-Key to make a second Build) and is refused.
+func (r *Receiver) verifySignatures(h http.Header, body []byte, candidates []candidate) ([]authenticated, error) {
+	var out []authenticated
+	for _, c := range candidates {
+		if c.signingKey == nil {
+			out = append(out, authenticated{project: c.project, deliveryID: h.Get("Idempotency-Key")})
+			continue
+		}
+		if err := verifySignature(c.signingKey, h, body, r.now(), r.opts.SignatureTolerance); err != nil {
+			r.log.Info("Refused a delivery with a bad webhook signature", "project", klog.KObj(&c.project), "problem", err.Error())
+			continue
+		}
+		id := h.Get("webhook-id")
+		if key := h.Get("Idempotency-Key"); key != "" && key != id {
+			r.log.Info("Refused a signed delivery whose Idempotency-Key is not its webhook-id", "project", klog.KObj(&c.project))
+			return nil, errors.New("the Idempotency-Key header differs from the signed webhook-id; GitLab sends the same value in both")
+		}
+		out = append(out, authenticated{project: c.project, deliveryID: id})
+	}
+	return out, nil
+}
+
+// mayBuild says whether deliveries with this X-Gitlab-Event header can build; only system hooks
+// need their body's event_name to tell.
+func mayBuild(header string) bool {
+	for _, h := range []string{pushHook, tagPushHook, mergeRequestHook, systemHook} {
+		if strings.EqualFold(header, h) {
+			return true
+		}
+	}
+	return false
 }
 
 // ignoredEventReason says why an event kind is not built.
@@ -383,7 +513,7 @@ func ignoredEventReason(header string, env *envelope) string {
 	switch {
 	case header == "":
 		return "no X-Gitlab-Event header: not a GitLab webhook Ferry builds from"
-	case strings.EqualFold(header, systemHook):
+	case strings.EqualFold(header, systemHook) && env != nil:
 		name := env.EventName
 		if name == "" {
 			name = env.ObjectKind
@@ -395,25 +525,26 @@ func ignoredEventReason(header string, env *envelope) string {
 }
 
 // createBuilds creates one Build per Project that tracks the trigger.
-func (r *Receiver) createBuilds(ctx context.Context, h http.Header, t *trigger, projects []ferryv1.Project) (int, answer) {
+func (r *Receiver) createBuilds(ctx context.Context, h http.Header, t *trigger, projects []authenticated) (int, answer) {
 	var created, duplicates, reasons []string
 	for i := range projects {
-		p := &projects[i]
+		p := &projects[i].project
 		if err := tracked(p, t); err != nil {
 			reasons = append(reasons, reasonFor(p, err.Error(), len(projects)))
 			continue
 		}
-		b := newBuild(p, t, h.Get("Idempotency-Key"))
+		delivery := projects[i].deliveryID
+		b := newBuild(p, t, delivery)
 		nn := b.Namespace + "/" + b.Name
 		err := r.createBuild(ctx, b)
 		switch {
 		case err == nil:
 			created = append(created, nn)
 			r.log.Info("Build created", "build", klog.KObj(b), "kind", t.kind, "ref", t.ref, "revision", t.revision,
-				"delivery", h.Get("Idempotency-Key"), "webhook", h.Get("X-Gitlab-Webhook-UUID"))
+				"delivery", delivery, "webhook", h.Get("X-Gitlab-Webhook-UUID"))
 		case isAlreadyExists(err):
 			duplicates = append(duplicates, nn)
-			r.log.V(1).Info("Delivery already received", "build", klog.KObj(b), "delivery", h.Get("Idempotency-Key"))
+			r.log.V(1).Info("Delivery already received", "build", klog.KObj(b), "delivery", delivery)
 		case isInvalid(err):
 			r.log.Error(err, "The API server refused a Build", "build", klog.KObj(b))
 			reasons = append(reasons, reasonFor(p, "the API server refused the Build: "+err.Error(), len(projects)))

@@ -19,6 +19,7 @@ import (
 
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
 	"github.com/ferryci/ferry/internal/gitlab/fakegitlab"
+	"github.com/ferryci/ferry/internal/manager"
 	"github.com/ferryci/ferry/internal/testutil"
 )
 
@@ -191,6 +192,47 @@ func TestSigningToken(t *testing.T) {
 	}
 }
 
+// TestSignedReplay: an attacker who captured a signed delivery replays it within the signature's
+// 5 minutes, body and signature untouched, under a new Idempotency-Key (which the signature does not
+// cover) or none: no second Build. The Build is named after the signed webhook-id.
+func TestSignedReplay(t *testing.T) {
+	e := newEnv(t)
+	signing := fakegitlab.NewSigningToken()
+	token := e.project("signed", "group/signed", projectOptions{secret: map[string]string{"token": "hook-token", "signingToken": signing}})
+	body := pushBody("group/signed", "main", sha(1))
+	// As GitLab sends it: webhook-id is the Idempotency-Key.
+	h := hdr("Push Hook", token)
+	signDelivery(h, signing, h.Get("Idempotency-Key"), time.Now(), body)
+	r := post(t, e.r.url, h, body)
+	if r.status != http.StatusCreated {
+		t.Fatalf("the signed delivery: %d %s", r.status, r.body)
+	}
+	builds := listBuilds(t, e.c, e.ns, "signed")
+	if len(builds) != 1 || builds[0].Spec.Trigger.DeliveryID != h.Get("webhook-id") {
+		t.Fatalf("Builds after the signed delivery: %+v", builds)
+	}
+
+	replayed := h.Clone()
+	replayed.Set("Idempotency-Key", newUUID())
+	if r := post(t, e.r.url, replayed, body); r.status != http.StatusBadRequest || !strings.Contains(r.answer.Error, "differs from the signed webhook-id") {
+		t.Errorf("replayed under a new Idempotency-Key: %d %s", r.status, r.body)
+	}
+	replayed.Del("Idempotency-Key")
+	if r := post(t, e.r.url, replayed, body); r.status != http.StatusOK || r.answer.Result != "duplicate" {
+		t.Errorf("replayed without an Idempotency-Key: %d %s", r.status, r.body)
+	}
+	// A redelivery by GitLab (same key, new webhook UUID, new signature) is a duplicate too.
+	again := h.Clone()
+	again.Set("X-Gitlab-Webhook-UUID", newUUID())
+	signDelivery(again, signing, h.Get("Idempotency-Key"), time.Now(), body)
+	if r := post(t, e.r.url, again, body); r.status != http.StatusOK || r.answer.Result != "duplicate" {
+		t.Errorf("redelivered: %d %s", r.status, r.body)
+	}
+	if n := len(listBuilds(t, e.c, e.ns, "signed")); n != 1 {
+		t.Fatalf("%d Builds after replays of one signed delivery", n)
+	}
+}
+
 // countingReader produces n bytes of a JSON-ish body and counts what was read.
 type countingReader struct {
 	n    int64
@@ -214,16 +256,17 @@ func TestBodyLimit(t *testing.T) {
 	e := newEnv(t)
 	token := e.project("big", "group/big", projectOptions{})
 	const huge = 1 << 30
+	head := `{"object_kind":"push","project":{"path_with_namespace":"group/big"},`
 
-	send := func(declared bool) (int, int64) {
+	send := func(head string, declared bool) (int, int64, string) {
 		body := &countingReader{n: huge}
-		req, err := http.NewRequest(http.MethodPost, e.r.url, io.MultiReader(strings.NewReader(`{"object_kind":"push",`), body))
+		req, err := http.NewRequest(http.MethodPost, e.r.url, io.MultiReader(strings.NewReader(head), body))
 		if err != nil {
 			t.Fatal(err)
 		}
 		req.Header = hdr("Push Hook", token)
 		if declared {
-			req.ContentLength = huge + 22
+			req.ContentLength = huge + int64(len(head))
 		}
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
@@ -231,28 +274,57 @@ func TestBodyLimit(t *testing.T) {
 		}
 		b, _ := io.ReadAll(resp.Body)
 		_ = resp.Body.Close()
-		if !strings.Contains(string(b), "larger than 1048576 bytes") {
-			t.Errorf("declared=%v: answer %s", declared, b)
-		}
-		return resp.StatusCode, body.read.Load()
+		return resp.StatusCode, body.read.Load(), string(b)
 	}
 	// A declared Content-Length over the cap: refused before the body is read.
-	status, read := send(true)
-	if status != http.StatusRequestEntityTooLarge || read > 8<<20 {
-		t.Errorf("Content-Length over the cap: status %d after the client sent %d bytes", status, read)
+	status, read, answer := send(head, true)
+	if status != http.StatusRequestEntityTooLarge || read > 8<<20 || !strings.Contains(answer, "larger than 1048576 bytes") {
+		t.Errorf("Content-Length over the cap: status %d after the client sent %d bytes: %s", status, read, answer)
 	}
-	// A chunked body: read up to the cap, then refused.
-	status, read = send(false)
-	if status != http.StatusRequestEntityTooLarge || read > 8<<20 {
-		t.Errorf("chunked body over the cap: status %d after the client sent %d bytes", status, read)
+	// A chunked body with the right token: read up to the cap, then refused.
+	status, read, answer = send(head, false)
+	if status != http.StatusRequestEntityTooLarge || read > 8<<20 || !strings.Contains(answer, "larger than 1048576 bytes") {
+		t.Errorf("chunked body over the cap: status %d after the client sent %d bytes: %s", status, read, answer)
 	}
 	t.Logf("the client sent %d bytes of a 1 GiB chunked body before the 413", read)
+	// A chunked body that does not name its project first: refused once the envelope's limit (256
+	// KiB) is passed, before the token is checked.
+	status, read, answer = send(`{"object_kind":"push",`, false)
+	if status != http.StatusBadRequest || read > 8<<20 || !strings.Contains(answer, "names no project") {
+		t.Errorf("chunked body without a project: status %d after the client sent %d bytes: %s", status, read, answer)
+	}
 
 	// A body of exactly the cap is accepted.
 	body := pushBody("group/big", "main", sha(1))
 	body = append(body, bytes.Repeat([]byte(" "), testMaxBody-len(body))...)
 	if r := post(t, e.r.url, hdr("Push Hook", token), body); r.status != http.StatusCreated {
 		t.Errorf("a body of exactly the cap: %d %s", r.status, r.body)
+	}
+}
+
+// TestLargeDeliveryBuilds: a delivery of 20 MiB with the right token, within GitLab's 25 MiB (the
+// receiver's default cap), is read through the body budget and builds.
+func TestLargeDeliveryBuilds(t *testing.T) {
+	e := &env{t: t, c: testutil.CurrentHub(t).Client, ns: testutil.Namespace(t, testutil.CurrentHub(t).Client), r: startReceiverWith(t, func(o *manager.Options) { o.ReceiverMaxBodyBytes = 0 })}
+	token := e.project("large", "group/large", projectOptions{})
+	body := pushBody("group/large", "main", sha(1))
+	// Commits fill it up, as a push of a large import does: each lists its changed files.
+	var commits bytes.Buffer
+	commits.WriteString(`,"commits":[`)
+	for i := 0; commits.Len() < 20<<20; i++ {
+		if i > 0 {
+			commits.WriteByte(',')
+		}
+		fmt.Fprintf(&commits, `{"id":"%s","message":"import %d","added":["vendor/module/file%d.go"]}`, sha(i), i, i)
+	}
+	commits.WriteString(`]}`)
+	body = append(body[:len(body)-1], commits.Bytes()...)
+	r := post(t, e.r.url, hdr("Push Hook", token), body)
+	if r.status != http.StatusCreated {
+		t.Fatalf("a %d MiB delivery: %d %s", len(body)>>20, r.status, r.body)
+	}
+	if n := len(listBuilds(t, e.c, e.ns, "large")); n != 1 {
+		t.Fatalf("%d Builds", n)
 	}
 }
 

@@ -1,14 +1,22 @@
 package gitlab_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"os"
+	"runtime"
+	"runtime/metrics"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -137,6 +145,241 @@ func BenchmarkReceiver(b *testing.B) {
 	if int64(len(list.Items)) != seq.Load() {
 		b.Fatalf("%d Builds for %d deliveries and creates", len(list.Items), seq.Load())
 	}
+}
+
+// BenchmarkReceiverUnderAttack: 1,000 push hooks of the maximum size (25 MiB, GitLab's limit and
+// the receiver's default cap; 20 commits' worth of changed files and more) with a wrong token, 50
+// at a time, while real pushes (the right token, a few hundred bytes) arrive every 20 ms; the
+// receiver runs in this process, in Ferry's manager, against a real API server.
+//
+// Figures: attack_s and attack_deliveries_per_s; attack_sent_kib_per_delivery, what the sender got
+// to send of each body before it was cut (the receiver reads a few hundred bytes of it; the rest
+// fills socket buffers until the connection closes; the sender's sockets have 64 KiB send
+// buffers, so that it does not spend the shared cores copying megabytes nobody reads);
+// peak_heap_mib, the most the heap's objects grew over what they were before the attack (sampled
+// every 5 ms); rss_before_mib and rss_peak_mib, the process's resident memory before and at most
+// during the attack (the sender runs in this process too, streaming its bodies without holding
+// them, and the Go runtime keeps memory an earlier benchmark freed); real_pushes, real_failed,
+// real_p50_ms and real_p99_ms for the real pushes during the attack, and calm_p50_ms and
+// calm_p99_ms for real pushes just before it. The sender, the receiver and the API server share
+// the machine's cores, and the flood runs as fast as they allow: the real pushes' delay under
+// attack is mostly their share of the CPU.
+//
+// Measured once with the receiver that read and parsed a wrong-token body whole (100 deliveries,
+// 50 at a time, on 2 shared cores): peak_heap_mib 3009, rss 3273 MiB over its start, 0.8
+// deliveries/s, and 221 of 1245 real pushes failed, the others' p99 20 s.
+func BenchmarkReceiverUnderAttack(b *testing.B) {
+	hub := testutil.CurrentHub(b)
+	e := &env{t: b, c: hub.Client, ns: testutil.Namespace(b, hub.Client), r: startReceiverWith(b, func(o *manager.Options) { o.ReceiverMaxBodyBytes = 0 })}
+	token := e.project("attacked", "bench/attacked", projectOptions{})
+	const size = 25 << 20
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}, Timeout: time.Minute}
+	var seq atomic.Int64
+	realPush := func() error {
+		body := pushBody("bench/attacked", "main", fmt.Sprintf("%040x", seq.Add(1)))
+		req, _ := http.NewRequest(http.MethodPost, e.r.url, bytes.NewReader(body))
+		req.Header = hdr("Push Hook", token)
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusCreated {
+			return fmt.Errorf("status %d", resp.StatusCode)
+		}
+		return nil
+	}
+	// The sender runs on the same cores as the receiver: its sockets get small send buffers, so
+	// that it does not spend them copying megabytes that the receiver never reads.
+	dialer := &net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		var err error
+		if cerr := c.Control(func(fd uintptr) { err = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_SNDBUF, 64<<10) }); cerr != nil {
+			return cerr
+		}
+		return err
+	}}
+	sender := &http.Client{Transport: &http.Transport{DialContext: dialer.DialContext, MaxIdleConnsPerHost: 64}, Timeout: time.Minute}
+	var refused, cut, sent atomic.Int64
+	attack := func() error {
+		req, _ := http.NewRequest(http.MethodPost, e.r.url, &countedReader{r: maxSizePush(size, "bench/attacked"), n: &sent})
+		req.ContentLength = size
+		req.Header = hdr("Push Hook", "wrong-"+token)
+		resp, err := sender.Do(req)
+		if err != nil {
+			// The receiver answered and closed the connection while the body was being sent.
+			cut.Add(1)
+			return nil
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			return fmt.Errorf("a wrong token: status %d", resp.StatusCode)
+		}
+		refused.Add(1)
+		return nil
+	}
+	// pushesDuring sends a real push every 20 ms until stop and returns their latencies.
+	pushesDuring := func(stop <-chan struct{}) ([]time.Duration, int) {
+		var mu sync.Mutex
+		var lat []time.Duration
+		failed := 0
+		var wg sync.WaitGroup
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				wg.Wait()
+				return lat, failed
+			case <-tick.C:
+				wg.Go(func() {
+					t0 := time.Now()
+					err := realPush()
+					d := time.Since(t0)
+					mu.Lock()
+					defer mu.Unlock()
+					if err != nil {
+						failed++
+						return
+					}
+					lat = append(lat, d)
+				})
+			}
+		}
+	}
+
+	for b.Loop() {
+		if err := realPush(); err != nil {
+			b.Fatal(err)
+		}
+		// Calm: as many real pushes as the attack will see, for comparison (at least 50).
+		calmStop := make(chan struct{})
+		go func() { time.Sleep(time.Second); close(calmStop) }()
+		calm, calmFailed := pushesDuring(calmStop)
+		if calmFailed > 0 {
+			b.Fatalf("%d real pushes failed without an attack", calmFailed)
+		}
+
+		runtime.GC()
+		baseHeap, baseRSS := heapObjects(), residentMemory()
+		var peakHeap, peakRSS atomic.Uint64
+		samplerStop, sampled := make(chan struct{}), make(chan struct{})
+		go func() {
+			defer close(sampled)
+			for {
+				peakHeap.Store(max(peakHeap.Load(), heapObjects()))
+				peakRSS.Store(max(peakRSS.Load(), residentMemory()))
+				select {
+				case <-samplerStop:
+					return
+				case <-time.After(5 * time.Millisecond):
+				}
+			}
+		}()
+		attackDone := make(chan struct{})
+		var real []time.Duration
+		var realFailed int
+		pushed := make(chan struct{})
+		go func() {
+			defer close(pushed)
+			real, realFailed = pushesDuring(attackDone)
+		}()
+		start := time.Now()
+		_, wall, err := run(50, 1000, attack)
+		close(attackDone)
+		<-pushed
+		close(samplerStop)
+		<-sampled
+		if err != nil {
+			b.Fatal(err)
+		}
+		mib := func(peak, base uint64) float64 { return float64(int64(peak)-int64(base)) / (1 << 20) }
+		b.ReportMetric(wall.Seconds(), "attack_s")
+		b.ReportMetric(1000/time.Since(start).Seconds(), "attack_deliveries_per_s")
+		b.ReportMetric(float64(refused.Load()), "attack_refused_401")
+		b.ReportMetric(float64(cut.Load()), "attack_cut_while_sending")
+		b.ReportMetric(float64(sent.Load())/1000/(1<<10), "attack_sent_kib_per_delivery")
+		b.ReportMetric(mib(peakHeap.Load(), baseHeap), "peak_heap_mib")
+		b.ReportMetric(float64(baseRSS)/(1<<20), "rss_before_mib")
+		b.ReportMetric(float64(peakRSS.Load())/(1<<20), "rss_peak_mib")
+		b.ReportMetric(float64(len(real)), "real_pushes")
+		b.ReportMetric(float64(realFailed), "real_failed")
+		if len(real) > 0 {
+			b.ReportMetric(ms(percentile(real, 50)), "real_p50_ms")
+			b.ReportMetric(ms(percentile(real, 99)), "real_p99_ms")
+		}
+		b.ReportMetric(ms(percentile(calm, 50)), "calm_p50_ms")
+		b.ReportMetric(ms(percentile(calm, 99)), "calm_p99_ms")
+	}
+}
+
+// maxSizePush streams a push hook of exactly size bytes for path, its commits listing changed
+// files; it is generated as it is read, so that the sender holds none of it.
+func maxSizePush(size int64, path string) io.Reader {
+	sha := strings.Repeat("a", 40)
+	head := `{"object_kind":"push","event_name":"push","before":"` + strings.Repeat("0", 40) + `","after":"` + sha + `","ref":"refs/heads/main","checkout_sha":"` + sha +
+		`","user_username":"mallory","project_id":0,"project":{"path_with_namespace":"` + path + `"},"commits":[`
+	commit := `{"id":"` + sha + `","message":"import","timestamp":"2024-01-01T00:00:00Z","added":["vendor/a.go","vendor/b.go","vendor/c.go"],"modified":[],"removed":[]},`
+	tail := `{}],"total_commits_count":20}`
+	fill := size - int64(len(head)+len(tail))
+	n := fill / int64(len(commit))
+	return io.MultiReader(strings.NewReader(head), io.LimitReader(repeated(commit), n*int64(len(commit))),
+		strings.NewReader(strings.Repeat(" ", int(fill-n*int64(len(commit))))), strings.NewReader(tail))
+}
+
+// countedReader adds what is read through it to n.
+type countedReader struct {
+	r io.Reader
+	n *atomic.Int64
+}
+
+func (c *countedReader) Read(p []byte) (int, error) {
+	k, err := c.r.Read(p)
+	c.n.Add(int64(k))
+	return k, err
+}
+
+// repeated is an endless reader of s, s, s...
+func repeated(s string) io.Reader { return &repeatReader{unit: []byte(s)} }
+
+type repeatReader struct {
+	unit []byte
+	off  int
+}
+
+func (r *repeatReader) Read(p []byte) (int, error) {
+	n := 0
+	for n < len(p) {
+		k := copy(p[n:], r.unit[r.off:])
+		n += k
+		r.off = (r.off + k) % len(r.unit)
+	}
+	return n, nil
+}
+
+// heapObjects is the bytes of heap objects, live or not yet swept.
+func heapObjects() uint64 {
+	s := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
+}
+
+// residentMemory is the process's resident set (VmRSS), 0 where /proc does not tell.
+func residentMemory() uint64 {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	defer func() { _ = f.Close() }()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+			kb, _ := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
 }
 
 // run does total calls of fn from concurrency goroutines and returns each call's latency and the

@@ -47,19 +47,29 @@ type receiver struct {
 // controllers, until stop or the end of the test.
 func startReceiver(t testing.TB) *receiver {
 	t.Helper()
+	return startReceiverWith(t, nil)
+}
+
+// startReceiverWith is startReceiver with changed manager options.
+func startReceiverWith(t testing.TB, mutate func(*manager.Options)) *receiver {
+	t.Helper()
 	hub := testutil.CurrentHub(t)
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: testutil.FerryNamespace}}
 	if err := hub.Client.Create(context.Background(), ns); client.IgnoreAlreadyExists(err) != nil {
 		t.Fatal(err)
 	}
-	m, err := manager.New(hub.Config, manager.Options{
+	opts := manager.Options{
 		Namespace:            testutil.FerryNamespace,
 		MetricsAddr:          "0",
 		ProbeAddr:            "0",
 		Controllers:          []string{"-*"},
 		ReceiverAddr:         "127.0.0.1:0",
 		ReceiverMaxBodyBytes: testMaxBody,
-	})
+	}
+	if mutate != nil {
+		mutate(&opts)
+	}
+	m, err := manager.New(hub.Config, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

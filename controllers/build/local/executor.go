@@ -6,6 +6,15 @@
 // runs in-process. Step logs stream to one file per Build under the log directory, which the
 // Build's status.logURL names; the workspace is always removed.
 //
+// The steps are code that anyone who may push to a repository wrote. On Linux, as root, each step
+// runs isolated (internal/sandbox): as a user of its own Build (one of Options.StepUIDs), in new
+// PID, mount and IPC namespaces, on a read-only view of the host with a private /proc and /tmp,
+// writing only its Build's workspace, which nobody else may read. Nothing it starts outlives it;
+// it cannot see the manager, its environment or its files, and the Project's credentials never
+// exist where a step could read them (they stay in the manager's memory). Elsewhere, steps run as
+// the manager's user, in a process group of their own, and the log says so. The executor refuses
+// to run in a Kubernetes pod unless Options.AllowInCluster says this pod is one person's.
+//
 // A Build never runs twice. Its state file is written before anything runs, and a Build whose
 // state says it was queued or running when this process did not run it (the manager stopped or
 // crashed) fails as interrupted instead of starting again. One manager uses a log directory at a
@@ -35,6 +44,7 @@ import (
 	"github.com/ferryci/ferry/controllers/build"
 	"github.com/ferryci/ferry/internal/assemble"
 	"github.com/ferryci/ferry/internal/buildplan"
+	"github.com/ferryci/ferry/internal/sandbox"
 )
 
 // Name is the executor's name, recorded in a Build's status.executor.
@@ -79,11 +89,41 @@ type Options struct {
 	// and TMPDIR are in the workspace): "NAME" passes the manager's value of NAME, "NAME=value"
 	// sets one. Nothing else of the manager's environment reaches a step.
 	StepEnv []string
+	// StepCaches are directories the steps use as caches, each named by the variable that gives a
+	// step its path: "NAME" takes the directory from the manager's value of NAME, "NAME=DIR" names
+	// it. An isolated step gets a copy-on-write view of DIR in its workspace: it reads what DIR
+	// holds and writes only its own Build's copy, so one Build cannot plant anything in another's
+	// cache (GOCACHE and GOMODCACHE fit: see sandbox.Cache for what a step may add). Steps that run
+	// unisolated get DIR itself.
+	StepCaches []string
+	// StepMounts are host directories isolated steps see at their own paths, even where the step
+	// user could not reach them (a toolchain under root's home): "DIR" read-only, "DIR:rw"
+	// read-write, which every Build shares: what one writes, the next reads. Unisolated steps see
+	// everything the manager's user sees anyway.
+	StepMounts []string
+	// Isolation is IsolationAuto (default), IsolationRequired or IsolationOff.
+	Isolation string
+	// StepUIDs is the range of users (and groups of the same numbers) isolated steps run as,
+	// "FIRST-LAST", one user per running Build; no account may use them. Default DefaultStepUIDs.
+	StepUIDs string
+	// AllowInCluster runs the executor in a Kubernetes pod too (AllowInClusterFlag): only for a pod
+	// that is one person's machine.
+	AllowInCluster bool
 	// Assemble builds and pushes the image. Default assemble.Assemble.
 	Assemble func(context.Context, assemble.Options) (*assemble.Result, error)
 	// Log receives the executor's own messages.
 	Log logr.Logger
 }
+
+// Isolation modes (Options.Isolation).
+const (
+	// IsolationAuto isolates the steps where this machine can (Linux, root), and says so where not.
+	IsolationAuto = "auto"
+	// IsolationRequired refuses to start where the steps cannot be isolated.
+	IsolationRequired = "required"
+	// IsolationOff runs the steps as the manager's user, unisolated.
+	IsolationOff = "off"
+)
 
 // Executor runs Builds as processes on this machine. It implements build.Executor,
 // build.NotifyingExecutor and build.ForgettingExecutor; add Runnable to the manager.
@@ -95,6 +135,12 @@ type Executor struct {
 	slots   chan struct{}
 	notify  chan event.GenericEvent
 
+	// uids hands out the step users; nil when the steps run unisolated, for unisolated's reason.
+	uids       *uidPool
+	unisolated string
+	caches     []stepCache
+	mounts     []sandbox.Mount
+
 	base context.Context
 	stop context.CancelCauseFunc
 	wg   sync.WaitGroup
@@ -104,8 +150,14 @@ type Executor struct {
 }
 
 // New takes the log directory (refusing one another manager uses), removes workspaces a stopped
-// manager left behind and returns the executor.
+// manager left behind and returns the executor. It refuses to run in a Kubernetes pod unless
+// Options.AllowInCluster, and without isolation when Options.Isolation requires it.
 func New(opts Options) (*Executor, error) {
+	if !opts.AllowInCluster {
+		if err := checkNotInCluster(); err != nil {
+			return nil, err
+		}
+	}
 	if opts.APIReader == nil {
 		return nil, errors.New("the local executor needs a reader for the Projects' Secrets")
 	}
@@ -126,12 +178,32 @@ func New(opts Options) (*Executor, error) {
 	if opts.Assemble == nil {
 		opts.Assemble = assemble.Assemble
 	}
+	if opts.Log.GetSink() == nil {
+		opts.Log = logr.Discard()
+	}
+	caches, err := parseStepCaches(opts.StepCaches, opts.StepEnv)
+	if err != nil {
+		return nil, err
+	}
+	mounts, err := parseStepMounts(opts.StepMounts)
+	if err != nil {
+		return nil, err
+	}
+	uids, unisolated, err := isolation(opts)
+	if err != nil {
+		return nil, err
+	}
 	logDir, err := filepath.Abs(opts.LogDir)
 	if err != nil {
 		return nil, fmt.Errorf("failed to resolve the log directory %s: %w", opts.LogDir, err)
 	}
 	if err := os.MkdirAll(logDir, 0o750); err != nil {
 		return nil, fmt.Errorf("failed to create the log directory %s: %w", logDir, err)
+	}
+	// The sandboxes mount the workspaces by paths without symbolic links.
+	realLogDir, err := filepath.EvalSymlinks(logDir)
+	if err != nil {
+		return nil, fmt.Errorf("failed to resolve the log directory %s: %w", opts.LogDir, err)
 	}
 	lock, err := lockDir(filepath.Join(logDir, lockFile))
 	if err != nil {
@@ -140,23 +212,136 @@ func New(opts Options) (*Executor, error) {
 	e := &Executor{
 		opts:    opts,
 		logDir:  logDir,
-		workDir: filepath.Join(logDir, workDir),
+		workDir: filepath.Join(realLogDir, workDir),
 		lock:    lock,
 		slots:   make(chan struct{}, opts.Parallelism),
 		notify:  make(chan event.GenericEvent, 1024),
 		runs:    map[types.UID]*run{},
+		uids:    uids, unisolated: unisolated, caches: caches, mounts: mounts,
 	}
 	// Nothing runs yet: every workspace there was left by a manager that stopped mid-build.
 	if err := removeAll(e.workDir); err != nil {
 		_ = lock.Close()
 		return nil, fmt.Errorf("failed to remove old workspaces: %w", err)
 	}
-	if err := os.MkdirAll(e.workDir, 0o700); err != nil {
+	// Isolated steps pass through it to their own workspace, and may not list it.
+	mode := os.FileMode(0o700)
+	if uids != nil {
+		mode = 0o711
+	}
+	// Chmod as well: the umask may have taken bits from Mkdir's mode.
+	err = os.Mkdir(e.workDir, mode)
+	if err == nil {
+		err = os.Chmod(e.workDir, mode)
+	}
+	if err != nil {
 		_ = lock.Close()
 		return nil, fmt.Errorf("failed to create the workspace directory: %w", err)
 	}
+	if uids != nil {
+		opts.Log.Info("Build steps run isolated: each Build as its own user, each step in its own PID, mount and IPC namespaces", "users", uids.String())
+	} else {
+		opts.Log.Info("Build steps run unisolated, as this manager's user: they can read what the manager can, the Projects' credentials included, and what they start may outlive them", "reason", unisolated)
+	}
 	e.base, e.stop = context.WithCancelCause(context.Background())
 	return e, nil
+}
+
+// isolation decides whether the steps run isolated: the step users when they do, else why not.
+func isolation(opts Options) (*uidPool, string, error) {
+	switch opts.Isolation {
+	case "", IsolationAuto, IsolationRequired:
+	case IsolationOff:
+		return nil, "the local executor's isolation is off", nil
+	default:
+		return nil, "", fmt.Errorf("step isolation %q: want %s, %s or %s", opts.Isolation, IsolationAuto, IsolationRequired, IsolationOff)
+	}
+	uids, err := parseUIDRange(cmpOr(opts.StepUIDs, DefaultStepUIDs))
+	if err != nil {
+		return nil, "", err
+	}
+	if err := sandbox.Check(uids.first, uids.first); err != nil {
+		if opts.Isolation == IsolationRequired {
+			return nil, "", fmt.Errorf("the local executor's isolation is required, and %w", err)
+		}
+		return nil, err.Error(), nil
+	}
+	return uids, "", nil
+}
+
+// stepCache is a cache directory of the steps (Options.StepCaches).
+type stepCache struct {
+	name, dir string
+}
+
+// parseStepCaches reads Options.StepCaches; a NAME unset in the manager's environment is skipped.
+func parseStepCaches(entries, stepEnv []string) ([]stepCache, error) {
+	var caches []stepCache
+	for _, kv := range entries {
+		name, dir, hasDir := strings.Cut(kv, "=")
+		if name == "" || strings.ContainsAny(name, " \t\n\x00/") {
+			return nil, fmt.Errorf("step cache %q: want NAME or NAME=DIR", kv)
+		}
+		for _, e := range stepEnv {
+			if n, _, _ := strings.Cut(e, "="); n == name {
+				return nil, fmt.Errorf("step cache %s: it is in the step environment too; name it in one of them", name)
+			}
+		}
+		if !hasDir {
+			var ok bool
+			if dir, ok = os.LookupEnv(name); !ok || dir == "" {
+				continue
+			}
+		}
+		resolved, err := existingDir(dir)
+		if err != nil {
+			return nil, fmt.Errorf("step cache %s: %w", name, err)
+		}
+		caches = append(caches, stepCache{name: name, dir: resolved})
+	}
+	return caches, nil
+}
+
+// parseStepMounts reads Options.StepMounts.
+func parseStepMounts(entries []string) ([]sandbox.Mount, error) {
+	var mounts []sandbox.Mount
+	for _, e := range entries {
+		dir, mode, _ := strings.Cut(e, ":")
+		if mode != "" && mode != "ro" && mode != "rw" {
+			return nil, fmt.Errorf("step mount %q: want DIR, DIR:ro or DIR:rw", e)
+		}
+		resolved, err := existingDir(dir)
+		if err != nil {
+			return nil, fmt.Errorf("step mount %q: %w", e, err)
+		}
+		if resolved == "/" {
+			return nil, fmt.Errorf("step mount %q: not the root directory", e)
+		}
+		mounts = append(mounts, sandbox.Mount{Path: resolved, Writable: mode == "rw"})
+	}
+	return mounts, nil
+}
+
+// existingDir resolves an absolute path of an existing directory to one without symbolic links.
+func existingDir(dir string) (string, error) {
+	if !filepath.IsAbs(dir) {
+		return "", fmt.Errorf("%q is not an absolute path", dir)
+	}
+	resolved, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return "", err
+	}
+	if fi, err := os.Stat(resolved); err != nil || !fi.IsDir() {
+		return "", fmt.Errorf("%s is not a directory", dir)
+	}
+	return resolved, nil
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
 }
 
 // LogDir is the absolute log directory.

@@ -241,6 +241,10 @@ func TestExamples(t *testing.T) {
 					t.Errorf("log lacks %q:\n%s", line, log)
 				}
 			}
+			// Isolated, the steps used the host's Go caches through copy-on-write views.
+			if isolated(t, b) && strings.Contains(log, "starts empty") {
+				t.Errorf("a step cache was not mounted:\n%s", log)
+			}
 			e.assertNoLeak("app")
 			e.assertNoWorkspace()
 		})
@@ -316,35 +320,40 @@ func TestFailingStep(t *testing.T) {
 	e.assertNoWorkspace()
 }
 
-// blockingApp is a pipeline file whose step "block" records its process IDs in dir (sh's and a
-// child's, in the file named after the Build's UID), counts its runs in dir/runs, and waits until
-// dir/release exists (or dir is gone: a failed test leaves nothing running).
+// blockingApp is a pipeline file whose step "block" counts its runs in dir/runs, writes the file
+// dir/<the Build's UID>, starts a child and waits until dir/release exists (or dir is gone: a
+// failed test leaves nothing running). dir must be shared with the steps (env.sharedDir); the
+// Builds' users may differ, so the files there are everybody's.
 func blockingApp(dir string) string {
 	return shellApp(fmt.Sprintf(`    - name: block
       run: |
+        umask 0
         echo run >> %[1]s/runs
         sleep 300 &
-        echo $! > %[1]s/$FERRY_LOCAL_RUN
-        echo $$ >> %[1]s/$FERRY_LOCAL_RUN
+        echo $$ > %[1]s/$FERRY_LOCAL_RUN
         echo "block is waiting"
         while [ -d %[1]s ] && [ ! -e %[1]s/release ]; do sleep 0.1; done
         kill $!
 `, dir))
 }
 
-// waitBlocked waits until the Build's step block runs and has written its process IDs.
+// waitBlocked waits until the Build's step block runs and has started its child.
 func (e *env) waitBlocked(name, dir string) []int {
 	e.t.Helper()
 	e.waitStep(name, "block", "Running")
 	return e.waitPIDs(name, dir)
 }
 
-// waitPIDs waits until the Build's step block has written its process IDs.
-func (e *env) waitPIDs(name, dir string) []int {
+// waitPIDs waits until the Build's step block has started its child, and returns the host's IDs
+// of the step's shell and of that child.
+func (e *env) waitPIDs(name, _ string) []int {
 	e.t.Helper()
 	var pids []int
-	testutil.Eventually(e.t, "the process IDs of "+name, func() (bool, error) {
-		pids = readPIDs(filepath.Join(dir, string(e.build(name).UID)))
+	marker := "\nFERRY_LOCAL_RUN=" + string(e.build(name).UID) + "\n"
+	testutil.Eventually(e.t, "the processes of "+name, func() (bool, error) {
+		pids = hostProcesses(func(cmdline, environ string) bool {
+			return strings.Contains("\n"+environ, marker) && (cmdline == "sleep 300" || strings.HasSuffix(cmdline, "-block.sh"))
+		})
 		return len(pids) == 2, fmt.Errorf("pids %v", pids)
 	})
 	return pids
@@ -375,7 +384,7 @@ func countRuns(t *testing.T, dir string) int {
 // Cancelled; deleting a running Build stops its processes and removes its log.
 func TestCancel(t *testing.T) {
 	e := newEnv(t)
-	dir := t.TempDir()
+	dir := e.sharedDir()
 	sha := e.commit(gitserver.Commit{Files: map[string]string{"app.txt": "x\n", ".ferry.yaml": blockingApp(dir)}})
 	e.startManager(2)
 
@@ -434,7 +443,7 @@ func TestCancel(t *testing.T) {
 // start when it finishes; a queued Build that is cancelled never runs.
 func TestQueue(t *testing.T) {
 	e := newEnv(t)
-	dir := t.TempDir()
+	dir := e.sharedDir()
 	sha := e.commit(gitserver.Commit{Files: map[string]string{"app.txt": "x\n", ".ferry.yaml": blockingApp(dir)}})
 	e.startManager(1)
 
@@ -486,7 +495,7 @@ func TestQueue(t *testing.T) {
 // a step's own timeout fails the step; both kill the step's processes.
 func TestTimeouts(t *testing.T) {
 	e := newEnv(t, func(p *ferryv1.Project) { p.Spec.BuildTimeout = &metav1.Duration{Duration: 4 * time.Second} })
-	dir := t.TempDir()
+	dir := e.sharedDir()
 	slow := e.commit(gitserver.Commit{Files: map[string]string{"app.txt": "x\n", ".ferry.yaml": blockingApp(dir)}})
 	stepTimeout := e.commit(gitserver.Commit{Files: map[string]string{".ferry.yaml": shellApp(`    - name: slow
       timeout: 1s
@@ -518,7 +527,7 @@ func TestTimeouts(t *testing.T) {
 func TestRestart(t *testing.T) {
 	t.Run("graceful", func(t *testing.T) {
 		e := newEnv(t)
-		dir := t.TempDir()
+		dir := e.sharedDir()
 		sha := e.commit(gitserver.Commit{Files: map[string]string{"app.txt": "x\n", ".ferry.yaml": blockingApp(dir)}})
 		stop := e.startStoppableManager(1)
 		e.createBuild("app", sha, "refs/heads/main")
@@ -533,7 +542,7 @@ func TestRestart(t *testing.T) {
 	})
 	t.Run("another log directory", func(t *testing.T) {
 		e := newEnv(t)
-		dir := t.TempDir()
+		dir := e.sharedDir()
 		sha := e.commit(gitserver.Commit{Files: map[string]string{"app.txt": "x\n", ".ferry.yaml": blockingApp(dir)}})
 		stop := e.startStoppableManager(1)
 		e.createBuild("app", sha, "refs/heads/main")
@@ -552,7 +561,7 @@ func TestRestart(t *testing.T) {
 	})
 	t.Run("crash", func(t *testing.T) {
 		e := newEnv(t)
-		dir := t.TempDir()
+		dir := e.sharedDir()
 		sha := e.commit(gitserver.Commit{Files: map[string]string{"app.txt": "x\n", ".ferry.yaml": blockingApp(dir)}})
 		kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
 		if err := testutil.CurrentHub(t).UserKubeconfig(kubeconfig, "ferry-crash-test", "system:masters"); err != nil {
@@ -560,7 +569,7 @@ func TestRestart(t *testing.T) {
 		}
 		var output strings.Builder
 		child := exec.Command(os.Args[0], "-test.run=^$")
-		child.Env = append(os.Environ(), childKubeconfigEnv+"="+kubeconfig, childLogDirEnv+"="+e.logDir)
+		child.Env = append(os.Environ(), childKubeconfigEnv+"="+kubeconfig, childLogDirEnv+"="+e.logDir, childMountsEnv+"="+strings.Join(e.mounts, ","))
 		child.Stdout, child.Stderr = &output, &output
 		if err := child.Start(); err != nil {
 			t.Fatal(err)

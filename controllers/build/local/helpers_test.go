@@ -34,11 +34,16 @@ import (
 	"github.com/ferryci/ferry/internal/testutil"
 )
 
-// Environment of the manager a crash test runs in a child process (see runChildManager).
+// Environment of the manager a test runs in a child process (see runChildManager).
 const (
 	childKubeconfigEnv = "FERRY_LOCAL_TEST_CHILD_KUBECONFIG"
 	childLogDirEnv     = "FERRY_LOCAL_TEST_CHILD_LOG_DIR"
+	childMountsEnv     = "FERRY_LOCAL_TEST_CHILD_MOUNTS"
 )
+
+// isolationEnv, set to "off", runs these tests with unisolated steps (what a machine that cannot
+// isolate them does): the attacker's tests then show what isolation prevents.
+const isolationEnv = "FERRY_LOCAL_TEST_ISOLATION"
 
 func TestMain(m *testing.M) {
 	if os.Getenv("FERRY_TEST_LOGS") != "" {
@@ -47,7 +52,11 @@ func TestMain(m *testing.M) {
 		ctrl.SetLogger(logr.Discard())
 	}
 	if kubeconfig := os.Getenv(childKubeconfigEnv); kubeconfig != "" {
-		os.Exit(runChildManager(kubeconfig, os.Getenv(childLogDirEnv)))
+		var mounts []string
+		if m := os.Getenv(childMountsEnv); m != "" {
+			mounts = strings.Split(m, ",")
+		}
+		os.Exit(runChildManager(kubeconfig, os.Getenv(childLogDirEnv), mounts))
 	}
 	code := testutil.RunWithHub(m, controlplane.APIServerOptions{})
 	if shared.reg != nil {
@@ -57,7 +66,7 @@ func TestMain(m *testing.M) {
 }
 
 // runChildManager runs the manager with the local executor until the process is killed.
-func runChildManager(kubeconfig, logDir string) int {
+func runChildManager(kubeconfig, logDir string, mounts []string) int {
 	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -65,7 +74,7 @@ func runChildManager(kubeconfig, logDir string) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
-	if err := manager.Run(ctx, cfg, managerOptions(logDir, 1)); err != nil {
+	if err := manager.Run(ctx, cfg, managerOptions(logDir, 1, mounts)); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
@@ -139,6 +148,8 @@ type env struct {
 	repo    string
 	project *ferryv1.Project
 	logDir  string
+	// mounts are the directories the test shares with its steps (--local-step-mount DIR:rw).
+	mounts []string
 }
 
 func newEnv(t *testing.T, mutate ...func(*ferryv1.Project)) *env {
@@ -187,29 +198,60 @@ func newEnv(t *testing.T, mutate ...func(*ferryv1.Project)) *env {
 }
 
 // managerOptions run the build controller with the local executor. The steps get the host's Go
-// caches, so that the Go example compiles with a warm cache and without a network.
-func managerOptions(logDir string, parallelism int) manager.Options {
+// caches (copy-on-write when isolated), so that the Go example compiles with a warm cache and
+// without a network, and the directories in mounts read-write.
+func managerOptions(logDir string, parallelism int, mounts []string) manager.Options {
 	stepEnv := []string{"GOTOOLCHAIN=local", "GOPROXY=off", "GOFLAGS=-buildvcs=false", "PYENV_ROOT"}
+	var caches []string
 	if out, err := exec.Command("go", "env", "GOCACHE", "GOMODCACHE").Output(); err == nil {
 		if lines := strings.Split(strings.TrimSpace(string(out)), "\n"); len(lines) == 2 {
-			stepEnv = append(stepEnv, "GOCACHE="+lines[0], "GOMODCACHE="+lines[1])
+			caches = append(caches, "GOCACHE="+lines[0], "GOMODCACHE="+lines[1])
 		}
+	}
+	var stepMounts []string
+	for _, m := range mounts {
+		stepMounts = append(stepMounts, m+":rw")
 	}
 	return manager.Options{
 		Namespace: testutil.FerryNamespace, MetricsAddr: "0", ProbeAddr: "0", Controllers: []string{"build"},
 		Executor: "local", LogDir: logDir, LocalParallelism: parallelism, LocalStepEnv: stepEnv,
+		LocalStepCaches: caches, LocalStepMounts: stepMounts, LocalStepIsolation: os.Getenv(isolationEnv),
+		// A test machine is one person's, even a CI runner's pod; TestNewRefusesInCluster tests
+		// the refusal.
+		AllowLocalExecutorInCluster: true,
 	}
 }
 
 func (e *env) startManager(parallelism int) {
 	e.t.Helper()
-	testutil.StartManager(e.t, managerOptions(e.logDir, parallelism))
+	testutil.StartManager(e.t, managerOptions(e.logDir, parallelism, e.mounts))
+}
+
+// sharedDir is a directory the test shares with its steps: mounted read-write in isolated steps,
+// writable by their users. Create it before the manager starts.
+func (e *env) sharedDir() string {
+	e.t.Helper()
+	dir, err := filepath.EvalSymlinks(e.t.TempDir())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o777); err != nil {
+		e.t.Fatal(err)
+	}
+	e.mounts = append(e.mounts, dir)
+	return dir
+}
+
+// isolated reports whether the steps run isolated: the executor's log header says so.
+func isolated(t *testing.T, b *ferryv1.Build) bool {
+	t.Helper()
+	return strings.Contains(readLog(t, b), "The steps run isolated as user and group ")
 }
 
 // startStoppableManager runs the manager until the returned function is called.
 func (e *env) startStoppableManager(parallelism int) func() {
 	e.t.Helper()
-	m, err := manager.New(testutil.CurrentHub(e.t).Config, managerOptions(e.logDir, parallelism))
+	m, err := manager.New(testutil.CurrentHub(e.t).Config, managerOptions(e.logDir, parallelism, e.mounts))
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -428,16 +470,23 @@ func processGone(pid int) bool {
 	return i < 0 || i+2 >= len(s) || s[i+2] == 'Z' || s[i+2] == 'X'
 }
 
-// readPIDs reads the process IDs a step wrote, one a line.
-func readPIDs(path string) []int {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil
-	}
+// hostProcesses are the running processes of this machine (their PIDs as this process sees them,
+// whatever PID namespace they run in) whose command line and environment satisfy match: the
+// command line's arguments are joined by spaces, the environment's variables by newlines.
+func hostProcesses(match func(cmdline, environ string) bool) []int {
 	var pids []int
-	for _, line := range strings.Fields(string(data)) {
+	dirs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, dir := range dirs {
+		data, err := os.ReadFile(filepath.Join(dir, "cmdline"))
+		if err != nil || len(data) == 0 {
+			continue
+		}
 		var pid int
-		if _, err := fmt.Sscan(line, &pid); err == nil && pid > 0 {
+		if _, err := fmt.Sscan(filepath.Base(dir), &pid); err != nil || pid == os.Getpid() || processGone(pid) {
+			continue
+		}
+		environ, _ := os.ReadFile(filepath.Join(dir, "environ"))
+		if match(strings.TrimSpace(strings.ReplaceAll(string(data), "\x00", " ")), strings.ReplaceAll(string(environ), "\x00", "\n")) {
 			pids = append(pids, pid)
 		}
 	}

@@ -28,3 +28,11 @@ func killMarked(types.UID) int { return 0 }
 func lockDir(string) (*os.File, error) {
 	return nil, errors.New("the local executor needs a Unix-like system")
 }
+
+const noFollow = 0
+
+func tryLock(*os.File) (bool, error) {
+	return false, errors.New("the local executor needs a Unix-like system")
+}
+
+func ownedBySelf(os.FileInfo) bool { return false }

@@ -49,3 +49,21 @@ func lockDir(path string) (*os.File, error) {
 	}
 	return f, nil
 }
+
+// noFollow refuses to open a symbolic link.
+const noFollow = syscall.O_NOFOLLOW
+
+// tryLock takes an exclusive lock on f without waiting; false when another holds it.
+func tryLock(f *os.File) (bool, error) {
+	err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+	if errors.Is(err, syscall.EWOULDBLOCK) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// ownedBySelf reports whether this process's user owns the file.
+func ownedBySelf(fi os.FileInfo) bool {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	return ok && int(st.Uid) == os.Geteuid()
+}

@@ -24,6 +24,7 @@ import (
 	"github.com/ferryci/ferry/internal/assemble"
 	"github.com/ferryci/ferry/internal/buildplan"
 	"github.com/ferryci/ferry/internal/gitsource"
+	"github.com/ferryci/ferry/internal/sandbox"
 )
 
 // Step states, as in status.steps.
@@ -192,11 +193,6 @@ func (e *Executor) execute(r *run, p *buildplan.Plan, logFile *os.File) {
 	}
 }
 
-// workspace is a run's temporary directory.
-type workspace struct {
-	root, source, home, tmp, scripts, results, docker string
-}
-
 // runSteps runs the plan's steps in a new workspace until one fails.
 func (e *Executor) runSteps(ctx context.Context, r *run, p *buildplan.Plan, out *redactor, log logr.Logger) outcome {
 	r.mu.Lock()
@@ -205,24 +201,27 @@ func (e *Executor) runSteps(ctx context.Context, r *run, p *buildplan.Plan, out 
 	r.mu.Unlock()
 	e.persist(r)
 
-	root, err := os.MkdirTemp(e.workDir, "build-")
+	owner := unisolatedOwner
+	if e.uids != nil {
+		lease, err := e.uids.take()
+		if err != nil {
+			return outcome{phase: build.PhaseFailed, message: err.Error()}
+		}
+		defer lease.release()
+		owner = stepOwner{uid: lease.uid, gid: lease.uid, lease: lease}
+		_, _ = fmt.Fprintf(out, "The steps run isolated as user and group %d, each in its own PID, mount and IPC namespaces: they see the host read-only, a private /proc and /tmp and this Build's workspace, and nothing they start outlives them\n", owner.uid)
+	} else {
+		_, _ = fmt.Fprintf(out, "The steps run unisolated as this manager's user (uid %d) because %s: they can read what the manager can, the Project's credentials included, and what leaves a step's process group may outlive it\n", os.Geteuid(), e.unisolated)
+	}
+	ws, err := e.newWorkspace(owner)
 	if err != nil {
 		return outcome{phase: build.PhaseFailed, message: fmt.Sprintf("failed to create a workspace: %v", err)}
 	}
 	defer func() {
-		if err := removeAll(root); err != nil {
-			log.Error(err, "Failed to remove a local workspace", "workspace", root)
+		if err := removeAll(ws.root); err != nil {
+			log.Error(err, "Failed to remove a local workspace", "workspace", ws.root)
 		}
 	}()
-	ws := workspace{
-		root: root, source: filepath.Join(root, "source"), home: filepath.Join(root, "home"), tmp: filepath.Join(root, "tmp"),
-		scripts: filepath.Join(root, "steps"), results: filepath.Join(root, "results"), docker: filepath.Join(root, "docker"),
-	}
-	for _, d := range []string{ws.home, ws.tmp, ws.scripts, ws.results} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			return outcome{phase: build.PhaseFailed, message: fmt.Sprintf("failed to create the workspace: %v", err)}
-		}
-	}
 	secrets, err := e.readSecrets(ctx, p)
 	if err != nil {
 		_, _ = fmt.Fprintf(out, "%s\n", err)
@@ -248,6 +247,10 @@ func (e *Executor) runSteps(ctx context.Context, r *run, p *buildplan.Plan, out 
 		switch step.Kind {
 		case buildplan.CloneStep:
 			code, err = e.clone(ctx, p, ws, secrets.git, out)
+			if err == nil {
+				// The checkout is the step user's from here on.
+				err = ws.owner.chownTree(ws.source)
+			}
 		case buildplan.UserStep:
 			code, err = e.shell(ctx, r, i, step, ws, out)
 		case buildplan.AssembleStep:
@@ -341,7 +344,7 @@ func (e *Executor) secret(ctx context.Context, namespace, name, what string) (*c
 }
 
 // clone checks the commit out with the Project's credentials, as `ferry git-clone` does.
-func (e *Executor) clone(ctx context.Context, p *buildplan.Plan, ws workspace, creds *gitsource.Credentials, out io.Writer) (int32, error) {
+func (e *Executor) clone(ctx context.Context, p *buildplan.Plan, ws *workspace, creds *gitsource.Credentials, out io.Writer) (int32, error) {
 	req := gitsource.Request{URL: p.CloneURL, Revision: p.Revision, Ref: p.Ref, Credentials: creds}
 	if err := gitsource.Checkout(ctx, req, ws.source); err != nil {
 		return 1, err
@@ -351,23 +354,28 @@ func (e *Executor) clone(ctx context.Context, p *buildplan.Plan, ws workspace, c
 }
 
 // assemble builds and pushes the image in-process, as `ferry assemble` does in a PipelineRun.
-// The push config exists in the workspace only while it runs, after the user's steps ended.
-func (e *Executor) assemble(ctx context.Context, p *buildplan.Plan, ws workspace, dockerConfig []byte, out io.Writer) (int32, error) {
-	if err := os.MkdirAll(ws.docker, 0o700); err != nil {
-		return 1, err
-	}
-	defer func() { _ = os.RemoveAll(ws.docker) }()
+// The push config never leaves the manager's memory. The artifacts are read through a root at
+// the checkout that the steps left: no link (nor a checkout replaced by a link) leads out of the
+// step's workspace, and only files of the step's user are taken.
+func (e *Executor) assemble(ctx context.Context, p *buildplan.Plan, ws *workspace, dockerConfig []byte, out io.Writer) (int32, error) {
 	if dockerConfig == nil {
 		// Never the manager's own ~/.docker: without a push Secret the pushes are anonymous.
 		dockerConfig = []byte("{}")
 	}
-	if err := os.WriteFile(filepath.Join(ws.docker, "config.json"), dockerConfig, 0o600); err != nil {
+	wsRoot, err := os.OpenRoot(ws.dir)
+	if err != nil {
 		return 1, err
 	}
+	defer func() { _ = wsRoot.Close() }()
+	source, err := wsRoot.OpenRoot(filepath.Base(ws.source))
+	if err != nil {
+		return 1, fmt.Errorf("failed to open the checkout: %w", err)
+	}
+	defer func() { _ = source.Close() }()
 	opts := assemble.Options{
-		Dir: ws.source, PipelineFile: p.PipelineFile, File: p.File, Image: p.Image, Revision: p.Revision,
-		SourceURL: p.CloneURL, StackImage: p.StackImage, RuntimeImage: p.RuntimeImage, DockerConfigDir: ws.docker,
-		Insecure: p.Insecure, ResultsDir: ws.results, Log: out,
+		Dir: ws.source, Root: source, ArtifactOwner: ws.owner.artifactOwner(), PipelineFile: p.PipelineFile, File: p.File,
+		Image: p.Image, Revision: p.Revision, SourceURL: p.CloneURL, StackImage: p.StackImage, RuntimeImage: p.RuntimeImage,
+		DockerConfig: dockerConfig, Insecure: p.Insecure, ResultsDir: ws.results, Log: out,
 	}
 	if p.Tag != "" {
 		opts.Tags = []string{p.Tag}
@@ -378,13 +386,15 @@ func (e *Executor) assemble(ctx context.Context, p *buildplan.Plan, ws workspace
 	return 0, nil
 }
 
-// shell runs a user step: the script Tekton would run, with /bin/sh in the checkout, in its own
-// process group. The step gets PATH, HOME and TMPDIR (in the workspace), the executor's StepEnv
-// and its own env. When the step ends, whatever it left running is killed; when the run is
-// cancelled or times out, the group gets SIGTERM and, after stopGrace, SIGKILL.
-func (e *Executor) shell(ctx context.Context, r *run, i int, step buildplan.Step, ws workspace, out io.Writer) (int32, error) {
+// shell runs a user step: the script Tekton would run, with /bin/sh in the checkout. Isolated, it
+// runs in a sandbox as the Build's user; else in its own process group as the manager's user.
+// The step gets PATH, HOME and TMPDIR (in the workspace), the executor's StepEnv and caches and
+// its own env. When the step ends, whatever it left running is killed (isolated, the kernel does,
+// before the sandbox's end is seen); when the run is cancelled or times out, the step gets SIGTERM
+// and, after stopGrace, SIGKILL.
+func (e *Executor) shell(ctx context.Context, r *run, i int, step buildplan.Step, ws *workspace, out io.Writer) (int32, error) {
 	script := filepath.Join(ws.scripts, fmt.Sprintf("%02d-%s.sh", i, step.Name))
-	if err := os.WriteFile(script, []byte(buildplan.UserScript(step)), 0o700); err != nil {
+	if err := ws.owner.writeScript(script, []byte(buildplan.UserScript(step))); err != nil {
 		return 1, err
 	}
 	if step.Timeout > 0 {
@@ -392,17 +402,28 @@ func (e *Executor) shell(ctx context.Context, r *run, i int, step buildplan.Step
 		ctx, cancel = context.WithTimeoutCause(ctx, step.Timeout, errStepTimedOut)
 		defer cancel()
 	}
-	cmd := exec.Command("/bin/sh", script)
-	cmd.Dir = ws.source
-	cmd.Env = e.stepEnv(ws, r.uid)
-	cmd.SysProcAttr = newProcessGroup()
+	env := e.stepEnv(ws, r.uid)
+	var cmd *exec.Cmd
+	var start func() error
+	if ws.owner.isolated() {
+		sc := sandbox.Command(sandbox.Spec{
+			UID: ws.owner.uid, GID: ws.owner.gid, Args: []string{"/bin/sh", script}, Env: env, Dir: ws.source,
+			Mounts: append([]sandbox.Mount{{Path: ws.dir, Writable: true}, {Path: ws.scripts}}, e.mounts...),
+			Caches: ws.caches, Hold: []*os.File{ws.owner.lease.lock},
+		})
+		cmd, start = sc.Cmd, sc.Start
+	} else {
+		cmd = exec.Command("/bin/sh", script)
+		cmd.Dir, cmd.Env, cmd.SysProcAttr = ws.source, env, newProcessGroup()
+		start = cmd.Start
+	}
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		return 1, err
 	}
 	defer func() { _ = pr.Close() }()
 	cmd.Stdout, cmd.Stderr = pw, pw
-	err = cmd.Start()
+	err = start()
 	_ = pw.Close()
 	if err != nil {
 		return 1, fmt.Errorf("failed to start /bin/sh: %w", err)
@@ -469,13 +490,20 @@ func exitCode(err error) int32 {
 }
 
 // stepEnv is a user step's environment.
-func (e *Executor) stepEnv(ws workspace, uid types.UID) []string {
+func (e *Executor) stepEnv(ws *workspace, uid types.UID) []string {
 	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + ws.home, "TMPDIR=" + ws.tmp}
 	for _, kv := range e.opts.StepEnv {
 		if strings.Contains(kv, "=") {
 			env = append(env, kv)
 		} else if v, ok := os.LookupEnv(kv); ok {
 			env = append(env, kv+"="+v)
+		}
+	}
+	for _, c := range e.caches {
+		if ws.owner.isolated() {
+			env = append(env, c.name+"="+filepath.Join(ws.cacheDir, c.name))
+		} else {
+			env = append(env, c.name+"="+c.dir)
 		}
 	}
 	return append(env, markerEnv+"="+string(uid))

@@ -15,7 +15,7 @@ import (
 
 // OIDCConfig configures sign-in with an OpenID Connect provider such as GitLab. Name the claims
 // as the API server's own OIDC authenticator does (--oidc-username-claim, --oidc-groups-claim and
-// their prefixes), so that the UI impersonates exactly who kubectl would authenticate.
+// their prefixes), so that the UI acts for exactly who kubectl would authenticate.
 type OIDCConfig struct {
 	// IssuerURL is the provider, for example https://gitlab.example.com.
 	IssuerURL string
@@ -28,10 +28,12 @@ type OIDCConfig struct {
 	UsernameClaim string
 	// UsernamePrefix is put before the username, as the API server's --oidc-username-prefix.
 	UsernamePrefix string
-	// GroupsClaim names the groups. Default "groups"; when the token has no such claim, GitLab's
-	// "groups_direct" is read.
+	// GroupsClaim names the groups; when the token has no such claim, GitLab's "groups_direct"
+	// is read. Empty: the person has no groups from the provider, as with the API server.
 	GroupsClaim string
-	// GroupsPrefix is put before each group, as the API server's --oidc-groups-prefix.
+	// GroupsPrefix is put before each group, as the API server's --oidc-groups-prefix. Set it
+	// whenever groups are read from a provider where people create their own groups (GitLab):
+	// otherwise anyone can make a group named like one that RBAC or an approval policy trusts.
 	GroupsPrefix string
 	// HTTPClient talks to the provider. Default a client with a 15 s timeout.
 	HTTPClient *http.Client
@@ -61,9 +63,6 @@ func NewOIDC(cfg OIDCConfig) (*OIDC, error) {
 	}
 	if cfg.UsernameClaim == "" {
 		cfg.UsernameClaim = "preferred_username"
-	}
-	if cfg.GroupsClaim == "" {
-		cfg.GroupsClaim = "groups"
 	}
 	if len(cfg.Scopes) == 0 {
 		cfg.Scopes = []string{"profile", "email"}
@@ -175,6 +174,9 @@ func (o *OIDC) identity(claims map[string]any) (Identity, error) {
 	id := Identity{User: o.cfg.UsernamePrefix + name}
 	if strings.HasPrefix(id.User, "system:") {
 		return Identity{}, fmt.Errorf("username %q is reserved by Kubernetes; set a username prefix", id.User)
+	}
+	if o.cfg.GroupsClaim == "" {
+		return id, nil
 	}
 	groups, ok := claims[o.cfg.GroupsClaim]
 	if !ok {

@@ -63,7 +63,7 @@ func TestOIDCSignInAgainstAProvider(t *testing.T) {
 	p.AllowRedirectURI(redirectURL)
 	p.SignInAs(oidctest.User{Subject: "42", Username: "rita", Email: "rita@example.com", Groups: []string{"team-a/release-managers", "team-a"}})
 
-	o, err := auth.NewOIDC(auth.OIDCConfig{IssuerURL: p.URL, ClientID: p.ClientID, ClientSecret: p.ClientSecret})
+	o, err := auth.NewOIDC(auth.OIDCConfig{IssuerURL: p.URL, ClientID: p.ClientID, ClientSecret: p.ClientSecret, GroupsClaim: "groups"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,9 +76,14 @@ func TestOIDCSignInAgainstAProvider(t *testing.T) {
 	}
 
 	// Prefixes, as the API server's --oidc-username-prefix and --oidc-groups-prefix.
-	o2, _ := auth.NewOIDC(auth.OIDCConfig{IssuerURL: p.URL, ClientID: p.ClientID, ClientSecret: p.ClientSecret, UsernamePrefix: "gitlab:", GroupsPrefix: "gitlab:"})
-	if id, err := signIn(t, o2, "s", "n"); err != nil || id.User != "gitlab:rita" || id.Groups[0] != "gitlab:team-a/release-managers" {
+	o2, _ := auth.NewOIDC(auth.OIDCConfig{IssuerURL: p.URL, ClientID: p.ClientID, ClientSecret: p.ClientSecret, UsernamePrefix: "gitlab:", GroupsClaim: "groups", GroupsPrefix: "gitlab:"})
+	if id, err := signIn(t, o2, "s", "n"); err != nil || id.User != "gitlab:rita" || strings.Join(id.Groups, ",") != "gitlab:team-a/release-managers,gitlab:team-a" {
 		t.Errorf("prefixed identity %+v, %v", id, err)
+	}
+	// No groups claim: no groups, not even GitLab's groups_direct.
+	o3, _ := auth.NewOIDC(auth.OIDCConfig{IssuerURL: p.URL, ClientID: p.ClientID, ClientSecret: p.ClientSecret, UsernamePrefix: "gitlab:"})
+	if id, err := signIn(t, o3, "s", "n"); err != nil || id.User != "gitlab:rita" || len(id.Groups) != 0 {
+		t.Errorf("identity without a groups claim %+v, %v", id, err)
 	}
 
 	// What the relying party must refuse.

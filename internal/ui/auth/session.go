@@ -4,8 +4,8 @@
 // Secret in Ferry's namespace), sign-out that every replica honours, and CSRF tokens bound to the
 // session.
 //
-// A session is only a name and groups: everything the signed-in person does goes to the API
-// server impersonating that identity, so RBAC and Ferry's admission webhooks decide.
+// A session is only a name and groups: the UI asks the API server what RBAC lets that identity
+// do, and names it on what it writes for the person, so RBAC and Ferry's admission webhooks decide.
 package auth
 
 import (
@@ -46,7 +46,7 @@ const (
 // DefaultSessionTTL is how long a session lasts when the Store is not told otherwise.
 const DefaultSessionTTL = 12 * time.Hour
 
-// Identity is who a person is to the API server: the UI impersonates exactly this.
+// Identity is who a person is to the API server: the UI acts for exactly this.
 type Identity struct {
 	// User is the username.
 	User string `json:"u"`
@@ -59,11 +59,19 @@ type Session struct {
 	Identity
 	// ID identifies the session; signing out revokes it.
 	ID string `json:"i"`
-	// Method is how the person signed in: "oidc" or "token".
+	// Method is how the person signed in: MethodOIDC or MethodToken.
 	Method string `json:"m"`
 	// Expires is when the session ends, Unix seconds.
 	Expires int64 `json:"e"`
 }
+
+// How people sign in.
+const (
+	// MethodOIDC: with an OpenID provider; the identity comes from the provider's ID token.
+	MethodOIDC = "oidc"
+	// MethodToken: with a token from a list the administrator wrote.
+	MethodToken = "token"
+)
 
 // ExpiresAt is when the session ends.
 func (s *Session) ExpiresAt() time.Time { return time.Unix(s.Expires, 0) }
@@ -132,6 +140,9 @@ func (s *Store) current(ctx context.Context) (*keyState, error) {
 	if apierrors.IsNotFound(err) {
 		secret, err = s.create(ctx)
 	}
+	if err == nil && len(secret.Data[KeyKey]) == 0 {
+		secret, err = s.initialize(ctx)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("failed to read the UI's session Secret %s: %w", key, err)
 	}
@@ -179,6 +190,9 @@ func (s *Store) create(ctx context.Context) (*corev1.Secret, error) {
 		Data: map[string][]byte{KeyKey: key},
 	}
 	err := s.Writer.Create(ctx, secret)
+	if apierrors.IsForbidden(err) {
+		return nil, fmt.Errorf("the Secret does not exist and the UI may not create it (the install creates it empty, config/ui): %w", err)
+	}
 	if apierrors.IsAlreadyExists(err) {
 		// Another replica made it first: use theirs.
 		secret = &corev1.Secret{}
@@ -186,6 +200,34 @@ func (s *Store) create(ctx context.Context) (*corev1.Secret, error) {
 	}
 	if err != nil {
 		return nil, err
+	}
+	return secret, nil
+}
+
+// initialize puts a new random key into a session Secret that has none: the install creates the
+// Secret empty, so that the UI needs no right to create Secrets in Ferry's namespace.
+func (s *Store) initialize(ctx context.Context) (*corev1.Secret, error) {
+	secret := &corev1.Secret{}
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if err := s.APIReader.Get(ctx, types.NamespacedName{Namespace: s.Namespace, Name: s.Name}, secret); err != nil {
+			return err
+		}
+		if len(secret.Data[KeyKey]) > 0 {
+			// Another replica was first.
+			return nil
+		}
+		key := make([]byte, 32)
+		if _, err := rand.Read(key); err != nil {
+			return err
+		}
+		if secret.Data == nil {
+			secret.Data = map[string][]byte{}
+		}
+		secret.Data[KeyKey] = key
+		return s.Writer.Update(ctx, secret)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("failed to put a session key into the empty Secret: %w", err)
 	}
 	return secret, nil
 }

@@ -29,9 +29,9 @@ const minTokenLength = 16
 type TokenEntry struct {
 	// Token is the secret the person types or follows a link with.
 	Token string `json:"token"`
-	// User is the username the UI impersonates.
+	// User is the username the UI acts for.
 	User string `json:"user"`
-	// Groups are the groups the UI impersonates.
+	// Groups are the person's groups, as RBAC should see them.
 	Groups []string `json:"groups,omitempty"`
 }
 

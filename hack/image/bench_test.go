@@ -1,0 +1,167 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+
+	"github.com/ferryci/ferry/internal/controlplane"
+	"github.com/ferryci/ferry/internal/testutil"
+)
+
+// BenchmarkFerryBinaries measures the ferry binary as `make build` makes it (with ferry dev) and as
+// Ferry's image carries it (-tags ferry_nodev, stripped), and how long `ferry manager` of each takes
+// from its start until /readyz answers 200 against a real API server with Ferry's CRDs, and its
+// memory then.
+func BenchmarkFerryBinaries(b *testing.B) {
+	benchOnce.Do(func() { benchSetup, benchErr = setUpBench() })
+	if benchErr != nil {
+		b.Fatal(benchErr)
+	}
+	for _, bin := range benchSetup.binaries {
+		b.ReportMetric(float64(bin.size)/1e6, bin.name+"-binary-MB")
+	}
+	for _, bin := range benchSetup.binaries {
+		var total time.Duration
+		var rss float64
+		for range b.N {
+			d, mem := startManager(b, bin.path, benchSetup.hub.KubeconfigPath)
+			total += d
+			rss = mem
+		}
+		b.ReportMetric(total.Seconds()/float64(b.N), bin.name+"-manager-ready-s")
+		b.ReportMetric(rss, bin.name+"-manager-rss-MiB")
+	}
+}
+
+// benchSetup is what every run of BenchmarkFerryBinaries shares: the hub and the two binaries,
+// made once; TestMain stops the hub.
+var (
+	benchOnce  sync.Once
+	benchSetup *benchEnv
+	benchErr   error
+)
+
+type benchEnv struct {
+	hub      *testutil.Hub
+	dir      string
+	binaries []benchBinary
+}
+
+type benchBinary struct {
+	name, path string
+	size       int64
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if benchSetup != nil {
+		_ = benchSetup.hub.Stop()
+		_ = os.RemoveAll(benchSetup.dir)
+	}
+	os.Exit(code)
+}
+
+func setUpBench() (*benchEnv, error) {
+	hub, err := testutil.StartHub(context.Background(), controlplane.APIServerOptions{})
+	if err != nil {
+		return nil, err
+	}
+	e := &benchEnv{hub: hub}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "ferry-system"}}
+	if err := hub.Client.Create(context.Background(), ns); err != nil {
+		return nil, err
+	}
+	if e.dir, err = os.MkdirTemp("", "ferry-binaries-"); err != nil {
+		return nil, err
+	}
+	for _, bin := range []struct {
+		name  string
+		flags []string
+	}{
+		{"full", nil},
+		{"image", []string{"-tags", "ferry_nodev", "-trimpath", "-ldflags", "-s -w"}},
+	} {
+		path := filepath.Join(e.dir, "ferry-"+bin.name)
+		args := append(append([]string{"build"}, bin.flags...), "-o", path, "../../cmd/ferry")
+		cmd := exec.Command("go", args...)
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("go %s: %w\n%s", strings.Join(args, " "), err, out)
+		}
+		st, err := os.Stat(path)
+		if err != nil {
+			return nil, err
+		}
+		e.binaries = append(e.binaries, benchBinary{name: bin.name, path: path, size: st.Size()})
+	}
+	return e, nil
+}
+
+// startManager runs `ferry manager` until /readyz answers 200 and returns how long that took and
+// the process's resident memory then.
+func startManager(b *testing.B, ferry, kubeconfig string) (time.Duration, float64) {
+	b.Helper()
+	probes := freeAddr(b)
+	cmd := exec.Command(ferry, "manager", "--kubeconfig", kubeconfig, "--namespace", "ferry-system",
+		"--metrics-bind-address", "0", "--health-probe-bind-address", probes, "--receiver-bind-address", "0",
+		"--ui-bind-address", "0", "--webhook-port", "0", "--leader-elect=false", "--executor", "tekton", "--zap-log-level", "error")
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	}()
+	if err := wait.PollUntilContextTimeout(context.Background(), 10*time.Millisecond, 2*time.Minute, true, func(context.Context) (bool, error) {
+		resp, err := http.Get("http://" + probes + "/readyz") //nolint:noctx // a probe of a local process
+		if err != nil {
+			return false, nil
+		}
+		_ = resp.Body.Close()
+		return resp.StatusCode == http.StatusOK, nil
+	}); err != nil {
+		b.Fatalf("%s manager was not ready: %v", ferry, err)
+	}
+	ready := time.Since(start)
+	return ready, rssMiB(cmd.Process.Pid)
+}
+
+// rssMiB reads a process's resident memory from /proc.
+func rssMiB(pid int) float64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kib, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 64)
+			return kib / 1024
+		}
+	}
+	return 0
+}
+
+func freeAddr(b *testing.B) string {
+	b.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = l.Close() }()
+	return l.Addr().String()
+}
