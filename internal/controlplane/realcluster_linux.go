@@ -281,3 +281,34 @@ func (c *Cluster) NodeExec(ctx context.Context, args ...string) (string, error) 
 	}
 	return c.node.nsenter(ctx, args...)
 }
+
+// NodeDiagnostics describes the real node's state for an error message: whether its daemons still
+// run, the end of kube-proxy's and the kubelet's logs, and the Service rules kube-proxy programmed.
+func (c *Cluster) NodeDiagnostics(ctx context.Context) string {
+	if c.node == nil {
+		return "cluster " + c.Name + " has no real node"
+	}
+	var b strings.Builder
+	if err := c.node.exited(); err != nil {
+		fmt.Fprintf(&b, "%v\n", err)
+	} else {
+		b.WriteString("containerd, the kubelet and kube-proxy are running\n")
+	}
+	for _, name := range []string{"kube-proxy", "kubelet"} {
+		fmt.Fprintf(&b, "--- end of %s's log:\n%s\n", name, tailFile(filepath.Join(c.node.logs, name+".log"), 3000))
+	}
+	for _, table := range []string{"nat", "filter"} {
+		out, err := c.node.nsenter(ctx, "iptables-save", "-t", table)
+		if err != nil {
+			fmt.Fprintf(&b, "--- iptables-save -t %s: %v\n", table, err)
+			continue
+		}
+		fmt.Fprintf(&b, "--- Service rules (iptables -t %s):\n", table)
+		for _, line := range strings.Split(out, "\n") {
+			if strings.Contains(line, "KUBE-SVC") || strings.Contains(line, "KUBE-SEP") || strings.Contains(line, "REJECT") || strings.Contains(line, "KUBE-SERVICES") {
+				b.WriteString(line + "\n")
+			}
+		}
+	}
+	return b.String()
+}

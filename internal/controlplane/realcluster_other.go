@@ -70,3 +70,6 @@ func HostLeftovers(string, int) []string { return nil }
 
 // KernelTunables is empty: only Linux has real nodes.
 func KernelTunables() []string { return nil }
+
+// NodeDiagnostics says there is no real node: only Linux has them.
+func (c *Cluster) NodeDiagnostics(context.Context) string { return "cluster " + c.Name + " has no real node" }

@@ -125,7 +125,7 @@ func TestRealClusterRunsAServiceAndKeepsPodTrafficOnTheMachine(t *testing.T) {
 		}
 		return ready == 2, nil
 	}); err != nil {
-		t.Fatalf("the Service's endpoints did not become ready: %v", err)
+		t.Fatalf("the Service's endpoints did not become ready: %v\n%s", err, c.NodeDiagnostics(ctx))
 	}
 
 	// The Service answers through kube-proxy, from the node's network as a pod would reach it.
@@ -136,7 +136,7 @@ func TestRealClusterRunsAServiceAndKeepsPodTrafficOnTheMachine(t *testing.T) {
 		_, body, getErr = realnode.Get(ctx, c, base+"/")
 		return getErr == nil, nil
 	}); err != nil {
-		t.Fatalf("the Service did not answer: %v", getErr)
+		t.Fatalf("the Service did not answer: %v\n%s", getErr, c.NodeDiagnostics(ctx))
 	}
 	if !strings.HasPrefix(body, "hello from web-") {
 		t.Fatalf("the Service answered %q", body)
