@@ -540,15 +540,36 @@ func (n *node) dialContext(ctx context.Context, network, addr string) (net.Conn,
 	}
 	ch := make(chan result, 1)
 	go func() {
-		// The socket is created in the namespace of the thread that creates it; the thread is
-		// locked, switched, and thrown away afterwards rather than switched back.
+		// The socket is created in the namespace of the thread that creates it: the thread is
+		// locked, switched in, and switched back before it is unlocked. It must not be thrown away
+		// (a locked goroutine that exits ends its thread): the kernel sends a child its death
+		// signal (Pdeathsig, setpriv --pdeathsig) when the thread that forked it ends, so ending a
+		// thread that once started the node's init or an API server would kill them.
 		runtime.LockOSThread()
+		home, err := os.Open(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()))
+		if err != nil {
+			runtime.UnlockOSThread()
+			ch <- result{err: fmt.Errorf("failed to open this thread's network namespace: %w", err)}
+			return
+		}
+		defer func() { _ = home.Close() }()
 		if err := unix.Setns(int(n.netns.Fd()), unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
 			ch <- result{err: fmt.Errorf("failed to enter the node's network namespace: %w", err)}
 			return
 		}
 		var d net.Dialer
 		c, err := d.DialContext(ctx, network, addr)
+		if err := unix.Setns(int(home.Fd()), unix.CLONE_NEWNET); err != nil {
+			// The thread cannot go back: leave it locked so that it ends with this goroutine
+			// rather than serve others in the node's namespace.
+			if c != nil {
+				_ = c.Close()
+			}
+			ch <- result{err: fmt.Errorf("failed to leave the node's network namespace: %w", err)}
+			return
+		}
+		runtime.UnlockOSThread()
 		ch <- result{c, err}
 	}()
 	select {

@@ -60,6 +60,25 @@ func webWorkload(image string) (*appsv1.Deployment, *corev1.Service) {
 	return d, svc
 }
 
+// diagnose describes the node and the pods of the default namespace for a failure message.
+func diagnose(ctx context.Context, c *controlplane.Cluster, clientset kubernetes.Interface) string {
+	var b strings.Builder
+	b.WriteString(c.NodeDiagnostics(ctx))
+	pods, err := clientset.CoreV1().Pods("default").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		fmt.Fprintf(&b, "--- pods: %v\n", err)
+		return b.String()
+	}
+	for _, p := range pods.Items {
+		fmt.Fprintf(&b, "--- pod %s %s ip=%s:", p.Name, p.Status.Phase, p.Status.PodIP)
+		for _, cs := range p.Status.ContainerStatuses {
+			fmt.Fprintf(&b, " %s ready=%v restarts=%d state=%+v last=%+v", cs.Name, cs.Ready, cs.RestartCount, cs.State, cs.LastTerminationState)
+		}
+		b.WriteString("\n")
+	}
+	return b.String()
+}
+
 func TestRealClusterRunsAServiceAndKeepsPodTrafficOnTheMachine(t *testing.T) {
 	realnode.Require(t)
 	ctx := t.Context()
@@ -125,7 +144,7 @@ func TestRealClusterRunsAServiceAndKeepsPodTrafficOnTheMachine(t *testing.T) {
 		}
 		return ready == 2, nil
 	}); err != nil {
-		t.Fatalf("the Service's endpoints did not become ready: %v\n%s", err, c.NodeDiagnostics(ctx))
+		t.Fatalf("the Service's endpoints did not become ready: %v\n%s", err, diagnose(ctx, c, clientset))
 	}
 
 	// The Service answers through kube-proxy, from the node's network as a pod would reach it.
@@ -136,7 +155,7 @@ func TestRealClusterRunsAServiceAndKeepsPodTrafficOnTheMachine(t *testing.T) {
 		_, body, getErr = realnode.Get(ctx, c, base+"/")
 		return getErr == nil, nil
 	}); err != nil {
-		t.Fatalf("the Service did not answer: %v\n%s", getErr, c.NodeDiagnostics(ctx))
+		t.Fatalf("the Service did not answer: %v\n%s", getErr, diagnose(ctx, c, clientset))
 	}
 	if !strings.HasPrefix(body, "hello from web-") {
 		t.Fatalf("the Service answered %q", body)
@@ -161,11 +180,25 @@ func TestRealClusterRunsAServiceAndKeepsPodTrafficOnTheMachine(t *testing.T) {
 	for _, addr := range blocked {
 		_, got, err := realnode.Get(ctx, c, base+"/dial?addr="+addr)
 		if err != nil {
-			t.Fatalf("the web pod did not answer: %v", err)
+			t.Fatalf("the web pod did not answer: %v\n%s", err, diagnose(ctx, c, clientset))
 		}
 		if !strings.HasPrefix(got, "failed:") {
 			t.Errorf("a pod reached %s, outside what pods may reach: %q", addr, got)
 		}
+	}
+
+	// Dialing from the node's network must not end the threads that started the node: the kernel
+	// kills a child whose forking thread ends (Pdeathsig), and a Go thread locked into another
+	// namespace and left locked ends with its goroutine. Many dials reach every thread.
+	for i := range 200 {
+		conn, err := c.DialContext(ctx, "tcp", net.JoinHostPort(svc.Spec.ClusterIP, "80"))
+		if err != nil {
+			t.Fatalf("dial %d to the Service: %v\n%s", i, err, diagnose(ctx, c, clientset))
+		}
+		_ = conn.Close()
+	}
+	if err := c.Healthy(); err != nil {
+		t.Fatalf("the node did not survive dials from its network: %v", err)
 	}
 
 	if err := c.Stop(); err != nil {
