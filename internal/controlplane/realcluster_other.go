@@ -72,4 +72,6 @@ func HostLeftovers(string, int) []string { return nil }
 func KernelTunables() []string { return nil }
 
 // NodeDiagnostics says there is no real node: only Linux has them.
-func (c *Cluster) NodeDiagnostics(context.Context) string { return "cluster " + c.Name + " has no real node" }
+func (c *Cluster) NodeDiagnostics(context.Context) string {
+	return "cluster " + c.Name + " has no real node"
+}
