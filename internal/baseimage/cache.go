@@ -95,22 +95,25 @@ func (c *cache) lock(ctx context.Context, waiting func()) (func(), error) {
 		return nil, fmt.Errorf("failed to lock %s: %w", c.dir, err)
 	}
 	waiting()
-	done := make(chan error, 1)
-	go func() { done <- syscall.Flock(int(f.Fd()), syscall.LOCK_EX) }()
-	select {
-	case err := <-done:
-		if err != nil {
+	// Polled rather than a blocking flock: a blocking call cannot be cancelled, and one that
+	// gets the lock after its caller gave up would hold it, however briefly, from the next.
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			_ = f.Close()
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return release, nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
 			_ = f.Close()
 			return nil, fmt.Errorf("failed to lock %s: %w", c.dir, err)
 		}
-		return release, nil
-	case <-ctx.Done():
-		// Closing the file releases the lock if the waiting flock gets it after all.
-		go func() {
-			<-done //nolint:errcheck // closing the file releases the lock, whatever flock returned
-			_ = f.Close()
-		}()
-		return nil, ctx.Err()
 	}
 }
 
