@@ -8,6 +8,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
+	"github.com/ferryci/ferry/internal/text"
 )
 
 // Prometheus metrics on controller-runtime's registry (served at the manager's /metrics).
@@ -43,7 +44,7 @@ func (r *Reconciler) recordTransition(before, after *ferryv1.Build) {
 		if cur.Status == metav1.ConditionFalse {
 			eventType = corev1.EventTypeWarning
 		}
-		r.Recorder.Eventf(after, nil, eventType, cur.Reason, "Build", "%s", truncate(cur.Message, 1000))
+		r.Recorder.Eventf(after, nil, eventType, cur.Reason, "Build", "%s", text.Message(cur.Message))
 	}
 	if before.Status.StartTime == nil && after.Status.StartTime != nil {
 		buildQueueTime.Observe(after.Status.StartTime.Sub(after.CreationTimestamp.Time).Seconds())

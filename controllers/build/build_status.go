@@ -12,6 +12,7 @@ import (
 
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
 	"github.com/ferryci/ferry/internal/buildplan"
+	"github.com/ferryci/ferry/internal/text"
 )
 
 // Phase is where an executor's run of a Build stands.
@@ -68,7 +69,7 @@ const SupersededPrefix = "superseded by "
 
 func setCondition(b *ferryv1.Build, typ string, status metav1.ConditionStatus, reason, message string) {
 	meta.SetStatusCondition(&b.Status.Conditions, metav1.Condition{
-		Type: typ, Status: status, Reason: reason, Message: truncate(message, 4096), ObservedGeneration: b.Generation,
+		Type: typ, Status: status, Reason: reason, Message: text.Message(message), ObservedGeneration: b.Generation,
 	})
 }
 
@@ -248,12 +249,12 @@ func imageFromResults(results map[string]string, repository string) (string, *fe
 	}
 	url, digest := strings.TrimSpace(results[buildplan.ResultImageURL]), strings.TrimSpace(results[buildplan.ResultImageDigest])
 	if !digestRE.MatchString(digest) {
-		return "", nil, fmt.Errorf("result %s %q is not a sha256 digest", buildplan.ResultImageDigest, truncate(digest, 100))
+		return "", nil, fmt.Errorf("result %s %q is not a sha256 digest", buildplan.ResultImageDigest, text.Truncate(digest, 100))
 	}
 	repo := imageRepository(url)
 	if repository != "" {
 		if !sameRepository(repo, repository) {
-			return "", nil, fmt.Errorf("result %s names %s, not the Project's repository %s", buildplan.ResultImageURL, truncate(repo, 200), repository)
+			return "", nil, fmt.Errorf("result %s names %s, not the Project's repository %s", buildplan.ResultImageURL, text.Truncate(repo, 200), repository)
 		}
 		// The Project's spelling: assemble reports docker.io/team/app as index.docker.io/team/app.
 		repo = repository
@@ -292,14 +293,6 @@ func withDetail(msg string) string {
 		return ""
 	}
 	return ": " + msg
-}
-
-// truncate shortens s to at most n bytes (and an ellipsis) without splitting a character.
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return strings.ToValidUTF8(s[:n], "") + "…"
 }
 
 // isFinished reports whether the Build reached an outcome.

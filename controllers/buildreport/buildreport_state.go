@@ -9,6 +9,7 @@ import (
 
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
 	"github.com/ferryci/ferry/internal/gitlab"
+	"github.com/ferryci/ferry/internal/text"
 )
 
 // StatusName is the name of Ferry's commit status in GitLab.
@@ -67,7 +68,7 @@ func Description(b *ferryv1.Build, state gitlab.State) string {
 			d += ": " + b.Spec.CancelReason
 		}
 	}
-	return gitlab.OneLine(d, 255)
+	return text.OneLine(d, 255)
 }
 
 // StatusRef is the branch or tag the commit status is for: GitLab would otherwise pick the first

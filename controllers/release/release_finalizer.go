@@ -17,6 +17,7 @@ import (
 	"github.com/ferryci/ferry/internal/clusters"
 	"github.com/ferryci/ferry/internal/patch"
 	"github.com/ferryci/ferry/internal/rollout"
+	"github.com/ferryci/ferry/internal/text"
 )
 
 // maxCleanupAttempts bounds how many times the deletion of a Release retries taking its rollout
@@ -170,6 +171,6 @@ func (r *Reconciler) recordCleanup(ctx context.Context, rel *ferryv1.Release, le
 	if err := patcher.Patch(ctx, r.Client, rel); err != nil {
 		return err
 	}
-	r.Recorder.Eventf(rel, nil, corev1.EventTypeWarning, ferryv1.ObjectsLeftReason, "Delete", "%s", truncate(msg))
+	r.Recorder.Eventf(rel, nil, corev1.EventTypeWarning, ferryv1.ObjectsLeftReason, "Delete", "%s", text.Message(msg))
 	return nil
 }

@@ -9,22 +9,13 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
+	"github.com/ferryci/ferry/internal/text"
 )
-
-// maxMessage bounds condition messages (the API allows 32768; people read far less).
-const maxMessage = 2048
-
-func truncate(s string) string {
-	if len(s) <= maxMessage {
-		return s
-	}
-	return s[:maxMessage-3] + "..."
-}
 
 // setCondition sets a condition on a list with an explicit transition time.
 func setCondition(conds *[]metav1.Condition, t string, status metav1.ConditionStatus, reason, message string, generation int64, now metav1.Time) {
 	meta.SetStatusCondition(conds, metav1.Condition{
-		Type: t, Status: status, Reason: reason, Message: truncate(message),
+		Type: t, Status: status, Reason: reason, Message: text.Message(message),
 		ObservedGeneration: generation, LastTransitionTime: now,
 	})
 }

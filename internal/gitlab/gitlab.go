@@ -19,6 +19,8 @@ import (
 	"time"
 
 	gl "gitlab.com/gitlab-org/api/client-go"
+
+	"github.com/ferryci/ferry/internal/text"
 )
 
 // State is a GitLab commit status state. GitLab accepts pending, running, success, failed,
@@ -227,7 +229,7 @@ func (c *Client) SetCommitStatus(ctx context.Context, project ProjectRef, sha st
 	if st.TargetURL != "" && len(st.TargetURL) <= 255 {
 		opt.TargetURL = &st.TargetURL
 	}
-	if d := OneLine(st.Description, 255); d != "" {
+	if d := text.OneLine(st.Description, 255); d != "" {
 		opt.Description = &d
 	}
 	_, _, err := c.api.Commits.SetCommitStatus(project.pid(), sha, opt, gl.WithContext(ctx))
@@ -374,17 +376,6 @@ func retryAfter(h http.Header, now time.Time) (time.Duration, bool) {
 		}
 	}
 	return 0, false
-}
-
-// OneLine keeps the first line of s, cut to at most n characters with an ellipsis.
-func OneLine(s string, n int) string {
-	s, _, _ = strings.Cut(strings.TrimSpace(s), "\n")
-	s = strings.TrimSpace(s)
-	r := []rune(s)
-	if len(r) <= n {
-		return s
-	}
-	return string(r[:n-1]) + "…"
 }
 
 func short(sha string) string {

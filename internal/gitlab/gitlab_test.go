@@ -311,19 +311,3 @@ func TestShouldReport(t *testing.T) {
 		}
 	}
 }
-
-func TestOneLine(t *testing.T) {
-	cases := map[string]string{
-		"":                    "",
-		"  short  ":           "short",
-		"first\nsecond":       "first",
-		"abcdefghijkl":        "abcdefghi…",
-		"äöüäöüäöüä":          "äöüäöüäöüä",
-		"\n\nleading newline": "leading n…",
-	}
-	for in, want := range cases {
-		if got := gitlab.OneLine(in, 10); got != want {
-			t.Errorf("OneLine(%q) = %q, want %q", in, got, want)
-		}
-	}
-}

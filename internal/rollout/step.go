@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
+	"github.com/ferryci/ferry/internal/text"
 )
 
 // GateAnswer is the state of the Approval gate before a batch.
@@ -351,7 +352,7 @@ func SetClusterCondition(st *ferryv1.ClusterRolloutStatus, status metav1.Conditi
 		Type:               ferryv1.RolledOutCondition,
 		Status:             status,
 		Reason:             reason,
-		Message:            truncate(message, 1024),
+		Message:            text.Message(message),
 		LastTransitionTime: now,
 	})
 }
@@ -359,11 +360,4 @@ func SetClusterCondition(st *ferryv1.ClusterRolloutStatus, status metav1.Conditi
 // canaryReplicas is the size of the canary in batch k of n: ceil(replicas*k/n), at least one.
 func canaryReplicas(replicas, k, n int32) int32 {
 	return max((replicas*k+n-1)/n, 1)
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n-3] + "..."
 }

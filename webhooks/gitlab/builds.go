@@ -14,6 +14,7 @@ import (
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
 	"github.com/ferryci/ferry/internal/approval"
 	"github.com/ferryci/ferry/internal/gitlab"
+	"github.com/ferryci/ferry/internal/text"
 )
 
 // maxNameLength keeps Build names usable as label values and in the names of what a Build creates.
@@ -87,7 +88,7 @@ func newBuild(p *ferryv1.Project, t *trigger, deliveryKey string) *ferryv1.Build
 			Trigger: ferryv1.BuildTrigger{
 				Kind:       t.kind,
 				DeliveryID: deliveryID(deliveryKey, name),
-				User:       truncate(t.user.name, 255),
+				User:       text.Truncate(t.user.name, 255),
 				UserID:     max(t.user.id, 0),
 			},
 		},
@@ -97,7 +98,7 @@ func newBuild(p *ferryv1.Project, t *trigger, deliveryKey string) *ferryv1.Build
 	}
 	switch t.kind {
 	case ferryv1.TriggerTag:
-		b.Spec.Trigger.Tag = truncate(t.name, 255)
+		b.Spec.Trigger.Tag = text.Truncate(t.name, 255)
 	case ferryv1.TriggerMergeRequest:
 		b.Spec.Trigger.MergeRequestIID = t.mergeRequestIID
 		b.Annotations = map[string]string{gitlab.SourceBranchAnnotation: t.sourceBranch}
@@ -115,14 +116,6 @@ func labelValue(s string) string {
 		s = strings.TrimRight(s[:63], "-.")
 	}
 	return s
-}
-
-func truncate(s string, n int) string {
-	r := []rune(s)
-	if len(r) <= n {
-		return s
-	}
-	return string(r[:n])
 }
 
 func isAlreadyExists(err error) bool { return apierrors.IsAlreadyExists(err) }
