@@ -15,7 +15,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -389,6 +388,3 @@ func (k *keyedMutex) lock(key string) (unlock func()) {
 	m.Lock()
 	return m.Unlock
 }
-
-// isNotFound reports a missing object.
-func isNotFound(err error) bool { return apierrors.IsNotFound(err) }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -27,7 +28,7 @@ func (r *Reconciler) reconcileEnvironment(ctx context.Context, rel *ferryv1.Rele
 	}
 	env := &ferryv1.Environment{}
 	if err := r.Get(ctx, types.NamespacedName{Name: es.Name}, env); err != nil {
-		if isNotFound(err) {
+		if apierrors.IsNotFound(err) {
 			setEnvWaiting(es, ferryv1.EnvironmentNotFoundReason, fmt.Sprintf("environment %s not found", es.Name), gen, now)
 			return ctrl.Result{}, false, nil
 		}

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -84,7 +85,7 @@ func (r *Reconciler) abandon(ctx context.Context, rel *ferryv1.Release) error {
 		}
 		env := &ferryv1.Environment{}
 		if err := r.Get(ctx, types.NamespacedName{Name: es.Name}, env); err != nil {
-			if isNotFound(err) {
+			if apierrors.IsNotFound(err) {
 				continue
 			}
 			return err

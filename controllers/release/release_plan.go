@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -68,7 +69,7 @@ func stalled(reason, format string, args ...any) error {
 func (r *Reconciler) resolve(ctx context.Context, rel *ferryv1.Release) (*plan, error) {
 	p := &plan{project: &ferryv1.Project{}}
 	if err := r.Get(ctx, types.NamespacedName{Namespace: rel.Namespace, Name: rel.Spec.Project}, p.project); err != nil {
-		if isNotFound(err) {
+		if apierrors.IsNotFound(err) {
 			return nil, stalled(ferryv1.ProjectNotFoundReason, "project %s not found in namespace %s", rel.Spec.Project, rel.Namespace)
 		}
 		return nil, fmt.Errorf("failed to read Project %s: %w", rel.Spec.Project, err)
@@ -97,7 +98,7 @@ func (r *Reconciler) resolve(ctx context.Context, rel *ferryv1.Release) (*plan, 
 		case err == nil:
 			p.build = b
 			triggers = []*ferryv1.Build{b}
-		case !isNotFound(err):
+		case !apierrors.IsNotFound(err):
 			return nil, fmt.Errorf("failed to read Build %s: %w", rel.Spec.Build, err)
 		case rel.Spec.Deploy == nil:
 			return nil, stalled(ferryv1.BuildNotFoundReason, "build %s not found: the Release has no deploy settings of its own (spec.deploy) and its Build's are gone", rel.Spec.Build)
@@ -175,7 +176,7 @@ func deploySettings(rel *ferryv1.Release, b *ferryv1.Build) ferryv1.DeploySpec {
 func (r *Reconciler) pullSecret(ctx context.Context, ns, name string) (*rollout.PullSecret, error) {
 	s := &corev1.Secret{}
 	if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, s); err != nil {
-		if isNotFound(err) {
+		if apierrors.IsNotFound(err) {
 			return nil, &stalledError{reason: ferryv1.SecretNotFoundReason, message: fmt.Sprintf("pull Secret %s/%s not found", ns, name), retry: true}
 		}
 		return nil, fmt.Errorf("failed to read pull Secret %s/%s: %w", ns, name, err)

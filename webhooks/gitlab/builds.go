@@ -118,6 +118,4 @@ func labelValue(s string) string {
 	return s
 }
 
-func isAlreadyExists(err error) bool { return apierrors.IsAlreadyExists(err) }
-
 func isInvalid(err error) bool { return apierrors.IsInvalid(err) || apierrors.IsBadRequest(err) }

@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/apimachinery/pkg/types"
@@ -542,7 +543,7 @@ func (r *Receiver) createBuilds(ctx context.Context, h http.Header, t *trigger, 
 			created = append(created, nn)
 			r.log.Info("Build created", "build", klog.KObj(b), "kind", t.kind, "ref", t.ref, "revision", t.revision,
 				"delivery", delivery, "webhook", h.Get("X-Gitlab-Webhook-UUID"))
-		case isAlreadyExists(err):
+		case apierrors.IsAlreadyExists(err):
 			duplicates = append(duplicates, nn)
 			r.log.V(1).Info("Delivery already received", "build", klog.KObj(b), "delivery", delivery)
 		case isInvalid(err):
