@@ -13,7 +13,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -257,12 +256,8 @@ func runUI(t *testing.T, cfg *rest.Config, admin client.Client) {
 	}
 	browser := &http.Client{Jar: jar, Timeout: 30 * time.Second}
 	base := "http://" + m.UI.Addr()
-	page := get(t, browser, base+"/signin")
-	token := regexp.MustCompile(`name="csrf" value="([^"]+)"`).FindStringSubmatch(page)
-	if token == nil {
-		t.Fatalf("no CSRF token on the sign-in page:\n%s", page)
-	}
-	resp, err := browser.PostForm(base+"/signin/token", url.Values{"csrf": {token[1]}, "token": {"tok-rita-0123456789"}, "next": {"/releases"}})
+	page := testutil.GetOK(t, browser, base+"/signin")
+	resp, err := browser.PostForm(base+"/signin/token", url.Values{"csrf": {testutil.CSRFToken(t, page)}, "token": {"tok-rita-0123456789"}, "next": {"/releases"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -278,23 +273,6 @@ func runUI(t *testing.T, cfg *rest.Config, admin client.Client) {
 	if len(session.Data) == 0 {
 		t.Error("the UI signed rita in without a key in its session Secret")
 	}
-}
-
-func get(t *testing.T, c *http.Client, u string) string {
-	t.Helper()
-	resp, err := c.Get(u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = resp.Body.Close() }()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s: %d\n%s", u, resp.StatusCode, body)
-	}
-	return string(body)
 }
 
 func stderr(err error) string {

@@ -45,7 +45,7 @@ func TestDecisionsAreMadeAsThePerson(t *testing.T) {
 		t.Fatalf("the waiting gate is not on rita's list:\n%s", page)
 	}
 	code, page := rita.post("/releases/"+w.ns+"/shop-1/decide", url.Values{
-		"csrf": {csrf(t, page)}, "environment": {prod}, "batch": {"0"}, "decision": {"Approve"}, "comment": {"Checked the changelog"}, "from": {"waiting"},
+		"csrf": {testutil.CSRFToken(t, page)}, "environment": {prod}, "batch": {"0"}, "decision": {"Approve"}, "comment": {"Checked the changelog"}, "from": {"waiting"},
 	})
 	if code != http.StatusOK || !strings.Contains(page, "You approved "+prod+" for Release shop-1") {
 		t.Fatalf("approve: %d\n%s", code, page)
@@ -71,7 +71,7 @@ func TestDecisionsAreMadeAsThePerson(t *testing.T) {
 	carl.signIn(w.tokens["carl"])
 	_, page = carl.get("/releases/" + w.ns + "/shop-1")
 	code, page = carl.post("/releases/"+w.ns+"/shop-1/decide", url.Values{
-		"csrf": {csrf(t, page)}, "environment": {prod}, "decision": {"Reject"}, "comment": {"  "}, "from": {"release"},
+		"csrf": {testutil.CSRFToken(t, page)}, "environment": {prod}, "decision": {"Reject"}, "comment": {"  "}, "from": {"release"},
 	})
 	if code != http.StatusUnprocessableEntity || !strings.Contains(html.UnescapeString(page), "a rejection needs a comment saying why") {
 		t.Errorf("rejection without a comment: %d\n%s", code, page)
@@ -86,7 +86,7 @@ func TestDecisionsAreMadeAsThePerson(t *testing.T) {
 		t.Errorf("eve is not told she is not eligible:\n%s", page)
 	}
 	code, page = eve.post("/releases/"+w.ns+"/shop-1/decide", url.Values{
-		"csrf": {csrf(t, page)}, "environment": {prod}, "decision": {"Approve"}, "comment": {"ship it"}, "from": {"release"},
+		"csrf": {testutil.CSRFToken(t, page)}, "environment": {prod}, "decision": {"Approve"}, "comment": {"ship it"}, "from": {"release"},
 	})
 	refusal := `admission webhook "vapprovals.ferry.dev" denied the request: user "eve" (groups developers) is not eligible to decide for environment ` + prod
 	if code < 400 || !strings.Contains(html.UnescapeString(page), refusal) || !strings.Contains(page, ">ship it</textarea>") {
@@ -111,7 +111,7 @@ func TestDecisionsAreMadeAsThePerson(t *testing.T) {
 		}
 	}
 	code, page = stranger.post("/releases/"+w.ns+"/shop-1/decide", url.Values{
-		"csrf": {csrf(t, page)}, "environment": {prod}, "decision": {"Approve"}, "from": {"release"},
+		"csrf": {testutil.CSRFToken(t, page)}, "environment": {prod}, "decision": {"Approve"}, "from": {"release"},
 	})
 	forbidden := `approvals.ferry.dev is forbidden: User "stranger" cannot create resource "approvals" in API group "ferry.dev" in the namespace "` + w.ns + `"`
 	if code != http.StatusForbidden || !strings.Contains(html.UnescapeString(page), forbidden) {
@@ -133,7 +133,7 @@ func TestDecisionsAreMadeAsThePerson(t *testing.T) {
 	if _, page := rita.get("/"); !strings.Contains(page, "The gate expired: re-request it on the Release") {
 		t.Errorf("the expired gate is not listed as such:\n%s", page)
 	}
-	code, page = rita.post("/releases/"+w.ns+"/shop-1/rerequest", url.Values{"csrf": {csrf(t, page)}, "environment": {prod}})
+	code, page = rita.post("/releases/"+w.ns+"/shop-1/rerequest", url.Values{"csrf": {testutil.CSRFToken(t, page)}, "environment": {prod}})
 	if code != http.StatusOK || !strings.Contains(page, "You re-requested the approval gate of "+prod) {
 		t.Fatalf("re-request: %d\n%s", code, page)
 	}
@@ -147,7 +147,7 @@ func TestDecisionsAreMadeAsThePerson(t *testing.T) {
 		t.Errorf("annotation %s = %q, want rita, for whom the UI re-requested", ferryv1.AssertedIdentityAnnotation, got)
 	}
 	_, page = stranger.get("/")
-	code, page = stranger.post("/releases/"+w.ns+"/shop-1/rerequest", url.Values{"csrf": {csrf(t, page)}, "environment": {prod}})
+	code, page = stranger.post("/releases/"+w.ns+"/shop-1/rerequest", url.Values{"csrf": {testutil.CSRFToken(t, page)}, "environment": {prod}})
 	if code != http.StatusForbidden || !strings.Contains(html.UnescapeString(page), `User "stranger" cannot patch resource "releases"`) {
 		t.Errorf("the stranger's re-request: %d\n%s", code, page)
 	}

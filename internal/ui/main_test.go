@@ -11,7 +11,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -508,23 +507,11 @@ func readBody(t *testing.T, resp *http.Response) (int, string) {
 	return resp.StatusCode, buf.String()
 }
 
-var csrfRE = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
-
-// csrf finds the CSRF token in a page.
-func csrf(t *testing.T, page string) string {
-	t.Helper()
-	m := csrfRE.FindStringSubmatch(page)
-	if m == nil {
-		t.Fatalf("no CSRF token in the page:\n%s", page)
-	}
-	return m[1]
-}
-
 // signIn signs in with a token.
 func (b *browserless) signIn(token string) string {
 	b.t.Helper()
 	_, page := b.get("/signin")
-	code, page := b.post("/signin/token", url.Values{"csrf": {csrf(b.t, page)}, "token": {token}, "next": {"/"}})
+	code, page := b.post("/signin/token", url.Values{"csrf": {testutil.CSRFToken(b.t, page)}, "token": {token}, "next": {"/"}})
 	if code != http.StatusOK || !strings.Contains(page, "Signed in as") {
 		b.t.Fatalf("sign-in: %d\n%s", code, page)
 	}

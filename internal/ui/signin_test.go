@@ -42,13 +42,13 @@ func TestTokenSignInSessionsAndSignOut(t *testing.T) {
 		t.Errorf("sign-in without the form's CSRF token: %d, want 403", code)
 	}
 	_, page := b.get("/signin")
-	if code, body := b.post("/signin/token", url.Values{"csrf": {csrf(t, page)}, "token": {"tok-rita-wrong"}}); code != http.StatusUnauthorized || !strings.Contains(body, "signs nobody in") {
+	if code, body := b.post("/signin/token", url.Values{"csrf": {testutil.CSRFToken(t, page)}, "token": {"tok-rita-wrong"}}); code != http.StatusUnauthorized || !strings.Contains(body, "signs nobody in") {
 		t.Errorf("wrong token: %d", code)
 	}
 
 	// Signing in sets the session cookie with the right attributes.
 	_, page = b.get("/signin")
-	form := url.Values{"csrf": {csrf(t, page)}, "token": {w.tokens["rita"]}, "next": {"/audit"}}
+	form := url.Values{"csrf": {testutil.CSRFToken(t, page)}, "token": {w.tokens["rita"]}, "next": {"/audit"}}
 	resp, err = b.noRedirects().c.PostForm(w.URL+"/signin/token", form)
 	if err != nil {
 		t.Fatal(err)
@@ -94,7 +94,7 @@ func TestTokenSignInSessionsAndSignOut(t *testing.T) {
 
 	// Signing out on one replica ends the session on both; the cookie cannot be replayed.
 	_, page = b.get("/")
-	if code, page := b.post("/signout", url.Values{"csrf": {csrf(t, page)}}); code != http.StatusOK || !strings.Contains(page, "You are signed out") {
+	if code, page := b.post("/signout", url.Values{"csrf": {testutil.CSRFToken(t, page)}}); code != http.StatusOK || !strings.Contains(page, "You are signed out") {
 		t.Fatalf("sign-out: %d\n%s", code, page)
 	}
 	for _, base := range []string{w.URL, second} {
@@ -150,7 +150,7 @@ func TestOIDCSignIn(t *testing.T) {
 	}
 	stale := &browserless{t: t, base: other, c: b.c}
 	_, page = stale.get("/")
-	code, page = stale.post("/releases/"+w.ns+"/shop-1/decide", url.Values{"csrf": {csrf(t, page)}, "environment": {"prod"}, "decision": {"Approve"}, "from": {"release"}})
+	code, page = stale.post("/releases/"+w.ns+"/shop-1/decide", url.Values{"csrf": {testutil.CSRFToken(t, page)}, "environment": {"prod"}, "decision": {"Approve"}, "from": {"release"}})
 	if code != http.StatusForbidden || !strings.Contains(html.UnescapeString(page), `group "gitlab:team/release-managers" of user "gitlab:rita" lacks the groups prefix "gl:"`) {
 		t.Errorf("a decision by a session without the groups prefix: %d\n%s", code, page)
 	}
@@ -241,7 +241,7 @@ func TestGitLabGroupNamedLikeAKubernetesGroup(t *testing.T) {
 	if code, page := mallory.get("/releases/" + w.ns + "/shop-1"); code != http.StatusNotFound || strings.Contains(page, "Approve") {
 		t.Errorf("mallory sees Release shop-1: %d\n%s", code, page)
 	}
-	code, page = mallory.post("/releases/"+w.ns+"/shop-1/decide", url.Values{"csrf": {csrf(t, page)}, "environment": {prod}, "decision": {"Approve"}, "from": {"release"}})
+	code, page = mallory.post("/releases/"+w.ns+"/shop-1/decide", url.Values{"csrf": {testutil.CSRFToken(t, page)}, "environment": {prod}, "decision": {"Approve"}, "from": {"release"}})
 	if want := `User "gitlab:mallory" cannot create resource "approvals"`; code != http.StatusForbidden || !strings.Contains(html.UnescapeString(page), want) {
 		t.Errorf("mallory's decision as a member of GitLab's release-managers: %d, want 403 saying %q\n%s", code, want, page)
 	}

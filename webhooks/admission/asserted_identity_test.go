@@ -3,13 +3,11 @@ package admission_test
 import (
 	"context"
 	"encoding/json"
-	"io"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
 	"os"
 	"path/filepath"
-	"regexp"
 	"testing"
 	"time"
 
@@ -161,15 +159,15 @@ func TestUIInTheManagersProcess(t *testing.T) {
 	}
 	browser := &http.Client{Jar: jar, Timeout: 30 * time.Second}
 	base := "http://" + m.UI.Addr()
-	page := httpGet(t, browser, base+"/signin")
-	if resp, err := browser.PostForm(base+"/signin/token", url.Values{"csrf": {csrfToken(t, page)}, "token": {"tok-alice-0123456789"}}); err != nil {
+	page := testutil.GetOK(t, browser, base+"/signin")
+	if resp, err := browser.PostForm(base+"/signin/token", url.Values{"csrf": {testutil.CSRFToken(t, page)}, "token": {"tok-alice-0123456789"}}); err != nil {
 		t.Fatal(err)
 	} else {
 		_ = resp.Body.Close()
 	}
-	page = httpGet(t, browser, base+"/releases/"+f.ns+"/"+f.release)
+	page = testutil.GetOK(t, browser, base+"/releases/"+f.ns+"/"+f.release)
 	resp, err := browser.PostForm(base+"/releases/"+f.ns+"/"+f.release+"/decide", url.Values{
-		"csrf": {csrfToken(t, page)}, "environment": {f.prod}, "decision": {"Approve"}, "from": {"release"},
+		"csrf": {testutil.CSRFToken(t, page)}, "environment": {f.prod}, "decision": {"Approve"}, "from": {"release"},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -185,35 +183,6 @@ func TestUIInTheManagersProcess(t *testing.T) {
 	a := releasetest.Approval(f.ns, f.release, f.prod, ferryv1.DecisionApprove, "")
 	a.Annotations = asserted(t, "alice")
 	wantRefused(t, createApproval(t, mallory, a), `user "mallory" may not act for another person`)
-}
-
-var csrfRE = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
-
-// csrfToken finds the CSRF token in a page of the UI.
-func csrfToken(t *testing.T, page string) string {
-	t.Helper()
-	m := csrfRE.FindStringSubmatch(page)
-	if m == nil {
-		t.Fatalf("no CSRF token in the page:\n%s", page)
-	}
-	return m[1]
-}
-
-func httpGet(t *testing.T, c *http.Client, u string) string {
-	t.Helper()
-	resp, err := c.Get(u)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = resp.Body.Close() }()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s: %d\n%s", u, resp.StatusCode, body)
-	}
-	return string(body)
 }
 
 func mergeMaps(ms ...map[string]string) map[string]string {
