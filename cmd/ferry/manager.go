@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
@@ -44,13 +45,7 @@ for one machine.`,
 		},
 	}
 	f := cmd.Flags()
-	defaultNS := os.Getenv("POD_NAMESPACE")
-	if defaultNS == "" {
-		defaultNS = manager.DefaultNamespace
-	}
-	f.StringVarP(&opts.Namespace, "namespace", "n", defaultNS, "Ferry's own namespace (leader election, kubeconfig Secrets); default $POD_NAMESPACE")
-	f.StringVar(&opts.MetricsAddr, "metrics-bind-address", ":8080", `address of the Prometheus metrics endpoint; "0" turns it off`)
-	f.StringVar(&opts.ProbeAddr, "health-probe-bind-address", ":8081", `address of /healthz and /readyz; "0" turns them off`)
+	bindProcessFlags(f, &opts, "Ferry's own namespace (leader election, kubeconfig Secrets); default $POD_NAMESPACE")
 	f.BoolVar(&opts.LeaderElect, "leader-elect", true, "elect a leader so that only one replica reconciles")
 	f.StringVar(&opts.LeaderElectionID, "leader-election-id", "ferry-manager.ferry.dev", "name of the leader election Lease")
 	f.StringSliceVar(&opts.Controllers, "controllers", []string{"*"}, `controllers to run: "*" for all, "name" to add one, "-name" to remove one`)
@@ -88,4 +83,16 @@ for one machine.`,
 	zapOpts.BindFlags(zapFlags)
 	f.AddGoFlagSet(zapFlags)
 	return cmd
+}
+
+// bindProcessFlags binds what every long-running Ferry process has: its own namespace (default
+// $POD_NAMESPACE), its metrics and its probes.
+func bindProcessFlags(f *pflag.FlagSet, opts *manager.Options, namespaceUsage string) {
+	ns := os.Getenv("POD_NAMESPACE")
+	if ns == "" {
+		ns = manager.DefaultNamespace
+	}
+	f.StringVarP(&opts.Namespace, "namespace", "n", ns, namespaceUsage)
+	f.StringVar(&opts.MetricsAddr, "metrics-bind-address", ":8080", `address of the Prometheus metrics endpoint; "0" turns it off`)
+	f.StringVar(&opts.ProbeAddr, "health-probe-bind-address", ":8081", `address of /healthz and /readyz; "0" turns them off`)
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"flag"
-	"os"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -40,13 +39,7 @@ manager's --ui-identity) and judge the decision as the person's. Every replica s
 		},
 	}
 	f := cmd.Flags()
-	defaultNS := os.Getenv("POD_NAMESPACE")
-	if defaultNS == "" {
-		defaultNS = manager.DefaultNamespace
-	}
-	f.StringVarP(&opts.Namespace, "namespace", "n", defaultNS, "Ferry's own namespace, where the UI's session and sign-in Secrets are; default $POD_NAMESPACE")
-	f.StringVar(&opts.MetricsAddr, "metrics-bind-address", ":8080", `address of the Prometheus metrics endpoint; "0" turns it off`)
-	f.StringVar(&opts.ProbeAddr, "health-probe-bind-address", ":8081", `address of /healthz and /readyz; "0" turns them off`)
+	bindProcessFlags(f, &opts, "Ferry's own namespace, where the UI's session and sign-in Secrets are; default $POD_NAMESPACE")
 	f.StringVar(&opts.UIBaseURL, "ui-url", "", "external URL of the UI (https makes its cookies Secure; the OIDC redirect URI is <ui-url>/signin/oidc/callback)")
 	f.StringVar(&opts.LogDir, "log-dir", manager.DefaultLogDir(), "where the local executor keeps Builds' logs, on the machine it runs on")
 	bindUIFlags(f, &opts, ":8082")
