@@ -58,20 +58,7 @@ func BenchmarkReceiver(b *testing.B) {
 	var seq atomic.Int64
 
 	deliver := func() error {
-		n := seq.Add(1)
-		body := pushBody("bench/app", "main", fmt.Sprintf("%040x", n))
-		req, _ := http.NewRequest(http.MethodPost, e.r.url, bytes.NewReader(body))
-		req.Header = hdr("Push Hook", token)
-		resp, err := httpClient.Do(req)
-		if err != nil {
-			return err
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		_ = resp.Body.Close()
-		if resp.StatusCode != http.StatusCreated {
-			return fmt.Errorf("status %d", resp.StatusCode)
-		}
-		return nil
+		return postPush(httpClient, e.r.url, token, "bench/app", fmt.Sprintf("%040x", seq.Add(1)))
 	}
 	create := func() error {
 		n := seq.Add(1)
@@ -176,19 +163,7 @@ func BenchmarkReceiverUnderAttack(b *testing.B) {
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}, Timeout: time.Minute}
 	var seq atomic.Int64
 	realPush := func() error {
-		body := pushBody("bench/attacked", "main", fmt.Sprintf("%040x", seq.Add(1)))
-		req, _ := http.NewRequest(http.MethodPost, e.r.url, bytes.NewReader(body))
-		req.Header = hdr("Push Hook", token)
-		resp, err := client.Do(req)
-		if err != nil {
-			return err
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		_ = resp.Body.Close()
-		if resp.StatusCode != http.StatusCreated {
-			return fmt.Errorf("status %d", resp.StatusCode)
-		}
-		return nil
+		return postPush(client, e.r.url, token, "bench/attacked", fmt.Sprintf("%040x", seq.Add(1)))
 	}
 	// The sender runs on the same cores as the receiver: its sockets get small send buffers, so
 	// that it does not spend them copying megabytes that the receiver never reads.
@@ -423,3 +398,22 @@ func percentile(d []time.Duration, p int) time.Duration {
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// postPush delivers a push hook of repo's main branch at sha and wants the Build created.
+func postPush(c *http.Client, url, token, repo, sha string) error {
+	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(pushBody(repo, "main", sha)))
+	if err != nil {
+		return err
+	}
+	req.Header = hdr("Push Hook", token)
+	resp, err := c.Do(req)
+	if err != nil {
+		return err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		return fmt.Errorf("status %d", resp.StatusCode)
+	}
+	return nil
+}
