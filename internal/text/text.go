@@ -3,7 +3,10 @@
 // with an ellipsis that says something was cut.
 package text
 
-import "strings"
+import (
+	"strings"
+	"unicode/utf8"
+)
 
 // MaxMessage is the length, in characters, of every condition and event message Ferry writes.
 // The API allows 32768; people read far less, and a message cut here still names what failed
@@ -22,7 +25,8 @@ func Truncate(s string, n int) string {
 	count := 0
 	for i := range s {
 		if count == n-1 {
-			if rest := s[i:]; len([]rune(rest)) > 1 {
+			// Room for one more character: keep it if it is the last, else end with the ellipsis.
+			if _, size := utf8.DecodeRuneInString(s[i:]); i+size < len(s) {
 				return s[:i] + ellipsis
 			}
 			return s
