@@ -4,12 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -38,7 +35,7 @@ type runningManager struct {
 // startManagerCommand runs `ferry manager` in-process, as a replica would run in a Deployment.
 func startManagerCommand(t *testing.T, kubeconfig string) *runningManager {
 	t.Helper()
-	m := &runningManager{metrics: freeAddr(t), probes: freeAddr(t), receiver: freeAddr(t), done: make(chan error, 1)}
+	m := &runningManager{metrics: testutil.FreeAddr(t), probes: testutil.FreeAddr(t), receiver: testutil.FreeAddr(t), done: make(chan error, 1)}
 	cmd := newRootCommand()
 	cmd.SetArgs([]string{
 		"manager", "--kubeconfig", kubeconfig, "--namespace", testutil.FerryNamespace,
@@ -187,23 +184,6 @@ func get(url string) (int, string, error) {
 	defer func() { _ = resp.Body.Close() }()
 	body, err := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(body), err
-}
-
-// freeAddr picks a free port on a loopback address of its own (127.0.0.0/8 is all loopback on
-// Linux): between this listener's close and the manager's bind, other processes' listeners and
-// connections on 127.0.0.1 cannot take it.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	host := "127.0.0.1"
-	if runtime.GOOS == "linux" {
-		host = fmt.Sprintf("127.%d.%d.%d", 1+rand.IntN(250), rand.IntN(256), 1+rand.IntN(250))
-	}
-	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = l.Close() }()
-	return l.Addr().String()
 }
 
 // TestManagerRefusesLocalExecutorInCluster: `ferry manager --executor=local` in a Kubernetes pod

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -115,7 +114,7 @@ func setUpBench() (*benchEnv, error) {
 // the process's resident memory then.
 func startManager(b *testing.B, ferry, kubeconfig string) (time.Duration, float64) {
 	b.Helper()
-	probes := freeAddr(b)
+	probes := testutil.FreeAddr(b)
 	cmd := exec.Command(ferry, "manager", "--kubeconfig", kubeconfig, "--namespace", "ferry-system",
 		"--metrics-bind-address", "0", "--health-probe-bind-address", probes, "--receiver-bind-address", "0",
 		"--ui-bind-address", "0", "--webhook-port", "0", "--leader-elect=false", "--executor", "tekton", "--zap-log-level", "error")
@@ -154,14 +153,4 @@ func rssMiB(pid int) float64 {
 		}
 	}
 	return 0
-}
-
-func freeAddr(b *testing.B) string {
-	b.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer func() { _ = l.Close() }()
-	return l.Addr().String()
 }

@@ -1,9 +1,13 @@
 package testutil
 
 import (
+	"fmt"
 	"io"
+	"math/rand/v2"
+	"net"
 	"net/http"
 	"regexp"
+	"runtime"
 	"testing"
 )
 
@@ -35,4 +39,22 @@ func CSRFToken(t testing.TB, page string) string {
 		t.Fatalf("no CSRF token in the page:\n%s", page)
 	}
 	return m[1]
+}
+
+// FreeAddr returns host:port of a free port for a listener that another component opens later.
+// On Linux it picks the port on a random loopback address of its own (all of 127.0.0.0/8 is
+// loopback there), so that between this check and the later bind no other process's listener
+// or connection on 127.0.0.1 can take it.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	host := "127.0.0.1"
+	if runtime.GOOS == "linux" {
+		host = fmt.Sprintf("127.%d.%d.%d", 1+rand.IntN(250), rand.IntN(256), 1+rand.IntN(250)) //nolint:gosec // G404: spreads tests over addresses, no secret
+	}
+	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = l.Close() }()
+	return l.Addr().String()
 }
