@@ -1,5 +1,9 @@
 package v1alpha1
 
+// Labels, annotations and finalizers are part of Ferry's API as much as the fields of its kinds:
+// people select on them, set some of them (kubectl annotate, the ferry CLI, the UI) and read
+// others. Each one is declared here, once, with who sets it and who reads it.
+
 // Labels and annotations Ferry puts on its own objects and on what it creates, so that people and
 // controllers can select them.
 const (
@@ -50,3 +54,76 @@ const (
 // --ui-identity), checks that RBAC lets that person do what the UI does for them, and judges the
 // decision as theirs; from anyone else it refuses the request.
 const AssertedIdentityAnnotation = "ferry.dev/asserted-identity"
+
+// ReservedAnnotationPrefix is the prefix of the annotation keys that are Ferry's own. A repository
+// never sets one on pods: the pipeline file's validation refuses deploy.podAnnotations under it,
+// and a rollout drops them whatever an Environment's allowedPodAnnotations allow.
+const ReservedAnnotationPrefix = "ferry.dev/"
+
+// Annotations on a Release and a Build.
+const (
+	// ReRequestAnnotation on a Release names the environments (comma-separated) whose expired gate
+	// is asked for again. People set it with `ferry approve --rerequest`, the UI's re-request
+	// button or kubectl annotate; the Release controller reads it, opens a new approval window and
+	// removes it. The admission webhook lets the UI set it only for a person RBAC lets patch the
+	// Release.
+	ReRequestAnnotation = "ferry.dev/rerequest"
+
+	// ReleasedAnnotation on a Build names the Release the auto-release controller made of it. That
+	// controller sets it and reads it, so that deleting that Release (to stop it) does not bring it
+	// back; people read it to find the Release of a Build.
+	ReleasedAnnotation = "ferry.dev/released-as"
+
+	// ReleaseFinalizer is the Release controller's finalizer on a Release: it lets the controller
+	// take an unfinished rollout back before the Release goes, because a Release writes into other
+	// clusters, which owner references cannot reach. The controller adds and removes it.
+	ReleaseFinalizer = "ferry.dev/release"
+)
+
+// Annotations the GitLab receiver and the GitLab reporter put on Builds.
+const (
+	// GitLabSourceBranchAnnotation is the source branch of a merge request Build. The receiver sets
+	// it; the reporter reads it, because GitLab's commit status names it as the ref.
+	GitLabSourceBranchAnnotation = "gitlab.ferry.dev/source-branch"
+
+	// GitLabSourceProjectAnnotation is the numeric ID of the fork a merge request comes from, when
+	// it is not the Project's own GitLab project. The receiver sets it; the reporter reads it and
+	// posts the commit status there.
+	GitLabSourceProjectAnnotation = "gitlab.ferry.dev/source-project-id"
+
+	// GitLabNoteAnnotation records that the result note was posted on the merge request (its value
+	// is the reported state). The reporter sets it and reads it, so that a restart never posts the
+	// note twice.
+	GitLabNoteAnnotation = "gitlab.ferry.dev/merge-request-note"
+)
+
+// Annotations the Build controller puts on the PipelineRun of a Build.
+const (
+	// RevisionAnnotation is the commit the run builds. The Build controller sets it; people read it.
+	RevisionAnnotation = "ferry.dev/revision"
+
+	// DeployAnnotation holds the pipeline file's deploy settings (JSON) at the run's commit. The
+	// Build controller sets it and reads it back, so that the Build can record them even if it never
+	// saw the file.
+	DeployAnnotation = "ferry.dev/deploy"
+)
+
+// TektonPipelineRunLabel is Tekton's label on a TaskRun naming the PipelineRun it belongs to.
+// Tekton sets it; the UI reads it to find the pods, and so the step logs, of a Build.
+const TektonPipelineRunLabel = "tekton.dev/pipelineRun"
+
+// Labels and annotations a rollout puts on what it creates in a target cluster.
+const (
+	// TrackLabel says whether a pod belongs to the stable or the canary Deployment. A rollout sets
+	// it on the pods and their Deployments' selectors; people select on it.
+	TrackLabel = "ferry.dev/track"
+
+	// AppliedAnnotation holds a hash of what Ferry last applied to an object. A rollout sets it and
+	// reads it: an apply whose hash equals it is skipped, which is what makes a retry or a restart
+	// write nothing twice.
+	AppliedAnnotation = "ferry.dev/applied"
+
+	// ImageAnnotation records on a Deployment the image (repository@sha256:…) Ferry set. A rollout
+	// sets it; people read it.
+	ImageAnnotation = "ferry.dev/image"
+)

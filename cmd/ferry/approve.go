@@ -13,7 +13,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
-	"github.com/ferryci/ferry/internal/approval"
 )
 
 // decisionFlags are the flags of `ferry approve` and `ferry reject`.
@@ -130,14 +129,14 @@ func runReRequest(ctx context.Context, c client.Client, w io.Writer, ns, release
 		return err
 	}
 	envs := []string{env}
-	if cur := rel.Annotations[approval.ReRequestAnnotation]; cur != "" {
+	if cur := rel.Annotations[ferryv1.ReRequestAnnotation]; cur != "" {
 		for _, e := range strings.Split(cur, ",") {
 			if e = strings.TrimSpace(e); e != "" && !slices.Contains(envs, e) {
 				envs = append(envs, e)
 			}
 		}
 	}
-	body, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{approval.ReRequestAnnotation: strings.Join(envs, ",")}}})
+	body, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{ferryv1.ReRequestAnnotation: strings.Join(envs, ",")}}})
 	if err != nil {
 		return err
 	}

@@ -16,7 +16,6 @@ import (
 	"sigs.k8s.io/yaml"
 
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
-	"github.com/ferryci/ferry/internal/approval"
 	"github.com/ferryci/ferry/internal/controlplane"
 	"github.com/ferryci/ferry/internal/manager"
 	"github.com/ferryci/ferry/internal/releasetest"
@@ -221,7 +220,7 @@ func TestReleaseManagerCommands(t *testing.T) {
 	if !strings.Contains(out, "re-requested") {
 		t.Errorf("--rerequest printed %q", out)
 	}
-	if err := c.Get(ctx, client.ObjectKeyFromObject(rel), rel); err != nil || rel.Annotations[approval.ReRequestAnnotation] != "prod" {
+	if err := c.Get(ctx, client.ObjectKeyFromObject(rel), rel); err != nil || rel.Annotations[ferryv1.ReRequestAnnotation] != "prod" {
 		t.Errorf("annotations after --rerequest: %v (%v)", rel.Annotations, err)
 	}
 

@@ -123,7 +123,7 @@ func (e *TektonExecutor) Cancel(ctx context.Context, b *ferryv1.Build) error {
 // only tells which failure: Cancelled (also seen with Unknown while cancelling), PipelineRunTimeout.
 func stateFromPipelineRun(pr *pipelinev1.PipelineRun, tr *pipelinev1.TaskRun) *RunState {
 	s := &RunState{Exists: true, Name: pr.Name, Kind: pipelineRunKind, Phase: PhaseRunning, StartTime: pr.Status.StartTime, CompletionTime: pr.Status.CompletionTime}
-	if raw := pr.Annotations[buildplan.DeployAnnotation]; raw != "" {
+	if raw := pr.Annotations[ferryv1.DeployAnnotation]; raw != "" {
 		deploy := &ferryv1.DeploySpec{}
 		if json.Unmarshal([]byte(raw), deploy) == nil {
 			s.Deploy = deploy

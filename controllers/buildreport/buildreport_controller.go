@@ -176,7 +176,7 @@ func (r *Reconciler) postNote(ctx context.Context, api gitlab.API, p *ferryv1.Pr
 		return err
 	}
 	r.remember(b, func(m *memo) { m.noted = true })
-	patch := fmt.Appendf(nil, `{"metadata":{"annotations":{%q:%q}}}`, gitlab.NoteAnnotation, state)
+	patch := fmt.Appendf(nil, `{"metadata":{"annotations":{%q:%q}}}`, ferryv1.GitLabNoteAnnotation, state)
 	if err := r.Patch(ctx, b, client.RawPatch(types.MergePatchType, patch)); err != nil {
 		return client.IgnoreNotFound(fmt.Errorf("failed to record the note on Build %s: %w", client.ObjectKeyFromObject(b), err))
 	}
@@ -197,7 +197,7 @@ func (r *Reconciler) needsNote(b *ferryv1.Build, state gitlab.State) bool {
 	if b.Spec.Trigger.Kind != ferryv1.TriggerMergeRequest || b.Spec.Trigger.MergeRequestIID <= 0 || !state.Terminal() {
 		return false
 	}
-	if _, ok := b.Annotations[gitlab.NoteAnnotation]; ok {
+	if _, ok := b.Annotations[ferryv1.GitLabNoteAnnotation]; ok {
 		return false
 	}
 	return !r.memo(b).noted
@@ -206,7 +206,7 @@ func (r *Reconciler) needsNote(b *ferryv1.Build, state gitlab.State) bool {
 // statusProject is where the commit status goes: the fork for a merge request from a fork,
 // else the Project's GitLab project.
 func statusProject(p *ferryv1.Project, b *ferryv1.Build) gitlab.ProjectRef {
-	if v := b.Annotations[gitlab.SourceProjectAnnotation]; v != "" {
+	if v := b.Annotations[ferryv1.GitLabSourceProjectAnnotation]; v != "" {
 		if id, err := strconv.ParseInt(v, 10, 64); err == nil && id > 0 {
 			return gitlab.ProjectRef{ID: id}
 		}

@@ -345,7 +345,7 @@ func TestMergeRequestNoteOnce(t *testing.T) {
 	}
 	b := e.build("shop", fmt.Sprintf("refs/merge-requests/%d/head", iid), func(b *ferryv1.Build) {
 		b.Spec.Trigger = ferryv1.BuildTrigger{Kind: ferryv1.TriggerMergeRequest, MergeRequestIID: iid, User: "bob"}
-		b.Annotations = map[string]string{gitlab.SourceBranchAnnotation: "feat/x"}
+		b.Annotations = map[string]string{ferryv1.GitLabSourceBranchAnnotation: "feat/x"}
 	})
 	rows := e.waitReported(b, gitlab.StatePending)
 	if rows[0].Ref != "feat/x" {
@@ -370,7 +370,7 @@ func TestMergeRequestNoteOnce(t *testing.T) {
 	if err := e.c.Get(context.Background(), client.ObjectKeyFromObject(b), cur); err != nil {
 		t.Fatal(err)
 	}
-	delete(cur.Annotations, gitlab.NoteAnnotation)
+	delete(cur.Annotations, ferryv1.GitLabNoteAnnotation)
 	if err := e.c.Update(context.Background(), cur); err != nil {
 		t.Fatal(err)
 	}
@@ -388,7 +388,7 @@ func waitNoted(t *testing.T, e *env, b *ferryv1.Build) {
 		if err := e.c.Get(context.Background(), client.ObjectKeyFromObject(b), cur); err != nil {
 			return false, err
 		}
-		return cur.Annotations[gitlab.NoteAnnotation] != "", nil
+		return cur.Annotations[ferryv1.GitLabNoteAnnotation] != "", nil
 	})
 }
 
@@ -481,7 +481,7 @@ func TestForkMergeRequestStatusGoesToTheFork(t *testing.T) {
 	iid, _ := e.fake.AddMergeRequest(e.gitlabID, fakegitlab.MergeRequest{SourceBranch: "fix", SourceProjectID: fork})
 	b := e.build("shop", fmt.Sprintf("refs/merge-requests/%d/head", iid), func(b *ferryv1.Build) {
 		b.Spec.Trigger = ferryv1.BuildTrigger{Kind: ferryv1.TriggerMergeRequest, MergeRequestIID: iid}
-		b.Annotations = map[string]string{gitlab.SourceBranchAnnotation: "fix", gitlab.SourceProjectAnnotation: fmt.Sprint(fork)}
+		b.Annotations = map[string]string{ferryv1.GitLabSourceBranchAnnotation: "fix", ferryv1.GitLabSourceProjectAnnotation: fmt.Sprint(fork)}
 	})
 	e.setConditions(b, "", ready(metav1.ConditionTrue, ferryv1.SucceededReason, "ok"))
 	waitNoted(t, e, b)

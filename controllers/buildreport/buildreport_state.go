@@ -80,7 +80,7 @@ func StatusRef(b *ferryv1.Build) string {
 	if tag, ok := strings.CutPrefix(b.Spec.Ref, "refs/tags/"); ok {
 		return tag
 	}
-	return b.Annotations[gitlab.SourceBranchAnnotation]
+	return b.Annotations[ferryv1.GitLabSourceBranchAnnotation]
 }
 
 // BuildURL is the Build's page in Ferry's UI, "" without a UI base URL.

@@ -88,7 +88,7 @@ func TestStatusRefAndURL(t *testing.T) {
 	if got := StatusRef(b); got != "" {
 		t.Errorf("MR without source branch: %q", got)
 	}
-	b.Annotations = map[string]string{gitlab.SourceBranchAnnotation: "feat/x"}
+	b.Annotations = map[string]string{ferryv1.GitLabSourceBranchAnnotation: "feat/x"}
 	if got := StatusRef(b); got != "feat/x" {
 		t.Errorf("MR: %q", got)
 	}

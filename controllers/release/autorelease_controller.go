@@ -21,10 +21,6 @@ import (
 	"github.com/ferryci/ferry/internal/rollout"
 )
 
-// ReleasedAnnotation on a Build names the Release the auto-release controller made of it, so that
-// deleting that Release (to stop it) does not bring it back.
-const ReleasedAnnotation = "ferry.dev/released-as"
-
 // AutoReleaser creates a Release when a Build of a ref that its Project's autoRelease policy
 // names succeeds, if a GitLab push or tag push (not a person) made the Build. The Release is named
 // after the Build, so a retry or a second manager replica never makes a second one.
@@ -84,7 +80,7 @@ func (a *AutoReleaser) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Re
 	if b.Annotations == nil {
 		b.Annotations = map[string]string{}
 	}
-	b.Annotations[ReleasedAnnotation] = rel.Name
+	b.Annotations[ferryv1.ReleasedAnnotation] = rel.Name
 	if err := a.Patch(ctx, b, client.MergeFrom(before)); err != nil {
 		return ctrl.Result{}, fmt.Errorf("failed to mark Build %s as released: %w", b.Name, err)
 	}
@@ -97,7 +93,7 @@ func (a *AutoReleaser) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Re
 func releasable(b *ferryv1.Build) bool {
 	return (b.Spec.Trigger.Kind == ferryv1.TriggerPush || b.Spec.Trigger.Kind == ferryv1.TriggerTag) &&
 		b.DeletionTimestamp.IsZero() &&
-		b.Annotations[ReleasedAnnotation] == "" &&
+		b.Annotations[ferryv1.ReleasedAnnotation] == "" &&
 		b.Status.Image != "" &&
 		meta.IsStatusConditionTrue(b.Status.Conditions, ferryv1.ReadyCondition)
 }

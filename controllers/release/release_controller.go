@@ -35,10 +35,6 @@ import (
 	"github.com/ferryci/ferry/internal/patch"
 )
 
-// Finalizer lets the controller take an unfinished rollout back before its Release goes: the
-// Release writes into other clusters, which owner references cannot reach.
-const Finalizer = "ferry.dev/release"
-
 const (
 	// DefaultPollInterval is how often a rollout in progress is looked at.
 	DefaultPollInterval = time.Second
@@ -112,9 +108,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Re
 	if !rel.DeletionTimestamp.IsZero() {
 		return ctrl.Result{}, r.finalize(ctx, rel)
 	}
-	if !controllerutil.ContainsFinalizer(rel, Finalizer) {
+	if !controllerutil.ContainsFinalizer(rel, ferryv1.ReleaseFinalizer) {
 		before := rel.DeepCopy()
-		controllerutil.AddFinalizer(rel, Finalizer)
+		controllerutil.AddFinalizer(rel, ferryv1.ReleaseFinalizer)
 		if err := r.Patch(ctx, rel, client.MergeFrom(before)); err != nil {
 			return ctrl.Result{}, fmt.Errorf("failed to add the finalizer: %w", err)
 		}
@@ -206,7 +202,7 @@ func (r *Reconciler) pollInterval() time.Duration {
 // reRequest opens a new approval window for each environment named in the Release's
 // ReRequestAnnotation whose gate is waiting or expired, then removes the annotation.
 func (r *Reconciler) reRequest(ctx context.Context, rel *ferryv1.Release, patcher *patch.StatusPatcher) error {
-	value, ok := rel.Annotations[approval.ReRequestAnnotation]
+	value, ok := rel.Annotations[ferryv1.ReRequestAnnotation]
 	if !ok {
 		return nil
 	}
@@ -230,9 +226,9 @@ func (r *Reconciler) reRequest(ctx context.Context, rel *ferryv1.Release, patche
 		return err
 	}
 	before := rel.DeepCopy()
-	delete(rel.Annotations, approval.ReRequestAnnotation)
+	delete(rel.Annotations, ferryv1.ReRequestAnnotation)
 	if err := r.Patch(ctx, rel, client.MergeFrom(before)); err != nil {
-		return fmt.Errorf("failed to remove annotation %s: %w", approval.ReRequestAnnotation, err)
+		return fmt.Errorf("failed to remove annotation %s: %w", ferryv1.ReRequestAnnotation, err)
 	}
 	return nil
 }

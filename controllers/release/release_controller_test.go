@@ -16,7 +16,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
-	"github.com/ferryci/ferry/controllers/release"
 	"github.com/ferryci/ferry/internal/controlplane"
 	"github.com/ferryci/ferry/internal/manager"
 	"github.com/ferryci/ferry/internal/releasetest"
@@ -226,10 +225,10 @@ func TestPromotionThroughGates(t *testing.T) {
 	}
 	// The Build records that it was released, and the finalizer is in place.
 	b := &ferryv1.Build{}
-	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "shop-main-1"}, b); err != nil || b.Annotations[release.ReleasedAnnotation] != "shop-main-1" {
+	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "shop-main-1"}, b); err != nil || b.Annotations[ferryv1.ReleasedAnnotation] != "shop-main-1" {
 		t.Errorf("build annotations = %v (%v)", b.Annotations, err)
 	}
-	if !strings.Contains(strings.Join(rel.Finalizers, ","), release.Finalizer) {
+	if !strings.Contains(strings.Join(rel.Finalizers, ","), ferryv1.ReleaseFinalizer) {
 		t.Errorf("finalizers = %v", rel.Finalizers)
 	}
 }

@@ -281,7 +281,7 @@ func (r *Reconciler) gate(ctx context.Context, rel *ferryv1.Release, p *plan, en
 		return ctrl.Result{}, true, nil
 	case approval.Expired(es.Gate.ExpiresAt, now.Time):
 		msg := fmt.Sprintf("the gate expired at %s with %d of %d approvals; re-request it with `ferry approve %s --env %s --rerequest` (or annotate the Release %s=%s)",
-			es.Gate.ExpiresAt.UTC().Format(time.RFC3339), len(tally.Approvers), tally.Required, rel.Name, env.Name, approval.ReRequestAnnotation, env.Name)
+			es.Gate.ExpiresAt.UTC().Format(time.RFC3339), len(tally.Approvers), tally.Required, rel.Name, env.Name, ferryv1.ReRequestAnnotation, env.Name)
 		if !isExpired(es) {
 			approvalWait.WithLabelValues(env.Name, "expired").Observe(waited)
 			r.Recorder.Eventf(rel, nil, corev1.EventTypeWarning, ferryv1.ExpiredReason, "Gate", "Environment %s: %s", env.Name, msg)

@@ -30,7 +30,7 @@ const maxCleanupAttempts = 5
 // left half on an image nobody tracks, then lets the Release go. Where that cannot be done, what
 // was left is recorded (the CleanedUp condition and an event) before the finalizer goes.
 func (r *Reconciler) finalize(ctx context.Context, rel *ferryv1.Release) error {
-	if !controllerutil.ContainsFinalizer(rel, Finalizer) {
+	if !controllerutil.ContainsFinalizer(rel, ferryv1.ReleaseFinalizer) {
 		return nil
 	}
 	if err := r.abandon(ctx, rel); err != nil {
@@ -38,7 +38,7 @@ func (r *Reconciler) finalize(ctx context.Context, rel *ferryv1.Release) error {
 	}
 	r.cleanups.forget(rel.UID)
 	before := rel.DeepCopy()
-	controllerutil.RemoveFinalizer(rel, Finalizer)
+	controllerutil.RemoveFinalizer(rel, ferryv1.ReleaseFinalizer)
 	if err := r.Patch(ctx, rel, client.MergeFrom(before)); err != nil {
 		return client.IgnoreNotFound(err)
 	}

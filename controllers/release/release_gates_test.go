@@ -13,7 +13,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
-	"github.com/ferryci/ferry/internal/approval"
 	"github.com/ferryci/ferry/internal/releasetest"
 	"github.com/ferryci/ferry/internal/testutil"
 )
@@ -128,7 +127,7 @@ func TestExpiry(t *testing.T) {
 	if err := c.Update(ctx, env); err != nil {
 		t.Fatal(err)
 	}
-	patch := client.RawPatch("application/merge-patch+json", []byte(fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, approval.ReRequestAnnotation, g.env)))
+	patch := client.RawPatch("application/merge-patch+json", []byte(fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, ferryv1.ReRequestAnnotation, g.env)))
 	if err := bob.Patch(ctx, &ferryv1.Release{ObjectMeta: metav1.ObjectMeta{Namespace: g.ns, Name: "r1"}}, patch); err != nil {
 		t.Fatalf("re-request as a release manager: %v", err)
 	}
@@ -139,7 +138,7 @@ func TestExpiry(t *testing.T) {
 	}
 	testutil.Eventually(t, "the re-request annotation consumed", func() (bool, error) {
 		rel = getRelease(t, c, g.ns, "r1")
-		_, ok := rel.Annotations[approval.ReRequestAnnotation]
+		_, ok := rel.Annotations[ferryv1.ReRequestAnnotation]
 		return !ok, fmt.Errorf("annotations %v", rel.Annotations)
 	})
 	if meta.IsStatusConditionTrue(rel.Status.Conditions, ferryv1.StalledCondition) {

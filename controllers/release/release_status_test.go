@@ -210,7 +210,7 @@ func TestReleasable(t *testing.T) {
 		}
 	}
 	released := build(ferryv1.TriggerPush)
-	released.Annotations = map[string]string{ReleasedAnnotation: "r1"}
+	released.Annotations = map[string]string{ferryv1.ReleasedAnnotation: "r1"}
 	if releasable(released) {
 		t.Error("a Build released before is released again")
 	}

@@ -16,10 +16,6 @@ import (
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
 )
 
-// ReRequestAnnotation on a Release names the environments (comma-separated) whose expired gate is
-// asked for again: the Release controller opens a new approval window and removes the annotation.
-const ReRequestAnnotation = "ferry.dev/rerequest"
-
 // MinApprovals is the policy's minimum number of approvals (default 1).
 func MinApprovals(p *ferryv1.ApprovalPolicy) int32 {
 	if p == nil || p.MinApprovals < 1 {

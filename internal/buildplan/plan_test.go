@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"knative.dev/pkg/apis"
 
+	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
 	"github.com/ferryci/ferry/internal/buildplan"
 	"github.com/ferryci/ferry/internal/controlplane"
 	"github.com/ferryci/ferry/internal/pipelinefile"
@@ -196,11 +197,11 @@ func TestPlanSteps(t *testing.T) {
 	if pr.Name != "app-main-0123456-"+buildplan.PipelineRunName("", in.BuildUID)[1:] || !strings.HasPrefix(pr.Name, "app-main-0123456-") {
 		t.Errorf("name = %s", pr.Name)
 	}
-	if pr.Labels["ferry.dev/project"] != "app" || pr.Labels["ferry.dev/build"] != "app-main-0123456" || pr.Annotations[buildplan.RevisionAnnotation] != sha {
+	if pr.Labels["ferry.dev/project"] != "app" || pr.Labels["ferry.dev/build"] != "app-main-0123456" || pr.Annotations[ferryv1.RevisionAnnotation] != sha {
 		t.Errorf("labels %v annotations %v", pr.Labels, pr.Annotations)
 	}
-	if pr.Annotations[buildplan.DeployAnnotation] != `{"replicas":1}` {
-		t.Errorf("deploy annotation = %s", pr.Annotations[buildplan.DeployAnnotation])
+	if pr.Annotations[ferryv1.DeployAnnotation] != `{"replicas":1}` {
+		t.Errorf("deploy annotation = %s", pr.Annotations[ferryv1.DeployAnnotation])
 	}
 	if pr.Spec.Timeouts.Pipeline.Duration != 30*time.Minute {
 		t.Errorf("pipeline timeout = %v", pr.Spec.Timeouts.Pipeline)

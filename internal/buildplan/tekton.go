@@ -28,15 +28,6 @@ const (
 	dockerConfigVolume   = "docker-config"
 )
 
-// Annotations Ferry sets on a PipelineRun.
-const (
-	// RevisionAnnotation is the commit the run builds.
-	RevisionAnnotation = "ferry.dev/revision"
-	// DeployAnnotation holds the pipeline file's deploy settings (JSON) at the run's commit, so
-	// that the Build can record them even if it never saw the file.
-	DeployAnnotation = "ferry.dev/deploy"
-)
-
 // PipelineRun renders the plan as a Tekton v1 PipelineRun with an inline pipeline of one task.
 // The caller sets the owner reference.
 func (p *Plan) PipelineRun() (*pipelinev1.PipelineRun, error) {
@@ -95,8 +86,8 @@ func (p *Plan) PipelineRun() (*pipelinev1.PipelineRun, error) {
 				ferryv1.ManagedByLabel: ferryv1.ManagedByValue,
 			},
 			Annotations: map[string]string{
-				RevisionAnnotation: p.Revision,
-				DeployAnnotation:   string(deploy),
+				ferryv1.RevisionAnnotation: p.Revision,
+				ferryv1.DeployAnnotation:   string(deploy),
 			},
 		},
 		Spec: pipelinev1.PipelineRunSpec{

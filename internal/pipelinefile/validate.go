@@ -245,8 +245,8 @@ func (v *validator) deploy(d *ferryv1.DeploySpec) {
 		p := mapPath("deploy.podAnnotations", k)
 		if errs := validation.IsQualifiedName(k); len(errs) > 0 {
 			v.errorf(p, "%q is not a valid annotation key: %s", k, strings.Join(errs, "; "))
-		} else if strings.HasPrefix(k, "ferry.dev/") {
-			v.errorf(p, "annotation keys under ferry.dev/ are Ferry's own")
+		} else if strings.HasPrefix(k, ferryv1.ReservedAnnotationPrefix) {
+			v.errorf(p, "annotation keys under %s are Ferry's own", ferryv1.ReservedAnnotationPrefix)
 		}
 	}
 }

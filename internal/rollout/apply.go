@@ -63,7 +63,7 @@ func hashOf(cfg any) (string, error) {
 }
 
 // applyOnce applies cfg with Ferry's field manager unless live (read at key) already carries
-// the hash of cfg in AppliedAnnotation. annotate adds the hash to cfg.
+// the hash of cfg in ferryv1.AppliedAnnotation. annotate adds the hash to cfg.
 func (a *applier) applyOnce(ctx context.Context, key types.NamespacedName, live client.Object, cfg runtime.ApplyConfiguration, annotate func(hash string)) (bool, error) {
 	hash, err := hashOf(cfg)
 	if err != nil {
@@ -71,7 +71,7 @@ func (a *applier) applyOnce(ctx context.Context, key types.NamespacedName, live 
 	}
 	switch err := a.c.Get(ctx, key, live); {
 	case err == nil:
-		if live.GetAnnotations()[AppliedAnnotation] == hash {
+		if live.GetAnnotations()[ferryv1.AppliedAnnotation] == hash {
 			return false, nil
 		}
 	case !apierrors.IsNotFound(err):
@@ -108,7 +108,7 @@ func (a *applier) ensureEnvironment(ctx context.Context, w *Workload) error {
 	}
 	ns := w.renderNamespace()
 	if _, err := a.applyOnce(ctx, types.NamespacedName{Name: w.Namespace}, &corev1.Namespace{}, ns, func(h string) {
-		ns.WithAnnotations(map[string]string{AppliedAnnotation: h})
+		ns.WithAnnotations(map[string]string{ferryv1.AppliedAnnotation: h})
 	}); err != nil {
 		return err
 	}
@@ -125,14 +125,14 @@ func (a *applier) ensureEnvironment(ctx context.Context, w *Workload) error {
 	if w.PullSecret != nil {
 		secret := w.renderPullSecret()
 		if _, err := a.applyOnce(ctx, types.NamespacedName{Namespace: w.Namespace, Name: w.PullSecret.Name}, &corev1.Secret{}, secret, func(h string) {
-			secret.WithAnnotations(map[string]string{AppliedAnnotation: h})
+			secret.WithAnnotations(map[string]string{ferryv1.AppliedAnnotation: h})
 		}); err != nil {
 			return err
 		}
 	}
 	if svc := w.renderService(); svc != nil {
 		if _, err := a.applyOnce(ctx, types.NamespacedName{Namespace: w.Namespace, Name: w.Project}, &corev1.Service{}, svc, func(h string) {
-			svc.WithAnnotations(map[string]string{AppliedAnnotation: h})
+			svc.WithAnnotations(map[string]string{ferryv1.AppliedAnnotation: h})
 		}); err != nil {
 			return err
 		}
@@ -152,7 +152,7 @@ func (a *applier) applyDeployment(ctx context.Context, w *Workload, track string
 	live := &appsv1.Deployment{}
 	switch err := a.c.Get(ctx, key, live); {
 	case err == nil:
-		if live.Annotations[AppliedAnnotation] == hash {
+		if live.Annotations[ferryv1.AppliedAnnotation] == hash {
 			return live, false, nil
 		}
 	case !apierrors.IsNotFound(err):
@@ -161,7 +161,7 @@ func (a *applier) applyDeployment(ctx context.Context, w *Workload, track string
 	if err := a.ensureEnvironment(ctx, w); err != nil {
 		return nil, false, err
 	}
-	cfg.WithAnnotations(map[string]string{AppliedAnnotation: hash})
+	cfg.WithAnnotations(map[string]string{ferryv1.AppliedAnnotation: hash})
 	if err := a.c.Apply(ctx, cfg, client.FieldOwner(ferryv1.FieldManager), client.ForceOwnership); err != nil {
 		return nil, false, fmt.Errorf("failed to apply Deployment %s: %w", key, err)
 	}

@@ -4,11 +4,9 @@ import (
 	"maps"
 	"slices"
 	"strings"
-)
 
-// reservedAnnotationPrefix marks Ferry's own annotations: a repository never sets them on pods,
-// whatever an Environment allows.
-const reservedAnnotationPrefix = "ferry.dev/"
+	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
+)
 
 // AllowPodAnnotations splits the deploy settings' pod annotations into the ones an Environment's
 // allowedPodAnnotations patterns allow and the sorted keys of the ones they do not. No pattern
@@ -16,7 +14,7 @@ const reservedAnnotationPrefix = "ferry.dev/"
 // pods (a service-mesh bypass or a sidecar injector setting is the platform's decision).
 func AllowPodAnnotations(annotations map[string]string, patterns []string) (allowed map[string]string, dropped []string) {
 	for _, k := range slices.Sorted(maps.Keys(annotations)) {
-		if !strings.HasPrefix(k, reservedAnnotationPrefix) && slices.ContainsFunc(patterns, func(p string) bool { return MatchPattern(p, k) }) {
+		if !strings.HasPrefix(k, ferryv1.ReservedAnnotationPrefix) && slices.ContainsFunc(patterns, func(p string) bool { return MatchPattern(p, k) }) {
 			if allowed == nil {
 				allowed = map[string]string{}
 			}

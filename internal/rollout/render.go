@@ -30,7 +30,7 @@ func (w *Workload) namespaceLabels() map[string]string {
 
 // selector is what a track's Deployment selects; it never changes once the Deployment exists.
 func (w *Workload) selector(track string) map[string]string {
-	return map[string]string{NameLabel: w.Project, TrackLabel: track}
+	return map[string]string{NameLabel: w.Project, ferryv1.TrackLabel: track}
 }
 
 // renderNamespace is the namespace with its labels and the ownership record.
@@ -117,7 +117,7 @@ func (w *Workload) renderDeployment(track string, replicas int32, progressDeadli
 
 	return appsv1ac.Deployment(DeploymentName(w.Project, track), w.Namespace).
 		WithLabels(labels).
-		WithAnnotations(map[string]string{ImageAnnotation: w.Image}).
+		WithAnnotations(map[string]string{ferryv1.ImageAnnotation: w.Image}).
 		WithSpec(appsv1ac.DeploymentSpec().
 			WithReplicas(replicas).
 			WithSelector(metav1ac.LabelSelector().WithMatchLabels(selector)).

@@ -19,21 +19,11 @@ import (
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
 )
 
-// Labels and annotations on what a rollout creates.
+// Names on what a rollout creates; its labels and annotations under ferry.dev/ are in apis/v1alpha1.
 const (
 	// NameLabel is app.kubernetes.io/name: the project. The Service selects on it, so it reaches
 	// the stable and the canary pods alike.
 	NameLabel = "app.kubernetes.io/name"
-
-	// TrackLabel says whether a pod belongs to the stable or the canary Deployment.
-	TrackLabel = "ferry.dev/track"
-
-	// AppliedAnnotation holds a hash of what Ferry last applied to an object. An apply whose hash
-	// equals it is skipped: this is what makes a retry or a restart write nothing twice.
-	AppliedAnnotation = "ferry.dev/applied"
-
-	// ImageAnnotation records on a Deployment the image (repository@sha256:…) Ferry set.
-	ImageAnnotation = "ferry.dev/image"
 
 	// ContainerName is the name of the application container.
 	ContainerName = "app"

@@ -20,7 +20,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
-	"github.com/ferryci/ferry/internal/approval"
 	"github.com/ferryci/ferry/internal/ui/auth"
 )
 
@@ -123,13 +122,13 @@ func (s *Server) reRequestFor(ctx context.Context, sess *auth.Session, ns, name,
 		return err
 	}
 	envs := []string{env}
-	for _, e := range strings.Split(rel.Annotations[approval.ReRequestAnnotation], ",") {
+	for _, e := range strings.Split(rel.Annotations[ferryv1.ReRequestAnnotation], ",") {
 		if e = strings.TrimSpace(e); e != "" && !slices.Contains(envs, e) {
 			envs = append(envs, e)
 		}
 	}
 	body, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{
-		approval.ReRequestAnnotation:       strings.Join(envs, ","),
+		ferryv1.ReRequestAnnotation:        strings.Join(envs, ","),
 		ferryv1.AssertedIdentityAnnotation: person,
 	}}})
 	if err != nil {

@@ -13,7 +13,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
-	"github.com/ferryci/ferry/internal/approval"
 	"github.com/ferryci/ferry/internal/testutil"
 )
 
@@ -140,8 +139,8 @@ func TestDecisionsAreMadeAsThePerson(t *testing.T) {
 	if err := w.c.Get(context.Background(), client.ObjectKeyFromObject(rel), rel); err != nil {
 		t.Fatal(err)
 	}
-	if got := rel.Annotations[approval.ReRequestAnnotation]; got != prod {
-		t.Errorf("annotation %s = %q, want %q", approval.ReRequestAnnotation, got, prod)
+	if got := rel.Annotations[ferryv1.ReRequestAnnotation]; got != prod {
+		t.Errorf("annotation %s = %q, want %q", ferryv1.ReRequestAnnotation, got, prod)
 	}
 	if got := rel.Annotations[ferryv1.AssertedIdentityAnnotation]; got != `{"username":"rita","groups":["release-managers"]}` {
 		t.Errorf("annotation %s = %q, want rita, for whom the UI re-requested", ferryv1.AssertedIdentityAnnotation, got)

@@ -149,7 +149,7 @@ func readTail(path string, lstat fs.FileInfo) stepLog {
 func (l *logReader) fromPods(ctx context.Context, b *ferryv1.Build) []stepLog {
 	run := buildplan.PipelineRunName(b.Name, b.UID)
 	var trs pipelinev1.TaskRunList
-	err := l.reader.List(ctx, &trs, client.InNamespace(b.Namespace), client.MatchingLabels{"tekton.dev/pipelineRun": run})
+	err := l.reader.List(ctx, &trs, client.InNamespace(b.Namespace), client.MatchingLabels{ferryv1.TektonPipelineRunLabel: run})
 	containers := map[string]string{}
 	pod := ""
 	if err == nil {

@@ -345,7 +345,7 @@ func checkGateOpen(rel *ferryv1.Release, env string, batch int32, now time.Time)
 			}
 		}
 		if es.Gate != nil && approval.Expired(es.Gate.ExpiresAt, now) && !meta.IsStatusConditionTrue(es.Conditions, ferryv1.ApprovedCondition) {
-			return fmt.Errorf("the gate expired at %s: re-request it with `ferry approve %s --env %s --rerequest` (or annotate the Release %s=%s)", es.Gate.ExpiresAt.UTC().Format(time.RFC3339), rel.Name, env, approval.ReRequestAnnotation, env)
+			return fmt.Errorf("the gate expired at %s: re-request it with `ferry approve %s --env %s --rerequest` (or annotate the Release %s=%s)", es.Gate.ExpiresAt.UTC().Format(time.RFC3339), rel.Name, env, ferryv1.ReRequestAnnotation, env)
 		}
 	}
 	return nil

@@ -15,7 +15,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
-	"github.com/ferryci/ferry/internal/approval"
 )
 
 // authenticatedGroup is the group the API server gives every authenticated user; an asserted
@@ -208,7 +207,7 @@ func (a *AssertedIdentities) checkReleaseCreate(ctx context.Context, r *ferryv1.
 }
 
 // checkReleaseUpdate lets Ferry's UI change nothing of a Release but its re-request annotation
-// (approval.ReRequestAnnotation), for a person RBAC lets patch it; anyone else may remove the
+// (ferryv1.ReRequestAnnotation), for a person RBAC lets patch it; anyone else may remove the
 // name of the last person the UI acted for but not write one.
 func (a *AssertedIdentities) checkReleaseUpdate(ctx context.Context, oldObj, newObj *ferryv1.Release) error {
 	req, err := admission.RequestFromContext(ctx)
@@ -231,11 +230,11 @@ func (a *AssertedIdentities) checkReleaseUpdate(ctx context.Context, oldObj, new
 	if _, err := a.requester(ctx, newObj, "releases", "patch"); err != nil {
 		return err
 	}
-	if _, ok := newObj.Annotations[approval.ReRequestAnnotation]; !ok {
-		return fmt.Errorf("ferry's UI (%s) may only re-request a gate of Release %s (annotation %s)", ui, newObj.Name, approval.ReRequestAnnotation)
+	if _, ok := newObj.Annotations[ferryv1.ReRequestAnnotation]; !ok {
+		return fmt.Errorf("ferry's UI (%s) may only re-request a gate of Release %s (annotation %s)", ui, newObj.Name, ferryv1.ReRequestAnnotation)
 	}
 	if what := releaseChangeBesidesReRequest(oldObj, newObj); what != "" {
-		return fmt.Errorf("ferry's UI (%s) may only re-request a gate of Release %s (annotation %s), not change %s", ui, newObj.Name, approval.ReRequestAnnotation, what)
+		return fmt.Errorf("ferry's UI (%s) may only re-request a gate of Release %s (annotation %s), not change %s", ui, newObj.Name, ferryv1.ReRequestAnnotation, what)
 	}
 	return nil
 }
@@ -248,7 +247,7 @@ func actsForPerson(oldObj, newObj *ferryv1.Release) bool {
 		after, ok := newObj.Annotations[key]
 		return ok && after != oldObj.Annotations[key]
 	}
-	return changed(approval.ReRequestAnnotation) || changed(ferryv1.AssertedIdentityAnnotation)
+	return changed(ferryv1.ReRequestAnnotation) || changed(ferryv1.AssertedIdentityAnnotation)
 }
 
 // releaseChangeBesidesReRequest names what changed between two versions of a Release besides
@@ -256,7 +255,7 @@ func actsForPerson(oldObj, newObj *ferryv1.Release) bool {
 func releaseChangeBesidesReRequest(oldObj, newObj *ferryv1.Release) string {
 	strip := func(m map[string]string) map[string]string {
 		m = maps.Clone(m)
-		delete(m, approval.ReRequestAnnotation)
+		delete(m, ferryv1.ReRequestAnnotation)
 		delete(m, ferryv1.AssertedIdentityAnnotation)
 		return m
 	}

@@ -17,8 +17,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
-	releasecontroller "github.com/ferryci/ferry/controllers/release"
-	"github.com/ferryci/ferry/internal/approval"
 	"github.com/ferryci/ferry/internal/manager"
 	"github.com/ferryci/ferry/internal/releasetest"
 	"github.com/ferryci/ferry/internal/testutil"
@@ -74,7 +72,7 @@ func TestAssertedIdentityOnlyFromTheUI(t *testing.T) {
 	t.Run("anyone but the UI naming a person", func(t *testing.T) {
 		wantRefused(t, createApproval(t, mallory, approvalFor(asserted(t, "alice"))),
 			"annotation "+ferryv1.AssertedIdentityAnnotation, `only the UI (`+uiUser+`) may set it: user "mallory" may not act for another person`)
-		wantRefused(t, patchAnnotations(mallory, f.ns, f.release, mergeMaps(asserted(t, "alice"), map[string]string{approval.ReRequestAnnotation: f.prod})),
+		wantRefused(t, patchAnnotations(mallory, f.ns, f.release, mergeMaps(asserted(t, "alice"), map[string]string{ferryv1.ReRequestAnnotation: f.prod})),
 			`user "mallory" may not act for another person`)
 		rel := &ferryv1.Release{}
 		if err := c.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: f.release}, rel); err != nil {
@@ -91,7 +89,7 @@ func TestAssertedIdentityOnlyFromTheUI(t *testing.T) {
 	t.Run("the UI for someone RBAC does not let decide", func(t *testing.T) {
 		wantRefused(t, createApproval(t, uiClient, approvalFor(asserted(t, "stranger"))),
 			`user "stranger" cannot create resource "approvals" in API group "ferry.dev" in the namespace "`+f.ns+`"`)
-		wantRefused(t, patchAnnotations(uiClient, f.ns, f.release, mergeMaps(asserted(t, "stranger"), map[string]string{approval.ReRequestAnnotation: f.prod})),
+		wantRefused(t, patchAnnotations(uiClient, f.ns, f.release, mergeMaps(asserted(t, "stranger"), map[string]string{ferryv1.ReRequestAnnotation: f.prod})),
 			`user "stranger" cannot patch resource "releases" named "`+f.release+`"`)
 	})
 	t.Run("the UI asserting a Kubernetes group or user", func(t *testing.T) {
@@ -103,7 +101,7 @@ func TestAssertedIdentityOnlyFromTheUI(t *testing.T) {
 		wantRefused(t, createApproval(t, uiClient, approvalFor(nil)), "acts only for the person it names", "decides nothing as itself")
 	})
 	t.Run("the UI changing more of a Release than a re-request", func(t *testing.T) {
-		wantRefused(t, patchAnnotations(uiClient, f.ns, f.release, mergeMaps(asserted(t, "alice"), map[string]string{"example.com/other": "x", approval.ReRequestAnnotation: f.prod})),
+		wantRefused(t, patchAnnotations(uiClient, f.ns, f.release, mergeMaps(asserted(t, "alice"), map[string]string{"example.com/other": "x", ferryv1.ReRequestAnnotation: f.prod})),
 			"may only re-request a gate", "not change its other annotations")
 		wantRefused(t, patchAnnotations(uiClient, f.ns, f.release, asserted(t, "alice")), "may only re-request a gate")
 	})
@@ -115,7 +113,7 @@ func TestAssertedIdentityOnlyFromTheUI(t *testing.T) {
 		if a.Spec.Approver == nil || a.Spec.Approver.Username != "alice" {
 			t.Errorf("approver %+v, want alice, for whom the UI acted", a.Spec.Approver)
 		}
-		if err := patchAnnotations(uiClient, f.ns, f.release, mergeMaps(asserted(t, "alice"), map[string]string{approval.ReRequestAnnotation: f.prod})); err != nil {
+		if err := patchAnnotations(uiClient, f.ns, f.release, mergeMaps(asserted(t, "alice"), map[string]string{ferryv1.ReRequestAnnotation: f.prod})); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -148,7 +146,7 @@ func TestUIInTheManagersProcess(t *testing.T) {
 		if err := hub.Client.Get(ctx, client.ObjectKey{Namespace: f.ns, Name: f.release}, rel); err != nil {
 			return false, err
 		}
-		return controllerutil.ContainsFinalizer(rel, releasecontroller.Finalizer), nil
+		return controllerutil.ContainsFinalizer(rel, ferryv1.ReleaseFinalizer), nil
 	})
 
 	// alice approves in the UI of the manager's process.

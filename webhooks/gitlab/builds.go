@@ -13,7 +13,6 @@ import (
 
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
 	"github.com/ferryci/ferry/internal/approval"
-	"github.com/ferryci/ferry/internal/gitlab"
 	"github.com/ferryci/ferry/internal/text"
 )
 
@@ -101,10 +100,10 @@ func newBuild(p *ferryv1.Project, t *trigger, deliveryKey string) *ferryv1.Build
 		b.Spec.Trigger.Tag = text.Truncate(t.name, 255)
 	case ferryv1.TriggerMergeRequest:
 		b.Spec.Trigger.MergeRequestIID = t.mergeRequestIID
-		b.Annotations = map[string]string{gitlab.SourceBranchAnnotation: t.sourceBranch}
+		b.Annotations = map[string]string{ferryv1.GitLabSourceBranchAnnotation: t.sourceBranch}
 		if t.sourceProjectID != 0 && t.targetProjectID != 0 && t.sourceProjectID != t.targetProjectID {
 			// A fork: GitLab wants the commit status on the source project.
-			b.Annotations[gitlab.SourceProjectAnnotation] = strconv.FormatInt(t.sourceProjectID, 10)
+			b.Annotations[ferryv1.GitLabSourceProjectAnnotation] = strconv.FormatInt(t.sourceProjectID, 10)
 		}
 	}
 	return b

@@ -8,7 +8,6 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
-	"github.com/ferryci/ferry/internal/gitlab"
 )
 
 func TestBuildName(t *testing.T) {
@@ -76,7 +75,7 @@ func TestNewBuild(t *testing.T) {
 	if b.Labels[ferryv1.ProjectLabel] != "shop" || b.Labels[ferryv1.TriggerKindLabel] != "MergeRequest" {
 		t.Errorf("labels = %v", b.Labels)
 	}
-	if b.Annotations[gitlab.SourceBranchAnnotation] != "feat/x" || b.Annotations[gitlab.SourceProjectAnnotation] != "12" {
+	if b.Annotations[ferryv1.GitLabSourceBranchAnnotation] != "feat/x" || b.Annotations[ferryv1.GitLabSourceProjectAnnotation] != "12" {
 		t.Errorf("annotations = %v", b.Annotations)
 	}
 	if len(b.OwnerReferences) != 1 || b.OwnerReferences[0].UID != "uid-1" || *b.OwnerReferences[0].Controller {
@@ -84,7 +83,7 @@ func TestNewBuild(t *testing.T) {
 	}
 	sameProject := *mr
 	sameProject.sourceProjectID = 5
-	if _, fork := newBuild(p, &sameProject, "key").Annotations[gitlab.SourceProjectAnnotation]; fork {
+	if _, fork := newBuild(p, &sameProject, "key").Annotations[ferryv1.GitLabSourceProjectAnnotation]; fork {
 		t.Error("an MR from the project itself is not a fork")
 	}
 	tag := newBuild(p, &trigger{kind: ferryv1.TriggerTag, ref: "refs/tags/v1", name: "v1", revision: sha2}, "")

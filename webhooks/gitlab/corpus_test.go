@@ -9,7 +9,6 @@ import (
 	"testing"
 
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
-	"github.com/ferryci/ferry/internal/gitlab"
 )
 
 // corpusCase says what one payload of the corpus must lead to.
@@ -222,7 +221,7 @@ func TestCorpus(t *testing.T) {
 			if b.Labels[ferryv1.ProjectLabel] != projectName || b.Labels[ferryv1.TriggerKindLabel] != string(c.kind) {
 				t.Errorf("labels = %v", b.Labels)
 			}
-			if c.kind == ferryv1.TriggerMergeRequest && b.Annotations[gitlab.SourceBranchAnnotation] == "" {
+			if c.kind == ferryv1.TriggerMergeRequest && b.Annotations[ferryv1.GitLabSourceBranchAnnotation] == "" {
 				t.Errorf("a merge request Build records its source branch: %v", b.Annotations)
 			}
 			if !strings.HasPrefix(b.Name, projectName+"-"+c.revision[:7]+"-") {
