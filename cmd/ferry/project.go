@@ -21,7 +21,7 @@ import (
 
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
 	"github.com/ferryci/ferry/internal/manager"
-	gitlabreceiver "github.com/ferryci/ferry/webhooks/gitlab"
+	"github.com/ferryci/ferry/webhooks/gitlabreceiver"
 )
 
 func newProjectCommand(g *globalFlags) *cobra.Command {

@@ -46,7 +46,7 @@ import (
 	"github.com/ferryci/ferry/internal/ui"
 	"github.com/ferryci/ferry/internal/webhookcert"
 	"github.com/ferryci/ferry/webhooks/admission"
-	gitlabreceiver "github.com/ferryci/ferry/webhooks/gitlab"
+	"github.com/ferryci/ferry/webhooks/gitlabreceiver"
 )
 
 // DefaultNamespace is Ferry's namespace when neither a flag nor POD_NAMESPACE says otherwise.

@@ -1,4 +1,4 @@
-package gitlab_test
+package gitlabreceiver_test
 
 import (
 	"bytes"

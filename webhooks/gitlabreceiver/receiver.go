@@ -1,4 +1,4 @@
-// Package gitlab is Ferry's GitLab webhook receiver: POST /hooks/gitlab authenticates a delivery
+// Package gitlabreceiver is Ferry's GitLab webhook receiver: POST /hooks/gitlab authenticates a delivery
 // against the webhook Secret of the Project it names, decides whether the event builds (tracked
 // branch or tag, merge request opened or updated with new commits, not a deletion), and creates
 // the Build. Nothing else happens in the request: the Build controller does the work, so the answer
@@ -9,7 +9,7 @@
 // disables hooks that keep failing; 4xx is kept for a wrong token (401), an oversized body (413),
 // a body that did not arrive in time (408) and a body that is not a GitLab event (400); 503 says
 // the receiver is reading as many bodies as it may (see body.go for how reads are bounded).
-package gitlab
+package gitlabreceiver
 
 import (
 	"bytes"
