@@ -27,7 +27,7 @@ import (
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
 	"github.com/ferryci/ferry/internal/controlplane"
 	"github.com/ferryci/ferry/internal/gitlab"
-	"github.com/ferryci/ferry/internal/gitlab/fakegitlab"
+	"github.com/ferryci/ferry/internal/gitlabsim"
 	"github.com/ferryci/ferry/internal/manager"
 	"github.com/ferryci/ferry/internal/testutil"
 )
@@ -72,7 +72,7 @@ type env struct {
 	t    *testing.T
 	c    client.Client
 	ns   string
-	fake *fakegitlab.Server
+	fake *gitlabsim.Server
 	// gitlabID is the fake GitLab project's ID.
 	gitlabID int64
 	stop     func()
@@ -81,11 +81,11 @@ type env struct {
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	hub := testutil.CurrentHub(t)
-	fake := fakegitlab.New()
+	fake := gitlabsim.New()
 	t.Cleanup(fake.Close)
 	fake.AddUser("ferry-bot", apiToken)
 	e := &env{t: t, c: hub.Client, ns: testutil.Namespace(t, hub.Client), fake: fake}
-	e.gitlabID = fake.AddProject(fakegitlab.Project{PathWithNamespace: "group/sub/shop"})
+	e.gitlabID = fake.AddProject(gitlabsim.Project{PathWithNamespace: "group/sub/shop"})
 	e.start()
 	return e
 }
@@ -203,9 +203,9 @@ func ready(status metav1.ConditionStatus, reason, msg string) metav1.Condition {
 }
 
 // waitReported waits for the Build to record state and GitLab's latest ferry status to be it.
-func (e *env) waitReported(b *ferryv1.Build, state gitlab.State) []fakegitlab.CommitStatus {
+func (e *env) waitReported(b *ferryv1.Build, state gitlab.State) []gitlabsim.CommitStatus {
 	e.t.Helper()
-	var rows []fakegitlab.CommitStatus
+	var rows []gitlabsim.CommitStatus
 	testutil.Eventually(e.t, fmt.Sprintf("Build %s reported %s", b.Name, state), func() (bool, error) {
 		cur := &ferryv1.Build{}
 		if err := e.c.Get(context.Background(), client.ObjectKeyFromObject(b), cur); err != nil {
@@ -222,8 +222,8 @@ func (e *env) waitReported(b *ferryv1.Build, state gitlab.State) []fakegitlab.Co
 }
 
 // statusPosts are the reporter's commit-status requests for a commit.
-func (e *env) statusPosts(sha string) []fakegitlab.Call {
-	var out []fakegitlab.Call
+func (e *env) statusPosts(sha string) []gitlabsim.Call {
+	var out []gitlabsim.Call
 	for _, c := range e.fake.Calls() {
 		if c.Method == http.MethodPost && strings.HasSuffix(c.Path, "/statuses/"+sha) {
 			out = append(out, c)
@@ -274,7 +274,7 @@ func (e *env) touch(b *ferryv1.Build) {
 
 // settledPosts waits until the reporter has seen the Build's latest version and returns the
 // status posts, failing when there are not exactly want.
-func (e *env) settledPosts(sha string, want int) []fakegitlab.Call {
+func (e *env) settledPosts(sha string, want int) []gitlabsim.Call {
 	e.t.Helper()
 	// The reporter handles events in order: a Build created after the touched one and reported
 	// proves the touch was processed.
@@ -339,7 +339,7 @@ func TestCancelledAndFailed(t *testing.T) {
 func TestMergeRequestNoteOnce(t *testing.T) {
 	e := newEnv(t)
 	e.project("shop", func(p *ferryv1.Project) { p.Spec.GitLab.ProjectID = e.gitlabID })
-	iid, err := e.fake.AddMergeRequest(e.gitlabID, fakegitlab.MergeRequest{SourceBranch: "feat/x", Title: "Add x"})
+	iid, err := e.fake.AddMergeRequest(e.gitlabID, gitlabsim.MergeRequest{SourceBranch: "feat/x", Title: "Add x"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -396,8 +396,8 @@ func TestRetriesGitLabFailures(t *testing.T) {
 	e := newEnv(t)
 	e.project("shop", nil)
 	// A short outage: the client retries within the reconcile.
-	e.fake.Inject(fakegitlab.Fault{PathContains: "/statuses/", Status: http.StatusServiceUnavailable, Times: 2})
-	e.fake.Inject(fakegitlab.Fault{PathContains: "/statuses/", Status: http.StatusTooManyRequests, Times: 1, RetryAfter: "1"})
+	e.fake.Inject(gitlabsim.Fault{PathContains: "/statuses/", Status: http.StatusServiceUnavailable, Times: 2})
+	e.fake.Inject(gitlabsim.Fault{PathContains: "/statuses/", Status: http.StatusTooManyRequests, Times: 1, RetryAfter: "1"})
 	b := e.build("shop", "refs/heads/main", nil)
 	e.waitReported(b, gitlab.StatePending)
 	if posts := e.statusPosts(b.Spec.Revision); len(posts) != 4 {
@@ -406,7 +406,7 @@ func TestRetriesGitLabFailures(t *testing.T) {
 
 	// A long outage: reporting keeps failing, the Build is untouched, and once GitLab is back the
 	// newest state is reported.
-	e.fake.Inject(fakegitlab.Fault{PathContains: "/statuses/", Status: http.StatusBadGateway})
+	e.fake.Inject(gitlabsim.Fault{PathContains: "/statuses/", Status: http.StatusBadGateway})
 	e.setConditions(b, "", running())
 	testutil.Eventually(t, "failed attempts", func() (bool, error) {
 		return len(e.statusPosts(b.Spec.Revision)) >= 8, nil
@@ -433,7 +433,7 @@ func TestTokenOnlyGoesToTheProjectsGitLab(t *testing.T) {
 	}))
 	defer elsewhere.Close()
 	e.project("shop", nil)
-	e.fake.Inject(fakegitlab.Fault{PathContains: "/statuses/", Status: http.StatusTemporaryRedirect, Location: elsewhere.URL + "/api/v4/projects/1/statuses/x"})
+	e.fake.Inject(gitlabsim.Fault{PathContains: "/statuses/", Status: http.StatusTemporaryRedirect, Location: elsewhere.URL + "/api/v4/projects/1/statuses/x"})
 	b := e.build("shop", "refs/heads/main", nil)
 	testutil.Eventually(t, "a warning event on the Build", func() (bool, error) {
 		ev := findEvent(t, e, b)
@@ -476,9 +476,9 @@ func TestProjectsWithoutTokenAndMissingSecrets(t *testing.T) {
 
 func TestForkMergeRequestStatusGoesToTheFork(t *testing.T) {
 	e := newEnv(t)
-	fork := e.fake.AddProject(fakegitlab.Project{PathWithNamespace: "contributor/shop"})
+	fork := e.fake.AddProject(gitlabsim.Project{PathWithNamespace: "contributor/shop"})
 	e.project("shop", nil)
-	iid, _ := e.fake.AddMergeRequest(e.gitlabID, fakegitlab.MergeRequest{SourceBranch: "fix", SourceProjectID: fork})
+	iid, _ := e.fake.AddMergeRequest(e.gitlabID, gitlabsim.MergeRequest{SourceBranch: "fix", SourceProjectID: fork})
 	b := e.build("shop", fmt.Sprintf("refs/merge-requests/%d/head", iid), func(b *ferryv1.Build) {
 		b.Spec.Trigger = ferryv1.BuildTrigger{Kind: ferryv1.TriggerMergeRequest, MergeRequestIID: iid}
 		b.Annotations = map[string]string{ferryv1.GitLabSourceBranchAnnotation: "fix", ferryv1.GitLabSourceProjectAnnotation: fmt.Sprint(fork)}

@@ -38,7 +38,7 @@ import (
 	"github.com/ferryci/ferry/internal/baseimage"
 	"github.com/ferryci/ferry/internal/catalog"
 	"github.com/ferryci/ferry/internal/controlplane"
-	"github.com/ferryci/ferry/internal/gitlab/fakegitlab"
+	"github.com/ferryci/ferry/internal/gitlabsim"
 	"github.com/ferryci/ferry/internal/gitserver"
 	"github.com/ferryci/ferry/internal/manager"
 	"github.com/ferryci/ferry/internal/registry"
@@ -136,7 +136,7 @@ type env struct {
 	clusters   map[string]*controlplane.Cluster
 	registry   *registry.Server
 	git        *gitserver.Server
-	gitlab     *fakegitlab.Server
+	gitlab     *gitlabsim.Server
 	mirror     *mirror
 	catalog    *catalog.Catalog
 	client     client.Client
@@ -645,7 +645,7 @@ func (e *env) startGit(context.Context) error {
 	if moved {
 		e.out.printf("  ! the git server's port %d is taken: clone URLs change", e.st.Ports[portGit])
 	}
-	e.gitlab = fakegitlab.New()
+	e.gitlab = gitlabsim.New()
 	e.onStop("the fake GitLab", func() error { e.gitlab.Close(); return nil })
 	e.gitlab.AddUser("ferry-bot", e.st.secret("gitlab/ferry-bot", "glpat-", 10))
 	for _, p := range People {
@@ -690,7 +690,7 @@ func (e *env) startGit(context.Context) error {
 		if err := m.add(repo, id); err != nil {
 			return err
 		}
-		if err := e.gitlab.AddHook(id, fakegitlab.Hook{
+		if err := e.gitlab.AddHook(id, gitlabsim.Hook{
 			URL: "http://" + receiverAddr + "/hooks/gitlab", Token: e.webhookSecret(name),
 			PushEvents: true, TagPushEvents: true, MergeRequestsEvents: true,
 		}); err != nil {

@@ -29,7 +29,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
-	"github.com/ferryci/ferry/internal/gitlab/fakegitlab"
+	"github.com/ferryci/ferry/internal/gitlabsim"
 	"github.com/ferryci/ferry/internal/gitserver"
 	"github.com/ferryci/ferry/internal/registry"
 	"github.com/ferryci/ferry/internal/testutil"
@@ -200,8 +200,8 @@ func TestGitPushesBecomeGitLabWebhooks(t *testing.T) {
 		logged = append(logged, strings.TrimSpace(fmt.Sprintf(format, args...)))
 	}
 
-	start := func() (*gitserver.Server, *fakegitlab.Server) {
-		gl := fakegitlab.New()
+	start := func() (*gitserver.Server, *gitlabsim.Server) {
+		gl := gitlabsim.New()
 		t.Cleanup(gl.Close)
 		var m *mirror
 		git, err := gitserver.Start(gitserver.Options{Dir: dir, Users: map[string]string{developer: password}, OnPush: func(repo string) { m.onPush(repo) }})
@@ -216,7 +216,7 @@ func TestGitPushesBecomeGitLabWebhooks(t *testing.T) {
 		if err := m.add("demo/app", 101); err != nil {
 			t.Fatal(err)
 		}
-		if err := gl.AddHook(101, fakegitlab.Hook{URL: receiver.URL + "/hooks/gitlab", Token: "hook-secret", PushEvents: true, TagPushEvents: true}); err != nil {
+		if err := gl.AddHook(101, gitlabsim.Hook{URL: receiver.URL + "/hooks/gitlab", Token: "hook-secret", PushEvents: true, TagPushEvents: true}); err != nil {
 			t.Fatal(err)
 		}
 		return git, gl
@@ -243,7 +243,7 @@ func TestGitPushesBecomeGitLabWebhooks(t *testing.T) {
 		t.Fatalf("%d webhooks after one push, want 1", len(hooks))
 	}
 	h := hooks[0]
-	for k, want := range map[string]string{"X-Gitlab-Event": "Push Hook", "X-Gitlab-Token": "hook-secret", "User-Agent": fakegitlab.UserAgent} {
+	for k, want := range map[string]string{"X-Gitlab-Event": "Push Hook", "X-Gitlab-Token": "hook-secret", "User-Agent": gitlabsim.UserAgent} {
 		if got := h.header.Get(k); got != want {
 			t.Errorf("header %s = %q, want %q", k, got, want)
 		}

@@ -15,7 +15,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ferryci/ferry/internal/gitlab/fakegitlab"
+	"github.com/ferryci/ferry/internal/gitlabsim"
 	"github.com/ferryci/ferry/internal/gitserver"
 )
 
@@ -97,7 +97,7 @@ func importExample(git *gitserver.Server, repo, dir string) (bool, error) {
 // after a `git push`.
 type mirror struct {
 	git    *gitserver.Server
-	gitlab *fakegitlab.Server
+	gitlab *gitlabsim.Server
 	// pusher is the GitLab user pushes are attributed to (the git server knows who pushed only as
 	// an authenticated account, and only one account may push: the developer's).
 	pusher string
@@ -109,7 +109,7 @@ type mirror struct {
 	known    map[string]map[string]bool   // repository → commits the fake GitLab has
 }
 
-func newMirror(git *gitserver.Server, gl *fakegitlab.Server, pusher string, log func(string, ...any)) *mirror {
+func newMirror(git *gitserver.Server, gl *gitlabsim.Server, pusher string, log func(string, ...any)) *mirror {
 	return &mirror{
 		git: git, gitlab: gl, pusher: pusher, log: log,
 		projects: map[string]int64{}, heads: map[string]map[string]string{}, known: map[string]map[string]bool{},
@@ -121,7 +121,7 @@ func newMirror(git *gitserver.Server, gl *fakegitlab.Server, pusher string, log 
 func (m *mirror) add(repo string, projectID int64) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.gitlab.AddProject(fakegitlab.Project{ID: projectID, PathWithNamespace: repo, DefaultBranch: "main"})
+	m.gitlab.AddProject(gitlabsim.Project{ID: projectID, PathWithNamespace: repo, DefaultBranch: "main"})
 	m.projects[repo] = projectID
 	m.known[repo] = map[string]bool{}
 	refs, err := m.refs(repo)
@@ -178,11 +178,11 @@ func (m *mirror) onPush(repo string) {
 		if old[ref] == sha {
 			continue
 		}
-		var deliveries []fakegitlab.Delivery
+		var deliveries []gitlabsim.Delivery
 		if branch, ok := strings.CutPrefix(ref, "refs/heads/"); ok {
-			deliveries, err = m.gitlab.Push(ctx, id, fakegitlab.PushSpec{Branch: branch, To: sha, User: m.pusher})
+			deliveries, err = m.gitlab.Push(ctx, id, gitlabsim.PushSpec{Branch: branch, To: sha, User: m.pusher})
 		} else if tag, ok := strings.CutPrefix(ref, "refs/tags/"); ok {
-			deliveries, err = m.gitlab.PushTag(ctx, id, fakegitlab.TagSpec{Tag: tag, SHA: sha, User: m.pusher})
+			deliveries, err = m.gitlab.PushTag(ctx, id, gitlabsim.TagSpec{Tag: tag, SHA: sha, User: m.pusher})
 		} else {
 			continue
 		}
@@ -199,7 +199,7 @@ func (m *mirror) onPush(repo string) {
 
 // describeDelivery says what the receiver answered, without the request's headers (the secret
 // token is one of them).
-func describeDelivery(d fakegitlab.Delivery) string {
+func describeDelivery(d gitlabsim.Delivery) string {
 	if d.Err != nil {
 		return "unreachable: " + d.Err.Error()
 	}
@@ -283,7 +283,7 @@ func (m *mirror) importCommits(repo string, refs map[string]string) error {
 		if f[1] != "" {
 			parents = strings.Fields(f[1])
 		}
-		if _, err := m.gitlab.AddCommit(id, fakegitlab.Commit{
+		if _, err := m.gitlab.AddCommit(id, gitlabsim.Commit{
 			ID: f[0], ParentIDs: parents, Message: strings.TrimRight(f[8], "\n"),
 			AuthorName: f[2], AuthorEmail: f[3], AuthoredDate: authored,
 			CommitterName: f[5], CommitterEmail: f[6], CommittedDate: committed,

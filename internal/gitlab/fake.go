@@ -3,7 +3,7 @@ package gitlab
 import "context"
 
 // FakeAPI is an API whose methods call the function fields; a nil field succeeds and does
-// nothing. Unit tests use it; integration tests use the fakegitlab server.
+// nothing. Unit tests use it; integration tests use the simulator, internal/gitlabsim.
 type FakeAPI struct {
 	SetCommitStatusFn        func(ctx context.Context, project ProjectRef, sha string, status CommitStatus) error
 	FindMergeRequestNoteFn   func(ctx context.Context, project ProjectRef, iid int64, marker string) (bool, error)

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/ferryci/ferry/internal/gitlab"
-	"github.com/ferryci/ferry/internal/gitlab/fakegitlab"
+	"github.com/ferryci/ferry/internal/gitlabsim"
 )
 
 const (
@@ -24,12 +24,12 @@ const (
 // fastRetries keeps retrying tests quick.
 var fastRetries = gitlab.Options{RetryMax: 3, RetryWaitMin: time.Millisecond, RetryWaitMax: 5 * time.Millisecond}
 
-func newFake(t *testing.T) (*fakegitlab.Server, int64) {
+func newFake(t *testing.T) (*gitlabsim.Server, int64) {
 	t.Helper()
-	fake := fakegitlab.New()
+	fake := gitlabsim.New()
 	t.Cleanup(fake.Close)
 	fake.AddUser("ferry-bot", token)
-	id := fake.AddProject(fakegitlab.Project{PathWithNamespace: "group/sub/app"})
+	id := fake.AddProject(gitlabsim.Project{PathWithNamespace: "group/sub/app"})
 	return fake, id
 }
 
@@ -136,7 +136,7 @@ func TestRetriesOn5xxAnd429(t *testing.T) {
 	for _, status := range []int{http.StatusInternalServerError, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusTooManyRequests} {
 		t.Run(fmt.Sprint(status), func(t *testing.T) {
 			fake, id := newFake(t)
-			fake.Inject(fakegitlab.Fault{PathContains: "/statuses/", Status: status, Times: 2})
+			fake.Inject(gitlabsim.Fault{PathContains: "/statuses/", Status: status, Times: 2})
 			c := newClient(t, fake.URL, fastRetries)
 			if err := c.SetCommitStatus(context.Background(), gitlab.ProjectRef{ID: id}, sha, gitlab.CommitStatus{State: gitlab.StateRunning, Name: "ferry", Ref: "main"}); err != nil {
 				t.Fatalf("two failures then success should succeed: %v", err)
@@ -150,7 +150,7 @@ func TestRetriesOn5xxAnd429(t *testing.T) {
 
 func TestGivesUpAfterRetryMax(t *testing.T) {
 	fake, id := newFake(t)
-	fake.Inject(fakegitlab.Fault{Status: http.StatusServiceUnavailable})
+	fake.Inject(gitlabsim.Fault{Status: http.StatusServiceUnavailable})
 	c := newClient(t, fake.URL, fastRetries)
 	err := c.SetCommitStatus(context.Background(), gitlab.ProjectRef{ID: id}, sha, gitlab.CommitStatus{State: gitlab.StateRunning, Name: "ferry", Ref: "main"})
 	if err == nil || gitlab.IsPermanent(err) || !strings.Contains(err.Error(), "503") {
@@ -164,7 +164,7 @@ func TestGivesUpAfterRetryMax(t *testing.T) {
 
 func TestHonoursRetryAfter(t *testing.T) {
 	fake, id := newFake(t)
-	fake.Inject(fakegitlab.Fault{Status: http.StatusTooManyRequests, Times: 1, RetryAfter: "1"})
+	fake.Inject(gitlabsim.Fault{Status: http.StatusTooManyRequests, Times: 1, RetryAfter: "1"})
 	c := newClient(t, fake.URL, gitlab.Options{RetryMax: 2, RetryWaitMin: time.Millisecond, RetryWaitMax: 3 * time.Second})
 	start := time.Now()
 	if err := c.SetCommitStatus(context.Background(), gitlab.ProjectRef{ID: id}, sha, gitlab.CommitStatus{State: gitlab.StatePending, Name: "ferry", Ref: "main"}); err != nil {
@@ -218,7 +218,7 @@ func TestTokenOnlyGoesToTheProjectsHost(t *testing.T) {
 
 	fake, id := newFake(t)
 	for _, status := range []int{http.StatusMovedPermanently, http.StatusFound, http.StatusTemporaryRedirect, http.StatusPermanentRedirect} {
-		fake.Inject(fakegitlab.Fault{Status: status, Times: 1, Location: elsewhere.URL + "/api/v4/projects/1/statuses/" + sha})
+		fake.Inject(gitlabsim.Fault{Status: status, Times: 1, Location: elsewhere.URL + "/api/v4/projects/1/statuses/" + sha})
 		c := newClient(t, fake.URL, fastRetries)
 		err := c.SetCommitStatus(context.Background(), gitlab.ProjectRef{ID: id}, sha, gitlab.CommitStatus{State: gitlab.StatePending, Name: "ferry", Ref: "main"})
 		if !errors.Is(err, gitlab.ErrForeignHost) || !gitlab.IsPermanent(err) {
@@ -257,7 +257,7 @@ func TestInvalidBaseURL(t *testing.T) {
 
 func TestMergeRequestNotes(t *testing.T) {
 	fake, id := newFake(t)
-	iid, err := fake.AddMergeRequest(id, fakegitlab.MergeRequest{SourceBranch: "feature", SHA: sha})
+	iid, err := fake.AddMergeRequest(id, gitlabsim.MergeRequest{SourceBranch: "feature", SHA: sha})
 	if err != nil {
 		t.Fatal(err)
 	}

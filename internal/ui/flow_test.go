@@ -16,7 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
-	"github.com/ferryci/ferry/internal/gitlab/fakegitlab"
+	"github.com/ferryci/ferry/internal/gitlabsim"
 	"github.com/ferryci/ferry/internal/testutil"
 )
 
@@ -25,7 +25,7 @@ import (
 type shop struct {
 	w                   *world
 	staging, production string
-	gitlab              *fakegitlab.Server
+	gitlab              *gitlabsim.Server
 	commits             []string
 	b1, b2              *ferryv1.Build
 	rel1, rel2          *ferryv1.Release
@@ -48,13 +48,13 @@ func newShop(t *testing.T, w *world) *shop {
 	s.staging = w.environment("staging", nil)
 	s.production = w.environment("production", gate(1, "release-managers"))
 
-	s.gitlab = fakegitlab.New()
+	s.gitlab = gitlabsim.New()
 	t.Cleanup(s.gitlab.Close)
 	s.gitlab.AddUser("ferry-bot", "glpat-ui-test-token")
-	gid := s.gitlab.AddProject(fakegitlab.Project{PathWithNamespace: "team/shop"})
+	gid := s.gitlab.AddProject(gitlabsim.Project{PathWithNamespace: "team/shop"})
 	parent := []string(nil)
 	for _, msg := range []string{"Initial shop", "Add a basket", "Pay with vouchers", "Upgrade to Python 3.12.8"} {
-		id, err := s.gitlab.AddCommit(gid, fakegitlab.Commit{Message: msg, ParentIDs: parent, AuthorName: "Dave Developer", AuthoredDate: time.Now().Add(-time.Duration(10-len(s.commits)) * time.Hour)})
+		id, err := s.gitlab.AddCommit(gid, gitlabsim.Commit{Message: msg, ParentIDs: parent, AuthorName: "Dave Developer", AuthoredDate: time.Now().Add(-time.Duration(10-len(s.commits)) * time.Hour)})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -20,7 +20,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
-	"github.com/ferryci/ferry/internal/gitlab/fakegitlab"
+	"github.com/ferryci/ferry/internal/gitlabsim"
 	"github.com/ferryci/ferry/internal/manager"
 	"github.com/ferryci/ferry/internal/testutil"
 )
@@ -35,14 +35,14 @@ func TestGitLabToBuildAndBack(t *testing.T) {
 	ctx := context.Background()
 	cfg := managerIdentity(t, c, hub.Config)
 
-	fake := fakegitlab.New()
+	fake := gitlabsim.New()
 	t.Cleanup(fake.Close)
 	fake.AddUser("ferry-bot", "glpat-e2e-api-token")
 	fake.AddUser("alice", "alice-token")
-	gid := fake.AddProject(fakegitlab.Project{PathWithNamespace: "team/shop"})
-	c1, _ := fake.AddCommit(gid, fakegitlab.Commit{Message: "initial"})
-	c2, _ := fake.AddCommit(gid, fakegitlab.Commit{Message: "add feature", ParentIDs: []string{c1}})
-	c3, _ := fake.AddCommit(gid, fakegitlab.Commit{Message: "work on branch", ParentIDs: []string{c2}})
+	gid := fake.AddProject(gitlabsim.Project{PathWithNamespace: "team/shop"})
+	c1, _ := fake.AddCommit(gid, gitlabsim.Commit{Message: "initial"})
+	c2, _ := fake.AddCommit(gid, gitlabsim.Commit{Message: "add feature", ParentIDs: []string{c1}})
+	c3, _ := fake.AddCommit(gid, gitlabsim.Commit{Message: "work on branch", ParentIDs: []string{c2}})
 	if err := fake.SetBranch(gid, "main", c1); err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +86,7 @@ func TestGitLabToBuildAndBack(t *testing.T) {
 		}
 	})
 	testutil.EventuallyWithin(t, 30*time.Second, "the receiver to listen", func() (bool, error) { return m.Receiver.Addr() != "", nil })
-	if err := fake.AddHook(gid, fakegitlab.Hook{
+	if err := fake.AddHook(gid, gitlabsim.Hook{
 		URL: "http://" + m.Receiver.Addr() + "/hooks/gitlab", Token: "hook-secret",
 		PushEvents: true, TagPushEvents: true, MergeRequestsEvents: true,
 	}); err != nil {
@@ -94,7 +94,7 @@ func TestGitLabToBuildAndBack(t *testing.T) {
 	}
 
 	// A push to main becomes a Build of its head, reported pending.
-	d, err := fake.Push(ctx, gid, fakegitlab.PushSpec{Branch: "main", To: c2, User: "alice"})
+	d, err := fake.Push(ctx, gid, gitlabsim.PushSpec{Branch: "main", To: c2, User: "alice"})
 	if err != nil || len(d) != 1 || d[0].Status != http.StatusCreated {
 		t.Fatalf("push delivery: %s %v", describe(d), err)
 	}
@@ -117,7 +117,7 @@ func TestGitLabToBuildAndBack(t *testing.T) {
 	}
 
 	// An annotated tag builds the tagged commit, not the tag object.
-	if d, err := fake.PushTag(ctx, gid, fakegitlab.TagSpec{Tag: "v1.0.0", SHA: c2, Message: "first release", User: "alice"}); err != nil || d[0].Status != http.StatusCreated {
+	if d, err := fake.PushTag(ctx, gid, gitlabsim.TagSpec{Tag: "v1.0.0", SHA: c2, Message: "first release", User: "alice"}); err != nil || d[0].Status != http.StatusCreated {
 		t.Fatalf("tag delivery: %s %v", describe(d), err)
 	}
 	if tag := onlyBuild(t, c, ns, ferryv1.TriggerTag); tag.Spec.Revision != c2 || tag.Spec.Trigger.Tag != "v1.0.0" {
@@ -125,7 +125,7 @@ func TestGitLabToBuildAndBack(t *testing.T) {
 	}
 
 	// A merge request into main builds its head and gets one note when it finishes.
-	iid, d, err := fake.OpenMergeRequest(ctx, gid, fakegitlab.MergeRequest{SourceBranch: "feature", TargetBranch: "main", SHA: c3, Title: "Feature"}, "alice")
+	iid, d, err := fake.OpenMergeRequest(ctx, gid, gitlabsim.MergeRequest{SourceBranch: "feature", TargetBranch: "main", SHA: c3, Title: "Feature"}, "alice")
 	if err != nil || d[0].Status != http.StatusCreated {
 		t.Fatalf("MR delivery: %s %v", describe(d), err)
 	}
@@ -199,9 +199,9 @@ func onlyBuild(t *testing.T, c client.Client, ns string, kind ferryv1.TriggerKin
 	return &list.Items[0]
 }
 
-func waitStatus(t *testing.T, fake *fakegitlab.Server, gid int64, sha, state string) []fakegitlab.CommitStatus {
+func waitStatus(t *testing.T, fake *gitlabsim.Server, gid int64, sha, state string) []gitlabsim.CommitStatus {
 	t.Helper()
-	var rows []fakegitlab.CommitStatus
+	var rows []gitlabsim.CommitStatus
 	testutil.Eventually(t, "commit status "+state+" on "+sha[:8], func() (bool, error) {
 		rows = fake.Statuses(gid, sha)
 		return len(rows) > 0 && rows[len(rows)-1].Status == state && rows[len(rows)-1].Name == "ferry", fmt.Errorf("%+v", rows)
@@ -226,7 +226,7 @@ func setBuildConditions(t *testing.T, c client.Client, b *ferryv1.Build, conds .
 	}
 }
 
-func describe(ds []fakegitlab.Delivery) string {
+func describe(ds []gitlabsim.Delivery) string {
 	var out []string
 	for _, d := range ds {
 		out = append(out, fmt.Sprintf("%s → %d %s (err %v)", d.Event, d.Status, d.Response, d.Err))

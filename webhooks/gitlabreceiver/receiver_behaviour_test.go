@@ -18,7 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
-	"github.com/ferryci/ferry/internal/gitlab/fakegitlab"
+	"github.com/ferryci/ferry/internal/gitlabsim"
 	"github.com/ferryci/ferry/internal/manager"
 	"github.com/ferryci/ferry/internal/testutil"
 )
@@ -45,7 +45,7 @@ func signDelivery(h http.Header, signingToken, id string, at time.Time, body []b
 	ts := strconv.FormatInt(at.Unix(), 10)
 	h.Set("webhook-id", id)
 	h.Set("webhook-timestamp", ts)
-	h.Set("webhook-signature", fakegitlab.Sign(signingToken, id, ts, body))
+	h.Set("webhook-signature", gitlabsim.Sign(signingToken, id, ts, body))
 }
 
 func sha(n int) string { return fmt.Sprintf("%040x", n) }
@@ -161,7 +161,7 @@ func TestTokenRotation(t *testing.T) {
 
 func TestSigningToken(t *testing.T) {
 	e := newEnv(t)
-	signing := fakegitlab.NewSigningToken()
+	signing := gitlabsim.NewSigningToken()
 	token := e.project("signed", "group/signed", projectOptions{secret: map[string]string{"token": "hook-token", "signingToken": signing}})
 	body := pushBody("group/signed", "main", sha(1))
 	signed := func(token string, at time.Time, signedBody []byte) http.Header {
@@ -178,7 +178,7 @@ func TestSigningToken(t *testing.T) {
 		{"signed over another body", signed(token, time.Now(), pushBody("group/signed", "main", sha(2))), http.StatusUnauthorized},
 		{"signed with another key", func() http.Header {
 			h := hdr("Push Hook", token)
-			signDelivery(h, fakegitlab.NewSigningToken(), "id", time.Now(), body)
+			signDelivery(h, gitlabsim.NewSigningToken(), "id", time.Now(), body)
 			return h
 		}(), http.StatusUnauthorized},
 		{"replayed an hour later", signed(token, time.Now().Add(-time.Hour), body), http.StatusUnauthorized},
@@ -197,7 +197,7 @@ func TestSigningToken(t *testing.T) {
 // cover) or none: no second Build. The Build is named after the signed webhook-id.
 func TestSignedReplay(t *testing.T) {
 	e := newEnv(t)
-	signing := fakegitlab.NewSigningToken()
+	signing := gitlabsim.NewSigningToken()
 	token := e.project("signed", "group/signed", projectOptions{secret: map[string]string{"token": "hook-token", "signingToken": signing}})
 	body := pushBody("group/signed", "main", sha(1))
 	// As GitLab sends it: webhook-id is the Idempotency-Key.

@@ -1,4 +1,4 @@
-package fakegitlab
+package gitlabsim
 
 import (
 	"fmt"

@@ -1,4 +1,4 @@
-// Package fakegitlab is a small GitLab for tests and for `ferry dev`: it serves the parts of GitLab's
+// Package gitlabsim simulates GitLab for `ferry dev` and for tests: it serves the parts of GitLab's
 // REST API v4 that Ferry uses (commit statuses with GitLab's state machine, merge request notes,
 // projects, repository commits and compare) and sends GitLab-shaped webhooks (push, tag push, merge
 // request) to the hooks registered on its projects.
@@ -9,7 +9,7 @@
 // current state is HTTP 400 "Cannot transition status via :run from :running", running→pending is
 // refused, a terminal state starts a new status row), pagination headers, and webhook headers as
 // GitLab 17.11 sends them. It records every API call and can inject 5xx, 429 and redirects.
-package fakegitlab
+package gitlabsim
 
 import (
 	"encoding/json"
@@ -25,7 +25,7 @@ import (
 	"time"
 )
 
-// Server is a fake GitLab instance listening on loopback.
+// Server is a simulated GitLab instance listening on loopback.
 type Server struct {
 	// URL is the instance's base URL, for example http://127.0.0.1:41234. The REST API is under
 	// URL + "/api/v4".
@@ -121,7 +121,7 @@ type Fault struct {
 	used int
 }
 
-// New starts a fake GitLab on a loopback port. Close stops it.
+// New starts a simulated GitLab on a loopback port. Close stops it.
 func New() *Server {
 	s := &Server{
 		users:         map[string]*User{},

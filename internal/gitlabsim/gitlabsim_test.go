@@ -1,4 +1,4 @@
-package fakegitlab_test
+package gitlabsim_test
 
 import (
 	"context"
@@ -11,7 +11,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/ferryci/ferry/internal/gitlab/fakegitlab"
+	"github.com/ferryci/ferry/internal/gitlabsim"
 )
 
 const token = "glpat-fake-token"
@@ -38,10 +38,10 @@ func do(t *testing.T, method, u, body string) (int, string) {
 // TestCommitStatusStateMachine drives the fake over plain HTTP with the transitions
 // create_commit_status_service.rb allows and refuses.
 func TestCommitStatusStateMachine(t *testing.T) {
-	s := fakegitlab.New()
+	s := gitlabsim.New()
 	defer s.Close()
 	s.AddUser("bot", token)
-	id := s.AddProject(fakegitlab.Project{PathWithNamespace: "group/app"})
+	id := s.AddProject(gitlabsim.Project{PathWithNamespace: "group/app"})
 	sha := strings.Repeat("a", 40)
 	post := s.APIURL() + "/projects/group%2Fapp/statuses/" + sha
 	steps := []struct {
@@ -73,7 +73,7 @@ func TestCommitStatusStateMachine(t *testing.T) {
 		t.Fatalf("another name: %d %s", code, body)
 	}
 	code, body := do(t, http.MethodGet, s.APIURL()+"/projects/group%2Fapp/repository/commits/"+sha+"/statuses", "")
-	var latest []fakegitlab.CommitStatus
+	var latest []gitlabsim.CommitStatus
 	if err := json.Unmarshal([]byte(body), &latest); code != 200 || err != nil {
 		t.Fatalf("list: %d %s %v", code, body, err)
 	}
@@ -86,10 +86,10 @@ func TestCommitStatusStateMachine(t *testing.T) {
 }
 
 func TestRoutingAndAuthentication(t *testing.T) {
-	s := fakegitlab.New()
+	s := gitlabsim.New()
 	defer s.Close()
 	s.AddUser("bot", token)
-	id := s.AddProject(fakegitlab.Project{PathWithNamespace: "group/sub/app", Members: []string{"bot"}})
+	id := s.AddProject(gitlabsim.Project{PathWithNamespace: "group/sub/app", Members: []string{"bot"}})
 	s.AddUser("stranger", "other-token")
 	sha := strings.Repeat("b", 40)
 	cases := []struct {
@@ -127,13 +127,13 @@ func TestRoutingAndAuthentication(t *testing.T) {
 }
 
 func TestStatusWithoutRefUsesTheFirstBranchContainingTheCommit(t *testing.T) {
-	s := fakegitlab.New()
+	s := gitlabsim.New()
 	defer s.Close()
 	s.AddUser("bot", token)
-	id := s.AddProject(fakegitlab.Project{PathWithNamespace: "g/app"})
-	root, _ := s.AddCommit(id, fakegitlab.Commit{Message: "root"})
-	child, _ := s.AddCommit(id, fakegitlab.Commit{Message: "child", ParentIDs: []string{root}})
-	orphan, _ := s.AddCommit(id, fakegitlab.Commit{Message: "orphan"})
+	id := s.AddProject(gitlabsim.Project{PathWithNamespace: "g/app"})
+	root, _ := s.AddCommit(id, gitlabsim.Commit{Message: "root"})
+	child, _ := s.AddCommit(id, gitlabsim.Commit{Message: "child", ParentIDs: []string{root}})
+	orphan, _ := s.AddCommit(id, gitlabsim.Commit{Message: "orphan"})
 	if err := s.SetBranch(id, "main", child); err != nil {
 		t.Fatal(err)
 	}
@@ -153,11 +153,11 @@ func TestStatusWithoutRefUsesTheFirstBranchContainingTheCommit(t *testing.T) {
 }
 
 func TestNotesPaginationAndQuickActions(t *testing.T) {
-	s := fakegitlab.New()
+	s := gitlabsim.New()
 	defer s.Close()
 	s.AddUser("bot", token)
-	id := s.AddProject(fakegitlab.Project{PathWithNamespace: "g/app"})
-	iid, _ := s.AddMergeRequest(id, fakegitlab.MergeRequest{SourceBranch: "f"})
+	id := s.AddProject(gitlabsim.Project{PathWithNamespace: "g/app"})
+	iid, _ := s.AddMergeRequest(id, gitlabsim.MergeRequest{SourceBranch: "f"})
 	notes := s.APIURL() + "/projects/g%2Fapp/merge_requests/" + jsonInt(iid) + "/notes"
 	for _, b := range []string{"first", "second\n/merge", "third"} {
 		if code, body := do(t, http.MethodPost, notes, url.Values{"body": {b}}.Encode()); code != 201 {
@@ -176,7 +176,7 @@ func TestNotesPaginationAndQuickActions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var page []fakegitlab.Note
+	var page []gitlabsim.Note
 	_ = json.NewDecoder(resp.Body).Decode(&page)
 	_ = resp.Body.Close()
 	if len(page) != 2 || page[0].Body != "third" || resp.Header.Get("X-Next-Page") != "2" || resp.Header.Get("X-Total") != "3" {
@@ -203,24 +203,24 @@ func TestWebhooks(t *testing.T) {
 		w.WriteHeader(http.StatusAccepted)
 	}))
 	defer receiver.Close()
-	s := fakegitlab.New()
+	s := gitlabsim.New()
 	defer s.Close()
-	signing := fakegitlab.NewSigningToken()
-	id := s.AddProject(fakegitlab.Project{PathWithNamespace: "g/sub/app"})
-	if err := s.AddHook(id, fakegitlab.Hook{URL: receiver.URL, Token: "hook-secret", SigningToken: signing, PushEvents: true, TagPushEvents: true, MergeRequestsEvents: true}); err != nil {
+	signing := gitlabsim.NewSigningToken()
+	id := s.AddProject(gitlabsim.Project{PathWithNamespace: "g/sub/app"})
+	if err := s.AddHook(id, gitlabsim.Hook{URL: receiver.URL, Token: "hook-secret", SigningToken: signing, PushEvents: true, TagPushEvents: true, MergeRequestsEvents: true}); err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	c1, _ := s.AddCommit(id, fakegitlab.Commit{Message: "one"})
-	c2, _ := s.AddCommit(id, fakegitlab.Commit{Message: "two", ParentIDs: []string{c1}})
+	c1, _ := s.AddCommit(id, gitlabsim.Commit{Message: "one"})
+	c2, _ := s.AddCommit(id, gitlabsim.Commit{Message: "two", ParentIDs: []string{c1}})
 
-	d, err := s.Push(ctx, id, fakegitlab.PushSpec{Branch: "main", To: c2, User: "alice"})
+	d, err := s.Push(ctx, id, gitlabsim.PushSpec{Branch: "main", To: c2, User: "alice"})
 	if err != nil || len(d) != 1 || d[0].Status != http.StatusAccepted {
 		t.Fatalf("push: %+v %v", d, err)
 	}
 	var push map[string]any
 	_ = json.Unmarshal(bodies[0], &push)
-	if push["before"] != fakegitlab.ZeroSHA || push["after"] != c2 || push["checkout_sha"] != c2 || push["ref"] != "refs/heads/main" ||
+	if push["before"] != gitlabsim.ZeroSHA || push["after"] != c2 || push["checkout_sha"] != c2 || push["ref"] != "refs/heads/main" ||
 		push["total_commits_count"] != float64(2) || push["user_username"] != "alice" {
 		t.Errorf("push payload = %v", push)
 	}
@@ -233,11 +233,11 @@ func TestWebhooks(t *testing.T) {
 	if h.Get("X-Gitlab-Event") != "Push Hook" || h.Get("X-Gitlab-Token") != "hook-secret" || h.Get("X-Gitlab-Instance") != s.URL {
 		t.Errorf("headers = %v", h)
 	}
-	if h.Get("Webhook-Signature") != fakegitlab.Sign(signing, h.Get("Webhook-Id"), h.Get("Webhook-Timestamp"), bodies[0]) || h.Get("Webhook-Id") != h.Get("Idempotency-Key") {
+	if h.Get("Webhook-Signature") != gitlabsim.Sign(signing, h.Get("Webhook-Id"), h.Get("Webhook-Timestamp"), bodies[0]) || h.Get("Webhook-Id") != h.Get("Idempotency-Key") {
 		t.Errorf("signature headers do not verify: %v", h)
 	}
 
-	if _, err := s.PushTag(ctx, id, fakegitlab.TagSpec{Tag: "v1", SHA: c1, Message: "release one", User: "alice"}); err != nil {
+	if _, err := s.PushTag(ctx, id, gitlabsim.TagSpec{Tag: "v1", SHA: c1, Message: "release one", User: "alice"}); err != nil {
 		t.Fatal(err)
 	}
 	var tagPush map[string]any
@@ -246,16 +246,16 @@ func TestWebhooks(t *testing.T) {
 		t.Errorf("annotated tag: after must be the tag object and checkout_sha the commit: %v", tagPush)
 	}
 
-	if _, err := s.Push(ctx, id, fakegitlab.PushSpec{Branch: "main"}); err != nil {
+	if _, err := s.Push(ctx, id, gitlabsim.PushSpec{Branch: "main"}); err != nil {
 		t.Fatal(err)
 	}
 	var del map[string]any
 	_ = json.Unmarshal(bodies[2], &del)
-	if del["after"] != fakegitlab.ZeroSHA || del["checkout_sha"] != nil {
+	if del["after"] != gitlabsim.ZeroSHA || del["checkout_sha"] != nil {
 		t.Errorf("deletion payload = %v", del)
 	}
 
-	iid, _, err := s.OpenMergeRequest(ctx, id, fakegitlab.MergeRequest{SourceBranch: "feature", SHA: c1, Title: "Add"}, "bob")
+	iid, _, err := s.OpenMergeRequest(ctx, id, gitlabsim.MergeRequest{SourceBranch: "feature", SHA: c1, Title: "Add"}, "bob")
 	if err != nil {
 		t.Fatal(err)
 	}

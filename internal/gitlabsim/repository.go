@@ -1,4 +1,4 @@
-package fakegitlab
+package gitlabsim
 
 import (
 	"crypto/sha1" //nolint:gosec // G505: git object names are SHA-1; this is no security use
@@ -11,7 +11,7 @@ import (
 	"time"
 )
 
-// Commit is a commit in a fake project's repository.
+// Commit is a commit in a simulated project's repository.
 type Commit struct {
 	ID             string    `json:"id"`
 	ShortID        string    `json:"short_id"`
@@ -190,7 +190,7 @@ func (s *Server) compare(r *request) (int, any) {
 	}
 }
 
-// MergeRequest is a merge request of a fake project.
+// MergeRequest is a merge request of a simulated project.
 type MergeRequest struct {
 	IID          int64  `json:"iid"`
 	ID           int64  `json:"id"`

@@ -1,4 +1,4 @@
-package fakegitlab
+package gitlabsim
 
 import (
 	"bytes"
@@ -19,7 +19,7 @@ import (
 // ZeroSHA is what GitLab sends as before (new ref) or after (deleted ref).
 const ZeroSHA = "0000000000000000000000000000000000000000"
 
-// UserAgent is the User-Agent the fake sends webhooks with.
+// UserAgent is the User-Agent the simulator sends webhooks with.
 const UserAgent = "GitLab/17.11.1-ee"
 
 // Hook is a project webhook.
@@ -28,7 +28,7 @@ type Hook struct {
 	URL string
 	// Token is sent in X-Gitlab-Token; empty sends no header, as GitLab does.
 	Token string
-	// SigningToken (whsec_<base64>) makes the fake sign deliveries the Standard Webhooks way:
+	// SigningToken (whsec_<base64>) makes the simulator sign deliveries the Standard Webhooks way:
 	// webhook-id, webhook-timestamp and webhook-signature "v1,<base64 HMAC-SHA256>".
 	SigningToken string
 	// PushEvents, TagPushEvents and MergeRequestsEvents are the ticked triggers.
