@@ -154,6 +154,7 @@ func (r *Reconciler) readPipelineFile(ctx context.Context, b *ferryv1.Build, p *
 		return data, err
 	})
 	var se *sourceError
+	var missing *gitsource.FileNotFoundError
 	switch {
 	case err == nil:
 		return pipelinefile.Parse(path, data)
@@ -162,7 +163,7 @@ func (r *Reconciler) readPipelineFile(ctx context.Context, b *ferryv1.Build, p *
 	case errors.Is(err, errFetchInProgress):
 		return nil, &sourceError{reason: ferryv1.WaitingForGitServerReason, wait: jitter(fetchWait),
 			err: waitMessage(fmt.Sprintf("Waiting for another Build that reads %s at %s from git server %s", path, shortSHA(b.Spec.Revision), host))}
-	case errors.Is(err, gitsource.ErrNotFound) && strings.HasPrefix(err.Error(), path+" at "):
+	case errors.As(err, &missing):
 		return nil, pipelinefile.ErrorList{{File: path, Message: fmt.Sprintf("no pipeline file in the repository at %s: add one, or set the Project's pipelineFile", shortSHA(b.Spec.Revision))}}
 	case errors.Is(err, gitsource.ErrTooLarge):
 		err = fmt.Errorf("%w (the manager's --git-max-fetch-bytes raises the limit)", err)

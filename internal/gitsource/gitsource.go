@@ -57,6 +57,22 @@ type Request struct {
 // ErrNotFound says the commit or the file does not exist.
 var ErrNotFound = errors.New("not found")
 
+// FileNotFoundError says the commit exists and has no such file. It is ErrNotFound as well, which
+// also stands for a missing commit or repository; errors.As tells the missing file apart.
+type FileNotFoundError struct {
+	// File is the path looked for, relative to the repository root.
+	File string
+	// Revision is the commit looked in.
+	Revision string
+}
+
+func (e *FileNotFoundError) Error() string {
+	return fmt.Sprintf("%s at %s: %s", e.File, short(e.Revision), ErrNotFound)
+}
+
+// Unwrap makes the error ErrNotFound.
+func (e *FileNotFoundError) Unwrap() error { return ErrNotFound }
+
 // ErrAuth says the server refused the credentials (or wanted some).
 var ErrAuth = errors.New("authentication failed")
 
@@ -164,8 +180,8 @@ func (r Request) validate() error {
 
 // ReadFile returns one file of the commit's tree. Where the server allows partial fetches, only
 // the commit, its trees and the one file are fetched; otherwise the whole commit, within
-// req.Limits (default ReadFileLimits). Everything is kept in memory. A missing file is
-// ErrNotFound; a server too slow or sending too much is ErrTimeout or ErrTooLarge.
+// req.Limits (default ReadFileLimits). Everything is kept in memory. A missing file is a
+// *FileNotFoundError (and ErrNotFound); a server too slow or sending too much is ErrTimeout or ErrTooLarge.
 func ReadFile(ctx context.Context, req Request, file string) ([]byte, error) {
 	clean := path.Clean(file)
 	if file == "" || strings.HasPrefix(clean, "/") || clean == ".." || strings.HasPrefix(clean, "../") {
@@ -202,7 +218,7 @@ func readFile(f *fetcher, file string) ([]byte, error) {
 	entry, err := tree.FindEntry(file)
 	if err != nil || !entry.Mode.IsFile() {
 		if err == nil || errors.Is(err, object.ErrEntryNotFound) || errors.Is(err, object.ErrDirectoryNotFound) {
-			return nil, fmt.Errorf("%s at %s: %w", file, short(f.req.Revision), ErrNotFound)
+			return nil, &FileNotFoundError{File: file, Revision: f.req.Revision}
 		}
 		return nil, fmt.Errorf("failed to read %s at %s: %w", file, short(f.req.Revision), err)
 	}

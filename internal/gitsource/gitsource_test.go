@@ -61,6 +61,27 @@ func setup(t *testing.T) *fixture {
 	return f
 }
 
+// TestMissingFileIsTellable checks that a missing file is told apart from a missing commit or
+// repository by its type, not by its message: the Build controller reports the first as an
+// invalid pipeline file and retries the others.
+func TestMissingFileIsTellable(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	_, err := ReadFile(ctx, Request{URL: f.publicURL, Revision: f.first}, "ci/nope.yaml")
+	var missing *FileNotFoundError
+	if !errors.As(err, &missing) || missing.File != "ci/nope.yaml" || missing.Revision != f.first || !errors.Is(err, ErrNotFound) {
+		t.Errorf("missing file: %#v, want a *FileNotFoundError for ci/nope.yaml at %s that is ErrNotFound", err, f.first)
+	}
+	for name, req := range map[string]Request{
+		"unknown commit":     {URL: f.publicURL, Revision: strings.Repeat("ab", 20)},
+		"unknown repository": {URL: f.srv.RepoURL("team/none"), Revision: f.first},
+	} {
+		if _, err := ReadFile(ctx, req, ".ferry.yaml"); !errors.Is(err, ErrNotFound) || errors.As(err, &missing) {
+			t.Errorf("%s: %v, want ErrNotFound and no *FileNotFoundError", name, err)
+		}
+	}
+}
+
 func TestReadFile(t *testing.T) {
 	f := setup(t)
 	ctx := context.Background()
