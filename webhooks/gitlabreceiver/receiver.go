@@ -546,7 +546,7 @@ func (r *Receiver) createBuilds(ctx context.Context, h http.Header, t *trigger, 
 		case apierrors.IsAlreadyExists(err):
 			duplicates = append(duplicates, nn)
 			r.log.V(1).Info("Delivery already received", "build", klog.KObj(b), "delivery", delivery)
-		case isInvalid(err):
+		case apierrors.IsInvalid(err), apierrors.IsBadRequest(err):
 			r.log.Error(err, "The API server refused a Build", "build", klog.KObj(b))
 			reasons = append(reasons, reasonFor(p, "the API server refused the Build: "+err.Error(), len(projects)))
 		default:
