@@ -46,7 +46,7 @@ func (r *Reconciler) reconcileEnvironment(ctx context.Context, rel *ferryv1.Rele
 // beforeRollout decides whether the Release may start rolling out in env now, and starts it.
 func (r *Reconciler) beforeRollout(ctx context.Context, rel *ferryv1.Release, p *plan, env *ferryv1.Environment, es *ferryv1.ReleaseEnvironmentStatus, now metav1.Time) (ctrl.Result, bool, error) {
 	gen := rel.Generation
-	siblings, err := r.projectReleases(ctx, rel, false)
+	siblings, err := r.projectReleases(ctx, rel, fromCache)
 	if err != nil {
 		return ctrl.Result{}, false, err
 	}
@@ -69,7 +69,7 @@ func (r *Reconciler) beforeRollout(ctx context.Context, rel *ferryv1.Release, p 
 		setEnvWaiting(es, ferryv1.EnvironmentLockedReason, fmt.Sprintf("release %s is rolling out in environment %s", holder, es.Name), gen, now)
 		return ctrl.Result{}, false, nil
 	}
-	if wait, err := r.waitForTargets(ctx, rel, es, targets, false, now); err != nil || wait {
+	if wait, err := r.waitForTargets(ctx, rel, es, targets, fromCache, now); err != nil || wait {
 		return ctrl.Result{}, false, err
 	}
 	res, open, err := r.gate(ctx, rel, p, env, es, now)
@@ -82,7 +82,7 @@ func (r *Reconciler) beforeRollout(ctx context.Context, rel *ferryv1.Release, p 
 		setEnvWaiting(es, ferryv1.EnvironmentLockedReason, "another Release is taking the deploy lock of "+describeTargets(targets), gen, now)
 		return ctrl.Result{RequeueAfter: time.Second}, false, nil
 	}
-	live, err := r.projectReleases(ctx, rel, true)
+	live, err := r.projectReleases(ctx, rel, fromAPIServer)
 	if err != nil {
 		return ctrl.Result{}, false, err
 	}
@@ -93,7 +93,7 @@ func (r *Reconciler) beforeRollout(ctx context.Context, rel *ferryv1.Release, p 
 		setEnvWaiting(es, ferryv1.EnvironmentLockedReason, fmt.Sprintf("release %s is rolling out in environment %s", holder, es.Name), gen, now)
 		return ctrl.Result{}, false, nil
 	}
-	if wait, err := r.waitForTargets(ctx, rel, es, targets, true, now); err != nil || wait {
+	if wait, err := r.waitForTargets(ctx, rel, es, targets, fromAPIServer, now); err != nil || wait {
 		return ctrl.Result{}, false, err
 	}
 	if cur := deployedIn(p.project, env.Name); cur != nil {
@@ -126,12 +126,21 @@ func (r *Reconciler) mustStop(ctx context.Context, rel *ferryv1.Release, p *plan
 	return true, nil
 }
 
-// projectReleases lists the other Releases of the same project, from the cache or, when live,
-// from the API server.
-func (r *Reconciler) projectReleases(ctx context.Context, rel *ferryv1.Release, live bool) ([]ferryv1.Release, error) {
+// readFrom says where a lookup of Releases reads them.
+type readFrom int
+
+const (
+	// fromCache reads the manager's cache, which may not have seen a write of a moment ago.
+	fromCache readFrom = iota
+	// fromAPIServer reads the API server: what takes the deploy lock must see every write.
+	fromAPIServer
+)
+
+// projectReleases lists the other Releases of the same project, from the cache or the API server.
+func (r *Reconciler) projectReleases(ctx context.Context, rel *ferryv1.Release, from readFrom) ([]ferryv1.Release, error) {
 	list := &ferryv1.ReleaseList{}
 	var err error
-	if live {
+	if from == fromAPIServer {
 		err = r.APIReader.List(ctx, list, client.InNamespace(rel.Namespace))
 	} else {
 		err = r.List(ctx, list, client.InNamespace(rel.Namespace), client.MatchingFields{projectIndex: rel.Spec.Project})

@@ -67,11 +67,11 @@ func indexLockedTargets(o client.Object) []string {
 }
 
 // targetHolder names another Release that holds the deploy lock of one of targets, and where;
-// "" when none does. It reads the cache, or with live the API server: the lock is taken on what
-// the API server says.
-func (r *Reconciler) targetHolder(ctx context.Context, rel *ferryv1.Release, targets []target, live bool) (string, error) {
+// "" when none does. It reads the cache or the API server: the lock is taken on what the API
+// server says.
+func (r *Reconciler) targetHolder(ctx context.Context, rel *ferryv1.Release, targets []target, from readFrom) (string, error) {
 	var candidates []ferryv1.Release
-	if live {
+	if from == fromAPIServer {
 		list := &ferryv1.ReleaseList{}
 		if err := r.APIReader.List(ctx, list); err != nil {
 			return "", fmt.Errorf("failed to list Releases: %w", err)
@@ -91,8 +91,8 @@ func (r *Reconciler) targetHolder(ctx context.Context, rel *ferryv1.Release, tar
 
 // waitForTargets makes the environment wait while another Release holds the deploy lock of one of
 // targets (see targetHolder).
-func (r *Reconciler) waitForTargets(ctx context.Context, rel *ferryv1.Release, es *ferryv1.ReleaseEnvironmentStatus, targets []target, live bool, now metav1.Time) (bool, error) {
-	holder, err := r.targetHolder(ctx, rel, targets, live)
+func (r *Reconciler) waitForTargets(ctx context.Context, rel *ferryv1.Release, es *ferryv1.ReleaseEnvironmentStatus, targets []target, from readFrom, now metav1.Time) (bool, error) {
+	holder, err := r.targetHolder(ctx, rel, targets, from)
 	if err != nil || holder == "" {
 		return false, err
 	}
