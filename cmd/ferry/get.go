@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
+	"github.com/ferryci/ferry/internal/standing"
 )
 
 // getKinds are the resources `ferry get` lists, with the singular and short names it accepts.
@@ -182,36 +183,35 @@ func releaseTable(items []ferryv1.Release) [][]string {
 
 // envState is one word (and a count) for where a Release stands in an environment.
 func envState(es *ferryv1.ReleaseEnvironmentStatus) string {
-	ready := meta.FindStatusCondition(es.Conditions, ferryv1.ReadyCondition)
-	if ready == nil {
+	s := standing.Of(es)
+	switch s.State {
+	case standing.Pending, standing.WaitingForPreviousEnvironment:
 		return "pending"
-	}
-	switch ready.Reason {
-	case ferryv1.SucceededReason:
-		return "ok"
-	case ferryv1.WaitingForApprovalReason:
-		if es.Gate != nil {
-			return fmt.Sprintf("waiting(%d/%d)", es.Gate.Approved(), es.Gate.RequiredApprovals)
+	case standing.WaitingForApproval:
+		if s.Gate != nil {
+			return fmt.Sprintf("waiting(%d/%d)", s.Gate.Approved(), s.Gate.RequiredApprovals)
 		}
 		return "waiting"
-	case ferryv1.WaitingForPreviousEnvironmentReason:
-		return "pending"
-	case ferryv1.RollingOutReason:
-		return "rolling-out"
-	case ferryv1.RollingBackReason:
-		return "rolling-back"
-	case ferryv1.RolledBackReason:
-		return "rolled-back"
-	case ferryv1.RejectedReason:
-		return "rejected"
-	case ferryv1.ExpiredReason:
-		return "expired"
-	case ferryv1.EnvironmentLockedReason:
+	case standing.WaitingBetweenBatches:
+		return "waiting"
+	case standing.Locked:
 		return "locked"
-	case ferryv1.SupersededReason:
+	case standing.RollingOut:
+		return "rolling-out"
+	case standing.RollingBack:
+		return "rolling-back"
+	case standing.RolledOut:
+		return "ok"
+	case standing.RolledBack:
+		return "rolled-back"
+	case standing.Rejected:
+		return "rejected"
+	case standing.Expired:
+		return "expired"
+	case standing.Superseded:
 		return "superseded"
 	}
-	return strings.ToLower(ready.Reason)
+	return strings.ToLower(s.Reason)
 }
 
 func approvalTable(items []ferryv1.Approval) [][]string {

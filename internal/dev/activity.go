@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
+	"github.com/ferryci/ferry/internal/standing"
 )
 
 // watchActivity prints one line whenever a Build or Release of the examples' namespace changes
@@ -117,38 +118,34 @@ func releaseLine(r *ferryv1.Release) string {
 
 // environmentState is a few words for where a Release stands in one environment.
 func environmentState(es *ferryv1.ReleaseEnvironmentStatus) string {
-	ready := meta.FindStatusCondition(es.Conditions, ferryv1.ReadyCondition)
-	if ready == nil {
-		return "pending"
-	}
-	switch ready.Reason {
-	case ferryv1.SucceededReason:
-		return "rolled out"
-	case ferryv1.WaitingForApprovalReason:
-		if es.Gate != nil {
-			return fmt.Sprintf("waiting for approval (%d/%d)", es.Gate.Approved(), es.Gate.RequiredApprovals)
+	s := standing.Of(es)
+	switch s.State {
+	case standing.WaitingForApproval:
+		if s.Gate != nil {
+			return fmt.Sprintf("waiting for approval (%d/%d)", s.Gate.Approved(), s.Gate.RequiredApprovals)
 		}
 		return "waiting for approval"
-	case ferryv1.WaitingForPreviousEnvironmentReason:
-		return "pending"
+	case standing.Other:
+		return s.Reason
 	}
-	if words, ok := reasonWords[ready.Reason]; ok {
-		return words
-	}
-	return ready.Reason
+	return stateWords[s.State]
 }
 
-// reasonWords say the other reasons of an environment's Ready condition in words.
-var reasonWords = map[string]string{
-	ferryv1.RollingOutReason:        "rolling out",
-	ferryv1.RollingBackReason:       "rolling back",
-	ferryv1.RolloutFailedReason:     "rollout failed",
-	ferryv1.RolledBackReason:        "rolled back",
-	ferryv1.RejectedReason:          "rejected",
-	ferryv1.ExpiredReason:           "approval expired",
-	ferryv1.EnvironmentLockedReason: "locked",
-	ferryv1.SupersededReason:        "superseded",
-	ferryv1.PausedReason:            "paused",
+// stateWords say the other states in words.
+var stateWords = map[standing.State]string{
+	standing.Pending:                       "pending",
+	standing.WaitingForPreviousEnvironment: "pending",
+	standing.WaitingBetweenBatches:         "waiting for approval",
+	standing.Locked:                        "locked",
+	standing.RollingOut:                    "rolling out",
+	standing.RollingBack:                   "rolling back",
+	standing.RolledOut:                     "rolled out",
+	standing.RolledBack:                    "rolled back",
+	standing.RolloutFailed:                 "rollout failed",
+	standing.Rejected:                      "rejected",
+	standing.Expired:                       "approval expired",
+	standing.Superseded:                    "superseded",
+	standing.Paused:                        "paused",
 }
 
 func firstLine(s string) string {

@@ -13,6 +13,7 @@ import (
 
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
 	"github.com/ferryci/ferry/internal/approval"
+	"github.com/ferryci/ferry/internal/standing"
 	"github.com/ferryci/ferry/internal/ui/auth"
 )
 
@@ -267,41 +268,27 @@ func (snap *snapshot) waiting(id auth.Identity, now metav1.Time) waitingData {
 
 // envState says where a Release stands in one environment.
 func envState(es *ferryv1.ReleaseEnvironmentStatus) state {
-	ready := meta.FindStatusCondition(es.Conditions, ferryv1.ReadyCondition)
-	approved := meta.FindStatusCondition(es.Conditions, ferryv1.ApprovedCondition)
-	rolled := meta.FindStatusCondition(es.Conditions, ferryv1.RolledOutCondition)
-	msg := func(c *metav1.Condition) string {
-		if c == nil {
-			return ""
-		}
-		return c.Message
+	s := standing.Of(es)
+	switch s.State {
+	case standing.Pending:
+		return state{"Pending", toneIdle, s.Message}
+	case standing.RolledOut:
+		return state{"Rolled out", toneOK, s.Message}
+	case standing.Rejected:
+		return state{"Rejected", toneBad, s.Message}
+	case standing.Expired:
+		return state{"Approval expired", toneBad, s.Message}
+	case standing.WaitingForApproval:
+		return state{"Waiting for approval", toneWait, s.Message}
+	case standing.WaitingBetweenBatches:
+		return state{"Waiting for approval between batches", toneWait, s.Message}
+	case standing.RollingOut:
+		return state{"Rolling out", toneBusy, s.Message}
 	}
-	switch {
-	case ready != nil && ready.Status == metav1.ConditionTrue:
-		return state{"Rolled out", toneOK, ready.Message}
-	case approved != nil && approved.Status == metav1.ConditionFalse:
-		if approved.Reason == ferryv1.RejectedReason {
-			return state{"Rejected", toneBad, approved.Message}
-		}
-		if approved.Reason == ferryv1.ExpiredReason {
-			return state{"Approval expired", toneBad, approved.Message}
-		}
-		return state{approved.Reason, toneBad, approved.Message}
-	case approved != nil && approved.Status == metav1.ConditionUnknown && rolled == nil:
-		return state{"Waiting for approval", toneWait, approved.Message}
-	case rolled != nil && rolled.Status == metav1.ConditionUnknown:
-		if rolled.Reason == ferryv1.WaitingForApprovalReason {
-			return state{"Waiting for approval between batches", toneWait, rolled.Message}
-		}
-		return state{"Rolling out", toneBusy, rolled.Message}
-	case rolled != nil && rolled.Status == metav1.ConditionFalse:
-		return state{splitCamel(rolled.Reason), toneBad, rolled.Message}
-	case ready != nil && ready.Status == metav1.ConditionFalse:
-		return state{splitCamel(ready.Reason), toneBad, ready.Message}
-	case ready != nil:
-		return state{splitCamel(ready.Reason), toneIdle, ready.Message}
+	if s.Stopped {
+		return state{splitCamel(s.Reason), toneBad, s.Message}
 	}
-	return state{"Pending", toneIdle, msg(ready)}
+	return state{splitCamel(s.Reason), toneIdle, s.Message}
 }
 
 // clusterState says where a rollout stands on one cluster.
