@@ -29,7 +29,7 @@ image: build deps ## Build Ferry's image (the ferry binary without ferry dev, on
 	$(GO) run ./hack/image -ferry $(BIN)/ferry
 
 .PHONY: controlplane
-controlplane: ## Build (once; cached per version) kube-apiserver, etcd, kube-controller-manager, kube-scheduler, kwok and kubectl from Go modules.
+controlplane: ## Build (once; cached per version) the control plane, the real node's daemons and Tekton from Go modules.
 	hack/controlplane/build.sh $(CONTROLPLANE)
 
 # What tests, benchmarks and `ferry dev` need: the binaries in $(FERRY_CONTROLPLANE_ASSETS). When that
@@ -76,7 +76,7 @@ lint: $(GOLANGCI_LINT) ## Run go vet and golangci-lint.
 .PHONY: verify
 verify: manifests generate ## Regenerate everything and fail if the tree changed (stale generated files or go.mod).
 	$(GO) mod tidy
-	for d in hack/tools hack/controlplane/kubernetes hack/controlplane/etcd hack/controlplane/kwok; do (cd $$d && $(GO) mod tidy); done
+	for d in hack/tools hack/controlplane/kubernetes hack/controlplane/etcd hack/controlplane/kwok hack/controlplane/tekton; do (cd $$d && $(GO) mod tidy); done
 	@if [ -n "$$(git status --porcelain)" ]; then \
 		echo "Generated files or go.mod are out of date; run 'make manifests generate' and 'go mod tidy', then commit:"; \
 		git status --porcelain; git --no-pager diff --stat; exit 1; \

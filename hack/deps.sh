@@ -7,7 +7,7 @@
 #   debootstrap  the real base images (internal/baseimage): debootstrap and Debian's archive keyring,
 #             which authenticates the packages; also mount (util-linux) for the chroot mounts
 #   real-nodes  real nodes of test clusters and `ferry dev`: containerd, runc, the CNI plugins,
-#             iptables, iproute2 (ip) and util-linux (nsenter)
+#             iptables, iproute2 (ip) and util-linux (nsenter); busybox-static for Tekton's shell image
 # Usage: hack/deps.sh setpriv git chromium python3 real-nodes debootstrap. Prints what it installs; does nothing
 # when all are present.
 set -euo pipefail
@@ -39,6 +39,8 @@ for what in "$@"; do
         command -v iptables >/dev/null || need+=(iptables)
         command -v ip >/dev/null || need+=(iproute2)
         command -v nsenter >/dev/null || need+=(util-linux)
+        # static: it runs alone in its image (Debian's plain busybox package is dynamically linked)
+        { [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1; } || need+=(busybox-static)
       fi
       ;;
     *) echo "hack/deps.sh: unknown dependency $what" >&2; exit 2 ;;

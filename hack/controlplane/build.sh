@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the control-plane binaries that tests and `ferry dev` run — kube-apiserver, kube-controller-manager,
-# kube-scheduler, etcd, kwok and kubectl — from Go modules only (no downloads outside the Go module proxy), into a
+# kube-scheduler, etcd, kwok, kubectl, the real node's kubelet and kube-proxy, and Tekton Pipelines' controller,
+# webhook and helper binaries — from Go modules only (no downloads outside the Go module proxy), into a
 # git-ignored cache. Each binary is rebuilt only when its pinned version changes, so only a new machine pays.
 #
 # Usage: hack/controlplane/build.sh [OUTPUT_DIR]   (default: bin/controlplane)
@@ -18,6 +19,7 @@ out=$(cd "$out" && pwd)
 k8s_version=v1.35.4
 etcd_version=v3.6.6
 kwok_version=v0.8.0
+tekton_version=v1.15.1
 
 # name | module dir | package | version | extra ldflags
 targets=(
@@ -29,6 +31,14 @@ targets=(
   "kubectl|kubernetes|k8s.io/kubernetes/cmd/kubectl|$k8s_version|k8s"
   "kubelet|kubernetes|k8s.io/kubernetes/cmd/kubelet|$k8s_version|k8s"
   "kube-proxy|kubernetes|k8s.io/kubernetes/cmd/kube-proxy|$k8s_version|k8s"
+  # Tekton Pipelines, packed into images and installed on real nodes (internal/tektoninstall).
+  "tekton-controller|tekton|github.com/tektoncd/pipeline/cmd/controller|$tekton_version|"
+  "tekton-webhook|tekton|github.com/tektoncd/pipeline/cmd/webhook|$tekton_version|"
+  "tekton-events|tekton|github.com/tektoncd/pipeline/cmd/events|$tekton_version|"
+  "tekton-entrypoint|tekton|github.com/tektoncd/pipeline/cmd/entrypoint|$tekton_version|"
+  "tekton-nop|tekton|github.com/tektoncd/pipeline/cmd/nop|$tekton_version|"
+  "tekton-workingdirinit|tekton|github.com/tektoncd/pipeline/cmd/workingdirinit|$tekton_version|"
+  "tekton-sidecarlogresults|tekton|github.com/tektoncd/pipeline/cmd/sidecarlogresults|$tekton_version|"
 )
 
 k8s_ldflags() {
@@ -49,7 +59,7 @@ for t in "${targets[@]}"; do
   fi
   ldflags="-s -w"
   [[ "$kind" == k8s ]] && ldflags=$(k8s_ldflags "$version")
-  echo "[$i/$total] $name $version: building (first time only; kube-* take ~2 minutes each on 2 cores)..." >&2
+  echo "[$i/$total] $name $version: building (first time only; kube-* take ~2 minutes each, tekton-controller ~8, on 2 cores)..." >&2
   start=$(date +%s)
   (cd "$here/$dir" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags "$ldflags" -o "$out/$name.tmp" "$pkg")
   mv "$out/$name.tmp" "$out/$name"

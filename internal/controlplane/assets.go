@@ -87,9 +87,9 @@ func RepoRoot() (string, error) {
 	}
 }
 
-// TektonCRDDir returns the directory of Tekton Pipelines' CRDs (config/300-crds) in the Go module
-// cache, for the Tekton version Ferry is built with.
-func TektonCRDDir() (string, error) {
+// TektonVersion is the release of Tekton Pipelines Ferry is built with, whose CRDs and release
+// manifests it installs.
+func TektonVersion() string {
 	version := tektonVersion
 	if info, ok := debug.ReadBuildInfo(); ok {
 		for _, dep := range info.Deps {
@@ -101,15 +101,33 @@ func TektonCRDDir() (string, error) {
 			}
 		}
 	}
+	return version
+}
+
+// TektonConfigDir returns the directory of Tekton Pipelines' release manifests (its module's
+// config/: CRDs, RBAC, ConfigMaps, webhook configurations, Deployments with ko:// image
+// references) in the Go module cache, for TektonVersion.
+func TektonConfigDir() (string, error) {
 	modCache, err := goModCache()
 	if err != nil {
 		return "", err
 	}
-	dir := filepath.Join(modCache, tektonModule+"@"+version, "config", "300-crds")
+	version := TektonVersion()
+	dir := filepath.Join(modCache, tektonModule+"@"+version, "config")
 	if _, err := os.Stat(dir); err != nil {
-		return "", fmt.Errorf("tekton CRDs not found at %s: run `go mod download %s@%s`", dir, tektonModule, version)
+		return "", fmt.Errorf("tekton's manifests not found at %s: run `go mod download %s@%s`", dir, tektonModule, version)
 	}
 	return dir, nil
+}
+
+// TektonCRDDir returns the directory of Tekton Pipelines' CRDs (config/300-crds) in the Go module
+// cache, for the Tekton version Ferry is built with.
+func TektonCRDDir() (string, error) {
+	dir, err := TektonConfigDir()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(dir, "300-crds"), nil
 }
 
 func goModCache() (string, error) {

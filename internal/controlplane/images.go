@@ -24,8 +24,9 @@ var imageEpoch = time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
 
 // BinaryImage makes a one-layer image that runs a static binary: the binary at inImage (an
 // absolute path, e.g. /ko-app/entrypoint as ko puts it), /tmp, and an /etc/passwd with root and a
-// nonroot user (65532). The same binary gives the same digest.
-func BinaryImage(binary, inImage string) (v1.Image, error) {
+// nonroot user (65532). Each of links is a symbolic link to the binary (a multi-call binary such
+// as busybox answers to the name it is called by). The same binary gives the same digest.
+func BinaryImage(binary, inImage string, links ...string) (v1.Image, error) {
 	data, err := os.ReadFile(binary)
 	if err != nil {
 		return nil, fmt.Errorf("failed to read %s for an image: %w", binary, err)
@@ -42,8 +43,16 @@ func BinaryImage(binary, inImage string) (v1.Image, error) {
 		return err
 	}
 	var dirs []string
-	for d := path.Dir(inImage); d != "/"; d = path.Dir(d) {
-		dirs = append([]string{strings.TrimPrefix(d, "/") + "/"}, dirs...)
+	seen := map[string]bool{}
+	for _, p := range append([]string{inImage}, links...) {
+		var parents []string
+		for d := path.Dir(path.Clean("/" + p)); d != "/"; d = path.Dir(d) {
+			if name := strings.TrimPrefix(d, "/") + "/"; !seen[name] {
+				seen[name] = true
+				parents = append([]string{name}, parents...)
+			}
+		}
+		dirs = append(dirs, parents...)
 	}
 	steps := []func() error{
 		func() error { return entry("etc/", 0o755, tar.TypeDir, nil) },
@@ -62,6 +71,12 @@ func BinaryImage(binary, inImage string) (v1.Image, error) {
 		steps = append(steps, func() error { return entry(d, 0o755, tar.TypeDir, nil) })
 	}
 	steps = append(steps, func() error { return entry(strings.TrimPrefix(inImage, "/"), 0o755, tar.TypeReg, data) })
+	for _, l := range links {
+		steps = append(steps, func() error {
+			hdr := &tar.Header{Name: strings.TrimPrefix(path.Clean("/"+l), "/"), Linkname: inImage, Mode: 0o777, Typeflag: tar.TypeSymlink, ModTime: imageEpoch, Format: tar.FormatPAX}
+			return tw.WriteHeader(hdr)
+		})
+	}
 	for _, s := range steps {
 		if err := s(); err != nil {
 			return nil, err
