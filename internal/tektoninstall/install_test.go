@@ -2,12 +2,20 @@ package tektoninstall
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	pipelinev1 "github.com/tektoncd/pipeline/pkg/apis/pipeline/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -19,7 +27,10 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/ferryci/ferry/internal/buildplan"
 	"github.com/ferryci/ferry/internal/controlplane"
+	"github.com/ferryci/ferry/internal/gitserver"
+	"github.com/ferryci/ferry/internal/pipelinefile"
 	"github.com/ferryci/ferry/internal/testutil/realnode"
 )
 
@@ -76,26 +87,8 @@ func TestInstallRunsAPipelineRunOnARealNode(t *testing.T) {
 	if err := c.Create(ctx, pr); err != nil {
 		t.Fatal(err)
 	}
-	var last string
-	for {
-		if err := c.Get(ctx, client.ObjectKeyFromObject(pr), pr); err != nil {
-			t.Fatal(err)
-		}
-		cond := pr.Status.GetCondition(apis.ConditionSucceeded)
-		if cond != nil {
-			last = fmt.Sprintf("%s %s: %s", cond.Status, cond.Reason, cond.Message)
-		}
-		if cond != nil && cond.Status != corev1.ConditionUnknown {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("the PipelineRun did not finish: %s\n%s", last, cluster.NodeDiagnostics(context.Background()))
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
-	if cond := pr.Status.GetCondition(apis.ConditionSucceeded); !cond.IsTrue() {
-		t.Fatalf("the PipelineRun did not succeed: %s\n%s", last, cluster.NodeDiagnostics(ctx))
+	if cond := waitPipelineRun(ctx, t, c, pr); !cond.IsTrue() {
+		t.Fatalf("the PipelineRun did not succeed: %s %s: %s\n%s", cond.Status, cond.Reason, cond.Message, cluster.NodeDiagnostics(ctx))
 	}
 	t.Logf("PipelineRun succeeded %s after its creation", pr.Status.CompletionTime.Sub(pr.CreationTimestamp.Time))
 	if len(pr.Status.Results) != 1 || !strings.HasPrefix(pr.Status.Results[0].Value.StringVal, "hello from hello-greet-pod") {
@@ -110,9 +103,176 @@ func TestInstallRunsAPipelineRunOnARealNode(t *testing.T) {
 		t.Errorf("reading the PipelineRun as v1beta1: %v", err)
 	}
 
+	runFerryBuild(ctx, t, c, env, installed)
+
 	begin = time.Now()
 	if _, err := Install(ctx, Options{Config: cluster.Config, Registry: env.Registry.Host, Remote: env.Remote}); err != nil {
 		t.Fatalf("installing again: %v", err)
 	}
 	t.Logf("installing again took %s", time.Since(begin).Round(100*time.Millisecond))
+}
+
+// runFerryBuild runs a Ferry Build's PipelineRun, as the Build controller renders it, through the
+// installed Tekton: `ferry git-clone` at the commit from the git server, the pipeline file's step
+// in its builder image, and `ferry assemble` pushing the image with the push Secret; Tekton's
+// results name the pushed image, which the registry then serves.
+func runFerryBuild(ctx context.Context, t *testing.T, c client.Client, env *realnode.Env, installed *Installed) {
+	t.Helper()
+	git, err := gitserver.Start(gitserver.Options{Addr: env.Host.IP.String() + ":0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = git.Close() })
+	if err := git.CreateRepo("team/hello", gitserver.RepoOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	shell := installed.Images["shell"]
+	file := fmt.Sprintf(`stack: busybox
+build:
+  image: %s
+  steps:
+    - name: compile
+      run: mkdir -p out && echo "built at $(cat REVISION_NOTE)" > out/hello.txt
+artifacts: ["out/hello.txt"]
+workdir: /app
+entrypoint: ["/bin/cat", "/app/out/hello.txt"]
+`, shell)
+	sha, err := git.Commit("team/hello", gitserver.Commit{Message: "hello", Files: map[string]string{".ferry.yaml": file, "REVISION_NOTE": "the first commit\n"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pf, err := pipelinefile.Parse(".ferry.yaml", []byte(file))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	ferryImage := env.Push(t, ferryBinary(t), "ferry/ferry:test", "/usr/local/bin/ferry")
+	dockerConfig, err := json.Marshal(map[string]any{"auths": map[string]any{env.Registry.Host: map[string]string{
+		"auth": base64.StdEncoding.EncodeToString([]byte(env.User + ":" + env.Password)),
+	}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	push := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "push", Namespace: "builds"},
+		Type:       corev1.SecretTypeDockerConfigJson,
+		Data:       map[string][]byte{corev1.DockerConfigJsonKey: dockerConfig},
+	}
+	if err := c.Create(ctx, push); err != nil {
+		t.Fatal(err)
+	}
+	plan, err := buildplan.New(pf, buildplan.Inputs{
+		BuildName: "hello-1", BuildUID: "0c0ffee0-0000-4000-8000-000000000001", Namespace: "builds", Project: "hello",
+		CloneURL: git.RepoURL("team/hello"), Revision: sha, Ref: "refs/heads/main", PipelineFile: ".ferry.yaml",
+		Image: env.Registry.Host + "/team/hello", Insecure: true, StackImage: shell,
+		PushSecret: push.Name, FerryImage: ferryImage,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr, err := plan.PipelineRun()
+	if err != nil {
+		t.Fatal(err)
+	}
+	begin := time.Now()
+	if err := c.Create(ctx, pr); err != nil {
+		t.Fatal(err)
+	}
+	cond := waitPipelineRun(ctx, t, c, pr)
+	if !cond.IsTrue() {
+		t.Fatalf("the Build's PipelineRun did not succeed: %s %s: %s\n%s", cond.Status, cond.Reason, cond.Message, podLogs(ctx, c, pr))
+	}
+	t.Logf("the Build's PipelineRun (clone, compile, assemble and push) succeeded in %s", time.Since(begin).Round(100*time.Millisecond))
+	results := map[string]string{}
+	for _, r := range pr.Status.Results {
+		results[r.Name] = r.Value.StringVal
+	}
+	url, digest := results[buildplan.ResultImageURL], results[buildplan.ResultImageDigest]
+	if url != env.Registry.Host+"/team/hello" || !strings.HasPrefix(digest, "sha256:") {
+		t.Fatalf("results %v do not name the pushed image", results)
+	}
+	ref, err := name.NewDigest(url+"@"+digest, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := remote.Image(ref, env.Remote...)
+	if err != nil {
+		t.Fatalf("the registry does not serve the image the results name: %v", err)
+	}
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(cfg.Config.Entrypoint, " "); got != "/bin/cat /app/out/hello.txt" {
+		t.Errorf("the image's entrypoint is %q", got)
+	}
+	if cfg.Config.Labels["org.opencontainers.image.revision"] != sha {
+		t.Errorf("the image's labels %v do not name the commit %s", cfg.Config.Labels, sha)
+	}
+}
+
+// waitPipelineRun waits until a PipelineRun finishes and returns its Succeeded condition.
+func waitPipelineRun(ctx context.Context, t *testing.T, c client.Client, pr *pipelinev1.PipelineRun) *apis.Condition {
+	t.Helper()
+	var last string
+	for {
+		if err := c.Get(ctx, client.ObjectKeyFromObject(pr), pr); err != nil {
+			t.Fatal(err)
+		}
+		cond := pr.Status.GetCondition(apis.ConditionSucceeded)
+		if cond != nil {
+			last = fmt.Sprintf("%s %s: %s", cond.Status, cond.Reason, cond.Message)
+		}
+		if cond != nil && cond.Status != corev1.ConditionUnknown {
+			return cond
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("PipelineRun %s did not finish: %s\n%s", pr.Name, last, podLogs(context.Background(), c, pr))
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// podLogs are the states of a PipelineRun's pods' containers, for a failure's message.
+func podLogs(ctx context.Context, c client.Client, pr *pipelinev1.PipelineRun) string {
+	pods := &corev1.PodList{}
+	if err := c.List(ctx, pods, client.InNamespace(pr.Namespace), client.MatchingLabels{"tekton.dev/pipelineRun": pr.Name}); err != nil {
+		return err.Error()
+	}
+	var b strings.Builder
+	for _, p := range pods.Items {
+		for _, s := range append(p.Status.InitContainerStatuses, p.Status.ContainerStatuses...) {
+			fmt.Fprintf(&b, "%s/%s: %+v\n", p.Name, s.Name, s.State)
+		}
+	}
+	return b.String()
+}
+
+var (
+	ferryOnce sync.Once
+	ferryPath string
+	ferryErr  error
+)
+
+// ferryBinary builds the ferry binary of Ferry's image (static, -tags ferry_nodev) once.
+func ferryBinary(t *testing.T) string {
+	t.Helper()
+	ferryOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "ferry-tekton-test-")
+		if err != nil {
+			ferryErr = err
+			return
+		}
+		ferryPath = filepath.Join(dir, "ferry")
+		cmd := exec.Command("go", "build", "-trimpath", "-tags", "ferry_nodev", "-o", ferryPath, "github.com/ferryci/ferry/cmd/ferry")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			ferryErr = fmt.Errorf("failed to build ferry: %w\n%s", err, out)
+		}
+	})
+	if ferryErr != nil {
+		t.Fatal(ferryErr)
+	}
+	return ferryPath
 }
