@@ -50,6 +50,7 @@ Run it inside a Ferry checkout: the example apps come from its examples/ directo
 	cmd.Flags().StringVar(&opts.DataDir, "data-dir", dev.DefaultDataDir, "directory that keeps everything between starts")
 	cmd.Flags().BoolVar(&opts.AllowLocalExecutorInCluster, "allow-local-executor-in-cluster", false, "DANGEROUS: run the local executor although this is a Kubernetes pod (its build steps would run next to the pod's ServiceAccount token); only for a pod that is one person's machine")
 	cmd.Flags().StringVar(&opts.ImageCache, "image-cache", "", "directory that keeps the real base images (Debian, Python, Go) between starts and data directories (default DATA_DIR/images)")
+	cmd.Flags().StringVar(&opts.Executor, "executor", dev.ExecutorLocal, "what runs the Builds: local (the steps on this machine, isolated) or tekton (Tekton Pipelines installed on the hub's real node runs each Build as a PipelineRun; needs real nodes)")
 	cmd.Flags().StringVar(&opts.Nodes, "nodes", dev.NodesAuto, "what runs the clusters' pods: real (containerd and the kubelet on this machine), simulated (kwok) or auto (real where the machine can)")
 	cmd.AddCommand(newDevPushCommand())
 	return cmd

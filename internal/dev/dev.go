@@ -82,6 +82,31 @@ type Options struct {
 	// kube-proxy on this machine: containers really run), NodesSimulated (kwok marks pods ready,
 	// nothing runs) or NodesAuto (real where the machine can, else simulated; the default).
 	Nodes string
+
+	// Executor runs the Builds: ExecutorTekton (Tekton Pipelines installed on the hub's real node:
+	// each Build a PipelineRun whose pod clones, runs the steps in the builder image and assembles),
+	// ExecutorLocal (the steps run on this machine, isolated) or "" (ExecutorLocal).
+	Executor string
+}
+
+// What runs the Builds (Options.Executor).
+const (
+	ExecutorTekton = "tekton"
+	ExecutorLocal  = "local"
+)
+
+// decideExecutor resolves Options.Executor against the nodes: Tekton needs a real node to run on.
+func decideExecutor(executor string, real bool, whyNot string) (string, error) {
+	switch executor {
+	case "", ExecutorLocal:
+		return ExecutorLocal, nil
+	case ExecutorTekton:
+		if !real {
+			return "", fmt.Errorf("--executor=tekton needs real nodes to run Tekton's pods on, and nodes are simulated here (%s)", whyNot)
+		}
+		return ExecutorTekton, nil
+	}
+	return "", fmt.Errorf("--executor=%s: want tekton or local", executor)
 }
 
 // What runs the clusters' pods (Options.Nodes).
@@ -121,9 +146,13 @@ type env struct {
 	examples []string
 
 	// real says whether the clusters have real nodes; whyNot says why not when they do not.
-	real    bool
-	whyNot  string
-	hostNet *controlplane.HostNetwork
+	real   bool
+	whyNot string
+	// executor runs the Builds (ExecutorTekton or ExecutorLocal); ferryImage is the image of the
+	// clone and assemble steps of PipelineRuns under Tekton.
+	executor   string
+	ferryImage string
+	hostNet    *controlplane.HostNetwork
 	// nodeSlots are the real nodes' directories and slots, to check that they left nothing.
 	nodeSlots map[string]int
 	// pause is the pause image of the real nodes' pod sandboxes.
@@ -228,7 +257,11 @@ func Run(ctx context.Context, opts Options) (err error) {
 	if err != nil {
 		return err
 	}
-	e := &env{opts: opts, dir: dir, st: st, first: first, examples: examples, clusters: map[string]*controlplane.Cluster{}, real: real, whyNot: whyNot}
+	executor, err := decideExecutor(opts.Executor, real, whyNot)
+	if err != nil {
+		return err
+	}
+	e := &env{opts: opts, dir: dir, st: st, first: first, examples: examples, clusters: map[string]*controlplane.Cluster{}, real: real, whyNot: whyNot, executor: executor}
 	steps := startSteps
 	if real {
 		steps++
@@ -287,7 +320,7 @@ func (e *env) start(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
-	if err := e.out.step("Starting Ferry's manager: controllers, admission webhooks, GitLab receiver, UI, local executor", func() error {
+	if err := e.out.step("Starting Ferry's manager: controllers, admission webhooks, GitLab receiver, UI, "+e.executor+" executor", func() error {
 		return e.startManager(ctx)
 	}); err != nil {
 		return err
@@ -497,6 +530,11 @@ func (e *env) startHub(ctx context.Context) error {
 	e.hub = hub
 	if err := installCRDs(ctx, hub.Config); err != nil {
 		return err
+	}
+	if e.executor == ExecutorTekton {
+		if err := e.installTekton(ctx); err != nil {
+			return err
+		}
 	}
 	c, err := client.New(hub.Config, client.Options{Scheme: manager.Scheme()})
 	e.client = c

@@ -345,11 +345,11 @@ type devProcess struct {
 }
 
 // startDev starts `ferry dev` and waits until it says it is ready.
-func startDev(t *testing.T, ferry, root, dataDir string) *devProcess {
+func startDev(t *testing.T, ferry, root, dataDir string, args ...string) *devProcess {
 	t.Helper()
 	// The real base images are built once per machine, in the checkout's git-ignored cache that
 	// `make run` and the baseimage tests share.
-	cmd := exec.Command(ferry, "dev", "--data-dir", dataDir, "--image-cache", filepath.Join(root, ".cache", "baseimage"))
+	cmd := exec.Command(ferry, append([]string{"dev", "--data-dir", dataDir, "--image-cache", filepath.Join(root, ".cache", "baseimage")}, args...)...)
 	cmd.Dir = root
 	out := &syncBuffer{ready: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = out, out
