@@ -212,6 +212,10 @@ func StartAPIServer(ctx context.Context, opts APIServerOptions) (*APIServer, err
 			return nil, fmt.Errorf("failed to configure the %s API server for real nodes: %w", name, err)
 		}
 	}
+	// A stop must not wait for watches: a pod killed with its node may leave its connection open,
+	// and kube-apiserver otherwise waits for open watches up to its request timeout (60 s). With
+	// this, in-flight requests still finish, and what remains is closed 2 s after.
+	apiServer.Configure().Set("shutdown-send-retry-after", "true")
 	for k, v := range opts.APIServerFlags {
 		apiServer.Configure().Set(k, v)
 	}

@@ -192,6 +192,31 @@ func TestStopLeavesNoProcess(t *testing.T) {
 	}
 }
 
+// TestStopWithOpenWatches stops an API server that clients still watch: a pod's controller
+// killed without its connection closing, or a kubelet still running, leaves a watch open, and
+// the stop must not wait for it.
+func TestStopWithOpenWatches(t *testing.T) {
+	ctx := t.Context()
+	api, err := StartAPIServer(ctx, APIServerOptions{Name: "watched"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clientset, err := kubernetes.NewForConfig(api.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		w, err := clientset.CoreV1().Namespaces().Watch(ctx, metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer w.Stop()
+	}
+	if err := api.Stop(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func createNamespace(ctx context.Context, t *testing.T, clientset kubernetes.Interface, prefix string) string {
 	t.Helper()
 	ns, err := clientset.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: prefix + "-"}}, metav1.CreateOptions{})
