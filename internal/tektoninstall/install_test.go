@@ -5,11 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -146,7 +142,7 @@ entrypoint: ["/bin/cat", "/app/out/hello.txt"]
 		t.Fatal(err)
 	}
 
-	ferryImage := env.Push(t, ferryBinary(t), "ferry/ferry:test", "/usr/local/bin/ferry")
+	ferryImage := env.Push(t, realnode.StaticBinary(t, "github.com/ferryci/ferry/cmd/ferry", "ferry_nodev"), "ferry/ferry:test", "/usr/local/bin/ferry")
 	dockerConfig, err := json.Marshal(map[string]any{"auths": map[string]any{env.Registry.Host: map[string]string{
 		"auth": base64.StdEncoding.EncodeToString([]byte(env.User + ":" + env.Password)),
 	}}})
@@ -247,32 +243,4 @@ func podLogs(ctx context.Context, c client.Client, pr *pipelinev1.PipelineRun) s
 		}
 	}
 	return b.String()
-}
-
-var (
-	ferryOnce sync.Once
-	ferryPath string
-	ferryErr  error
-)
-
-// ferryBinary builds the ferry binary of Ferry's image (static, -tags ferry_nodev) once.
-func ferryBinary(t *testing.T) string {
-	t.Helper()
-	ferryOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "ferry-tekton-test-")
-		if err != nil {
-			ferryErr = err
-			return
-		}
-		ferryPath = filepath.Join(dir, "ferry")
-		cmd := exec.Command("go", "build", "-trimpath", "-tags", "ferry_nodev", "-o", ferryPath, "github.com/ferryci/ferry/cmd/ferry")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			ferryErr = fmt.Errorf("failed to build ferry: %w\n%s", err, out)
-		}
-	})
-	if ferryErr != nil {
-		t.Fatal(ferryErr)
-	}
-	return ferryPath
 }

@@ -281,12 +281,12 @@ func resolve(u *unstructured.Unstructured, images map[string]string) error {
 			if !strings.HasPrefix(t, koPrefix) {
 				return t
 			}
-			command := path.Base(strings.TrimPrefix(t, koPrefix))
-			if strings.Contains(strings.TrimPrefix(t, koPrefix), "/") && !strings.HasPrefix(strings.TrimPrefix(t, koPrefix), commandPackage) {
+			ref := strings.TrimPrefix(t, koPrefix)
+			if strings.Contains(ref, "/") && !strings.HasPrefix(ref, commandPackage) {
 				errs = append(errs, fmt.Errorf("%s is not one of Tekton's commands", t))
 				return t
 			}
-			img, ok := images[command]
+			img, ok := images[path.Base(ref)]
 			if !ok {
 				errs = append(errs, fmt.Errorf("no image was built for %s", t))
 				return t

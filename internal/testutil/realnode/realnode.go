@@ -6,11 +6,11 @@ package realnode
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -122,31 +122,38 @@ func (e *Env) StartCluster(t testing.TB, opts controlplane.APIServerOptions) *co
 }
 
 var (
-	webOnce sync.Once
-	webPath string
-	webErr  error
+	binariesMu sync.Mutex
+	binaries   = map[string]string{}
 )
+
+// StaticBinary builds a static binary (CGO_ENABLED=0) of a Go package with build tags, once per
+// test process, for a one-binary image.
+func StaticBinary(t testing.TB, pkg string, tags ...string) string {
+	t.Helper()
+	binariesMu.Lock()
+	defer binariesMu.Unlock()
+	key := pkg + " " + strings.Join(tags, ",")
+	if p, ok := binaries[key]; ok {
+		return p
+	}
+	dir, err := os.MkdirTemp("", "ferry-realnode-bin-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, path.Base(pkg))
+	cmd := exec.Command("go", "build", "-trimpath", "-tags", strings.Join(tags, ","), "-o", out, pkg)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if data, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("failed to build %s: %v\n%s", pkg, err, data)
+	}
+	binaries[key] = out
+	return out
+}
 
 // WebBinary builds the test web server (package web) once per test process.
 func WebBinary(t testing.TB) string {
 	t.Helper()
-	webOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "ferry-realnode-web-")
-		if err != nil {
-			webErr = err
-			return
-		}
-		webPath = filepath.Join(dir, "web")
-		cmd := exec.Command("go", "build", "-trimpath", "-o", webPath, "github.com/ferryci/ferry/internal/testutil/realnode/web")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			webErr = fmt.Errorf("failed to build the test web server: %w\n%s", err, out)
-		}
-	})
-	if webErr != nil {
-		t.Fatal(webErr)
-	}
-	return webPath
+	return StaticBinary(t, "github.com/ferryci/ferry/internal/testutil/realnode/web")
 }
 
 // Get fetches a URL through a cluster's node, as a pod would (Service ClusterIPs, pod addresses).
