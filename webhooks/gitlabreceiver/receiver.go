@@ -232,7 +232,10 @@ func (r *Receiver) Start(ctx context.Context) error {
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       90 * time.Second,
 		MaxHeaderBytes:    1 << 20,
-		BaseContext:       func(net.Listener) context.Context { return ctx },
+		// Not ctx itself: when the manager stops (a rolling upgrade), deliveries already begun
+		// are answered and their Builds recorded while the server drains, instead of failing
+		// with the manager's context.
+		BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
 	addr := l.Addr().String()
 	r.addr.Store(&addr)
@@ -247,7 +250,13 @@ func (r *Receiver) Start(ctx context.Context) error {
 	shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := srv.Shutdown(shutdown); err != nil {
-		return fmt.Errorf("failed to shut the GitLab receiver down: %w", err)
+		// Deliveries still arriving after 10 s (a client that stalls) are cut off; GitLab may
+		// redeliver them.
+		_ = srv.Close()
+		if !errors.Is(err, context.DeadlineExceeded) {
+			return fmt.Errorf("failed to shut the GitLab receiver down: %w", err)
+		}
+		r.log.Info("Closed deliveries still being received 10s after the receiver began to stop")
 	}
 	return nil
 }
