@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -99,8 +100,12 @@ type Options struct {
 	Executor string
 
 	// FerryImage is the image of the ferry binary that runs the clone and assemble steps of every
-	// PipelineRun. Default DefaultFerryImage.
+	// PipelineRun. Default: the image this manager runs in, when it runs in the pod PodName, so
+	// that one image reference set at install time serves both; else DefaultFerryImage.
 	FerryImage string
+
+	// PodName is the manager's own pod in Namespace, when it runs in one ($POD_NAME).
+	PodName string
 
 	// MaxBuildTimeout caps every Build's timeout, whatever its Project and pipeline file ask for.
 	// Default 6h.
@@ -196,6 +201,9 @@ type Options struct {
 	BuildCreators []string
 }
 
+// DefaultLeaderElectionID names the Lease of the managers' leader election, in their namespace.
+const DefaultLeaderElectionID = "ferry-manager.ferry.dev"
+
 // DefaultFerryImage runs the clone and assemble steps when the manager is not told otherwise.
 const DefaultFerryImage = "ghcr.io/ferryci/ferry:v0.1.0"
 
@@ -249,7 +257,7 @@ func New(cfg *rest.Config, opts Options) (*Manager, error) {
 		return nil, err
 	}
 	if opts.LeaderElectionID == "" {
-		opts.LeaderElectionID = "ferry-manager.ferry.dev"
+		opts.LeaderElectionID = DefaultLeaderElectionID
 	}
 	if opts.GracefulShutdownTimeout == 0 {
 		opts.GracefulShutdownTimeout = 30 * time.Second
@@ -390,6 +398,10 @@ func (m *Manager) setupController(name string) error {
 		if err != nil {
 			return err
 		}
+		ferryImage, err := m.ferryImage()
+		if err != nil {
+			return err
+		}
 		return (&buildcontroller.Reconciler{
 			Client:          m.GetClient(),
 			APIReader:       m.GetAPIReader(),
@@ -397,7 +409,7 @@ func (m *Manager) setupController(name string) error {
 			Recorder:        m.GetEventRecorder("ferry-build-controller"),
 			Namespace:       m.opts.Namespace,
 			Executor:        executor,
-			FerryImage:      orDefault(m.opts.FerryImage, DefaultFerryImage),
+			FerryImage:      ferryImage,
 			MaxBuildTimeout: m.opts.MaxBuildTimeout,
 			GitLimits:       m.opts.GitLimits,
 			FetchShare:      m.opts.GitFetchShare,
@@ -643,6 +655,60 @@ func enabledControllers(list []string) ([]string, error) {
 	return enabled, nil
 }
 
+// ferryImage is the image of the clone and assemble steps of PipelineRuns: as told, else the
+// image of the manager's own pod, else DefaultFerryImage.
+func (m *Manager) ferryImage() (string, error) {
+	if m.opts.FerryImage != "" || m.opts.PodName == "" || m.opts.Executor == localexecutor.Name {
+		return orDefault(m.opts.FerryImage, DefaultFerryImage), nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	img, err := OwnImage(ctx, m.GetAPIReader(), m.opts.Namespace, m.opts.PodName)
+	if err != nil {
+		return "", fmt.Errorf("failed to find the image this manager runs, for the steps of PipelineRuns (or set --ferry-image): %w", err)
+	}
+	ctrl.Log.WithName("setup").Info("PipelineRuns run the manager's own image", "image", img)
+	return img, nil
+}
+
+// OwnImage returns the image of the container "manager" (or the only container) of a pod, pinned
+// by digest: the digest the node pulled when it has one, else the image as the pod names it.
+func OwnImage(ctx context.Context, r client.Reader, namespace, pod string) (string, error) {
+	p := &corev1.Pod{}
+	if err := r.Get(ctx, client.ObjectKey{Namespace: namespace, Name: pod}, p); err != nil {
+		return "", fmt.Errorf("failed to read pod %s/%s: %w", namespace, pod, err)
+	}
+	name := ""
+	for _, c := range p.Spec.Containers {
+		if c.Name == "manager" || len(p.Spec.Containers) == 1 {
+			name = c.Name
+		}
+	}
+	if name == "" {
+		return "", fmt.Errorf("pod %s/%s has no container named manager", namespace, pod)
+	}
+	var spec string
+	for _, c := range p.Spec.Containers {
+		if c.Name == name {
+			spec = c.Image
+		}
+	}
+	if strings.Contains(spec, "@sha256:") {
+		return spec, nil
+	}
+	for _, cs := range p.Status.ContainerStatuses {
+		// containerd reports repository@sha256:…; Docker prefixed it with docker-pullable://.
+		id := strings.TrimPrefix(cs.ImageID, "docker-pullable://")
+		if cs.Name == name && pinnedImage.MatchString(id) {
+			return id, nil
+		}
+	}
+	return spec, nil
+}
+
+// pinnedImage is an image reference by digest.
+var pinnedImage = regexp.MustCompile(`^[^@\s]+@sha256:[0-9a-f]{64}$`)
+
 func orDefault(s, def string) string {
 	if s == "" {
 		return def
@@ -652,5 +718,6 @@ func orDefault(s, def string) string {
 
 // Ferry's own namespace: leader election, and the Secrets it watches there (kubeconfigs of target
 // clusters, its webhook certificate).
+// +kubebuilder:rbac:groups="",namespace=ferry-system,resources=pods,verbs=get
 // +kubebuilder:rbac:groups=coordination.k8s.io,namespace=ferry-system,resources=leases,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",namespace=ferry-system,resources=secrets,verbs=get;list;watch
