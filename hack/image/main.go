@@ -46,6 +46,8 @@ type options struct {
 	repository string
 	cacheDir   string
 	outDir     string
+	// insecure allows plain HTTP to the registry, as on a node network (192.0.2.x) of tests.
+	insecure bool
 }
 
 func main() {
@@ -56,6 +58,7 @@ func main() {
 	flag.StringVar(&o.repository, "repository", envOr("IMAGE_REPOSITORY", "ferry/ferry"), "repository of Ferry's image in the registry")
 	flag.StringVar(&o.cacheDir, "cache", ".cache/baseimage", "cache of the base images")
 	flag.StringVar(&o.outDir, "out", "dist/image", "where the OCI layout and the image reference are written")
+	flag.BoolVar(&o.insecure, "insecure-registry", os.Getenv("IMAGE_INSECURE") != "", "push over plain HTTP (a registry on loopback never needs it)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -110,10 +113,11 @@ func run(ctx context.Context, o options) (*built, error) {
 
 	step(1, "base images (debian-12, go-static) from Debian's archive, cached in %s", o.cacheDir)
 	base, err := baseimage.Build(ctx, baseimage.Options{
-		CacheDir: under(repo, o.cacheDir),
-		Registry: host,
-		Remote:   ropts,
-		Progress: func(s string, done, total int) { fmt.Fprintf(os.Stderr, "      [%d/%d] %s\n", done, total, s) },
+		CacheDir:  under(repo, o.cacheDir),
+		Registry:  host,
+		Remote:    ropts,
+		PlainHTTP: o.insecure,
+		Progress:  func(s string, done, total int) { fmt.Fprintf(os.Stderr, "      [%d/%d] %s\n", done, total, s) },
 	})
 	if err != nil {
 		return nil, err
@@ -164,6 +168,11 @@ func run(ctx context.Context, o options) (*built, error) {
 		}
 		args = append(args, "--docker-config", work)
 	}
+	var nameOpts []name.Option
+	if o.insecure {
+		args = append(args, "--insecure-registry")
+		nameOpts = append(nameOpts, name.Insecure)
+	}
 	cmd := exec.CommandContext(ctx, ferry, args...)
 	cmd.Dir = repo
 	var out bytes.Buffer
@@ -173,7 +182,7 @@ func run(ctx context.Context, o options) (*built, error) {
 	}
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
 	ref := lines[len(lines)-1]
-	digest, err := name.NewDigest(ref)
+	digest, err := name.NewDigest(ref, nameOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("ferry build printed %q, not an image: %w", ref, err)
 	}
