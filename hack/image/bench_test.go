@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -16,8 +17,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/ferryci/ferry/internal/controlplane"
+	"github.com/ferryci/ferry/internal/releasetest"
 	"github.com/ferryci/ferry/internal/testutil"
 )
 
@@ -44,6 +48,118 @@ func BenchmarkFerryBinaries(b *testing.B) {
 		b.ReportMetric(total.Seconds()/float64(b.N), bin.name+"-manager-ready-s")
 		b.ReportMetric(rss, bin.name+"-manager-rss-MiB")
 	}
+}
+
+// BenchmarkManagerMemoryWithBuilds measures the resident memory of the image's `ferry manager`
+// once it has reconciled 1,000 finished Builds of 50 Projects (goal: at most 150 MiB).
+func BenchmarkManagerMemoryWithBuilds(b *testing.B) {
+	benchOnce.Do(func() { benchSetup, benchErr = setUpBench() })
+	if benchErr != nil {
+		b.Fatal(benchErr)
+	}
+	const projects, perProject = 50, 20 // 20: within the default history limit, so none is pruned
+	buildsOnce.Do(func() {
+		// Two thousand writes: without client-side throttling.
+		cfg := rest.CopyConfig(benchSetup.hub.Config)
+		cfg.QPS, cfg.Burst = 1000, 1000
+		c, err := client.New(cfg, client.Options{Scheme: benchSetup.hub.Client.Scheme()})
+		if err != nil {
+			buildsErr = err
+			return
+		}
+		buildsErr = createBuilds(b, c, projects, perProject)
+	})
+	if buildsErr != nil {
+		b.Fatal(buildsErr)
+	}
+	var image benchBinary
+	for _, bin := range benchSetup.binaries {
+		if bin.name == "image" {
+			image = bin
+		}
+	}
+	var rss float64
+	for range b.N {
+		rss = managerAfterReconciles(b, image.path, benchSetup.hub.KubeconfigPath, projects*perProject)
+	}
+	b.ReportMetric(rss, "image-manager-rss-1000-builds-MiB")
+}
+
+var (
+	buildsOnce sync.Once
+	buildsErr  error
+)
+
+// createBuilds creates Projects, each with finished Builds.
+func createBuilds(b *testing.B, c client.Client, projects, perProject int) error {
+	ctx := context.Background()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "bench-builds"}}
+	if err := c.Create(ctx, ns); err != nil {
+		return err
+	}
+	for p := range projects {
+		name := fmt.Sprintf("app-%02d", p)
+		if err := c.Create(ctx, releasetest.Project(ns.Name, name)); err != nil {
+			return err
+		}
+		for i := range perProject {
+			releasetest.CreateBuild(b, c, ns.Name, fmt.Sprintf("%s-%02d", name, i), name, "refs/heads/main",
+				releasetest.Image(fmt.Sprintf("%s-%d", name, i)), "alice", releasetest.Deploy(1, nil))
+		}
+	}
+	return nil
+}
+
+// managerAfterReconciles runs `ferry manager` until its Build controller has reconciled n Builds
+// and has nothing queued, and returns its resident memory then.
+func managerAfterReconciles(b *testing.B, ferry, kubeconfig string, n int) float64 {
+	b.Helper()
+	metrics := testutil.FreeAddr(b)
+	cmd := exec.Command(ferry, "manager", "--kubeconfig", kubeconfig, "--namespace", "ferry-system",
+		"--metrics-bind-address", metrics, "--health-probe-bind-address", "0", "--receiver-bind-address", "0",
+		"--ui-bind-address", "0", "--webhook-port", "0", "--leader-elect=false", "--executor", "tekton", "--zap-log-level", "error")
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	}()
+	var last string
+	if err := wait.PollUntilContextTimeout(context.Background(), 200*time.Millisecond, 5*time.Minute, true, func(context.Context) (bool, error) {
+		resp, err := http.Get("http://" + metrics + "/metrics") //nolint:noctx // metrics of a local process
+		if err != nil {
+			return false, nil
+		}
+		defer func() { _ = resp.Body.Close() }()
+		data, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return false, nil
+		}
+		reconciled := metricSum(string(data), `controller_runtime_reconcile_total{controller="build"`)
+		depth := metricSum(string(data), `workqueue_depth{controller="build"`)
+		last = fmt.Sprintf("%.0f reconciles, %.0f queued", reconciled, depth)
+		return reconciled >= float64(n) && depth == 0, nil
+	}); err != nil {
+		b.Fatalf("the manager did not reconcile %d Builds: %v (last: %s)", n, err, last)
+	}
+	return rssMiB(cmd.Process.Pid)
+}
+
+// metricSum adds up the samples of a Prometheus text exposition whose line starts with prefix.
+func metricSum(text, prefix string) float64 {
+	var sum float64
+	for _, line := range strings.Split(text, "\n") {
+		if !strings.HasPrefix(line, prefix) {
+			continue
+		}
+		fields := strings.Fields(line)
+		v, err := strconv.ParseFloat(fields[len(fields)-1], 64)
+		if err == nil {
+			sum += v
+		}
+	}
+	return sum
 }
 
 // benchSetup is what every run of BenchmarkFerryBinaries shares: the hub and the two binaries,
