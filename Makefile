@@ -96,7 +96,7 @@ test: controlplane-assets deps ## Run every test: unit tests and integration tes
 E2E_TIMEOUT ?= 20m
 
 .PHONY: e2e
-e2e: controlplane-assets deps ## The whole flow headless: ferry dev, a push, a Build, approvals, prod, a restart; a push through real Tekton (test/e2e).
+e2e: controlplane-assets deps ## The whole flow headless: ferry dev, a push, a Build, approvals, prod, a restart; a push through real Tekton; Ferry installed with kubectl apply -k on a real node (test/e2e).
 	FERRY_E2E=1 $(GO) test -count=1 -timeout $(E2E_TIMEOUT) -v $(TEST_FLAGS) ./test/e2e/...
 
 # Where `make run` keeps everything between starts (git-ignored).

@@ -79,6 +79,14 @@ const (
 	// PipelineRunningReason: the pipeline run was created and has not finished.
 	PipelineRunningReason = "PipelineRunning"
 
+	// WaitingForExecutorReason: the Build's run could not be created yet (Tekton's webhook does
+	// not answer, the API server is busy); the controller retries and creates it once.
+	WaitingForExecutorReason = "WaitingForExecutor"
+
+	// PipelineRunRefusedReason: the Build's PipelineRun was refused (by Tekton's webhook, a
+	// quota or a policy of the namespace); the Build fails with their words, without running.
+	PipelineRunRefusedReason = "PipelineRunRefused"
+
 	// QueuedReason: the Build's run exists and waits for the executor to have room for it (the local
 	// executor runs a bounded number of Builds at once).
 	QueuedReason = "Queued"

@@ -25,6 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
@@ -138,6 +139,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ct
 	if se := (*sourceError)(nil); errors.As(err, &se) && se.wait > 0 {
 		return ctrl.Result{RequeueAfter: se.wait}, nil
 	}
+	if ue := (*executorUnavailableError)(nil); errors.As(err, &ue) {
+		log.FromContext(ctx).Info("Waiting to create the Build's run", "error", ue.Error())
+		return ctrl.Result{RequeueAfter: executorRetry}, nil
+	}
 	if err != nil || run == nil {
 		return ctrl.Result{}, err
 	}
@@ -223,8 +228,32 @@ func (r *Reconciler) ensureRun(ctx context.Context, b *ferryv1.Build, p *ferryv1
 	b.Status.Executor = r.Executor.Name()
 	b.Status.Deploy = plan.File.Deploy.DeepCopy()
 	b.Status.Steps = waitingSteps(plan)
-	return r.Executor.Start(ctx, b, plan)
+	run, err = r.Executor.Start(ctx, b, plan)
+	var refused *RunRefusedError
+	switch {
+	case errors.As(err, &refused):
+		setCondition(b, ferryv1.PipelineSucceededCondition, metav1.ConditionFalse, ferryv1.PipelineRunRefusedReason, refused.Error())
+		markFinished(b, metav1.ConditionFalse, ferryv1.PipelineRunRefusedReason, refused.Error(), r.now())
+		return nil, nil
+	case err != nil:
+		// Tekton's webhook not answering: the run is created once it does (its name is the
+		// Build's, so never twice).
+		markProgressing(b, ferryv1.WaitingForExecutorReason, "waiting to create the Build's run: "+err.Error())
+		return nil, &executorUnavailableError{err: err}
+	}
+	return run, nil
 }
+
+// executorRetry is how soon a Build whose run could not be created tries again: steadily, so
+// that Builds start soon after an outage of Tekton's webhook rather than after a backoff grown
+// during it.
+const executorRetry = 5 * time.Second
+
+// executorUnavailableError: the run could not be created for now.
+type executorUnavailableError struct{ err error }
+
+func (e *executorUnavailableError) Error() string { return e.err.Error() }
+func (e *executorUnavailableError) Unwrap() error { return e.err }
 
 // startDeadlinePassed: a Build whose source could not be read within its timeout fails.
 func (r *Reconciler) startDeadlinePassed(b *ferryv1.Build, p *ferryv1.Project) bool {

@@ -93,7 +93,12 @@ func (e *TektonExecutor) Start(ctx context.Context, b *ferryv1.Build, p *buildpl
 		return nil, err
 	}
 	if err := e.Client.Create(ctx, pr); err != nil {
-		if !apierrors.IsAlreadyExists(err) {
+		switch {
+		case apierrors.IsInvalid(err), apierrors.IsBadRequest(err), apierrors.IsForbidden(err):
+			// Tekton's webhook, a quota or a policy of the namespace said no: asking again
+			// would get the same answer.
+			return nil, &RunRefusedError{Name: pr.Name, Err: err}
+		case !apierrors.IsAlreadyExists(err):
 			return nil, fmt.Errorf("failed to create PipelineRun %s: %w", pr.Name, err)
 		}
 		existing := &pipelinev1.PipelineRun{}
@@ -107,6 +112,20 @@ func (e *TektonExecutor) Start(ctx context.Context, b *ferryv1.Build, p *buildpl
 	}
 	return stateFromPipelineRun(pr, nil), nil
 }
+
+// RunRefusedError is a run the cluster refused to create: retrying cannot help, the Build fails.
+type RunRefusedError struct {
+	// Name is the run's name.
+	Name string
+	// Err is the API server's answer, which carries the refuser's own words.
+	Err error
+}
+
+func (e *RunRefusedError) Error() string {
+	return fmt.Sprintf("PipelineRun %s was refused: %v", e.Name, e.Err)
+}
+
+func (e *RunRefusedError) Unwrap() error { return e.Err }
 
 // Cancel sets the PipelineRun's spec.status to Cancelled: Tekton stops its pods.
 func (e *TektonExecutor) Cancel(ctx context.Context, b *ferryv1.Build) error {
@@ -155,6 +174,11 @@ func stateFromPipelineRun(pr *pipelinev1.PipelineRun, tr *pipelinev1.TaskRun) *R
 		default:
 			s.Phase = PhaseFailed
 			s.Message = cond.Reason + withDetail(cond.Message)
+			if tc := tr.Status.GetCondition(apis.ConditionSucceeded); tc != nil && tc.IsFalse() && tc.Reason != "" && tc.Reason != string(pipelinev1.TaskRunReasonFailed) {
+				// The TaskRun says why in Tekton's words where the PipelineRun only counts
+				// failed tasks: an image that could not be pulled, a pod that could not be made.
+				s.Message = tc.Reason + withDetail(tc.Message)
+			}
 			if step := failedStep(tr); step != "" {
 				s.Message = "step " + step + " failed; " + s.Message
 			}

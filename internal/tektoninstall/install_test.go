@@ -101,6 +101,36 @@ func TestInstallRunsAPipelineRunOnARealNode(t *testing.T) {
 
 	runFerryBuild(ctx, t, c, env, installed)
 
+	// A step whose image cannot be pulled: Tekton fails its TaskRun with TaskRunImagePullFailed,
+	// naming the step and the image (what the Build controller passes on to the Build).
+	missing := env.Registry.Host + "/nothing/here@sha256:" + strings.Repeat("0", 64)
+	unpullable := &pipelinev1.PipelineRun{
+		ObjectMeta: metav1.ObjectMeta{Name: "unpullable", Namespace: ns.Name},
+		Spec: pipelinev1.PipelineRunSpec{PipelineSpec: &pipelinev1.PipelineSpec{
+			Tasks: []pipelinev1.PipelineTask{{Name: "build", TaskSpec: &pipelinev1.EmbeddedTask{TaskSpec: pipelinev1.TaskSpec{
+				Steps: []pipelinev1.Step{{Name: "compile", Image: missing, Command: []string{"/bin/true"}}},
+			}}}},
+		}},
+	}
+	if err := c.Create(ctx, unpullable); err != nil {
+		t.Fatal(err)
+	}
+	if cond := waitPipelineRun(ctx, t, c, unpullable); !cond.IsFalse() {
+		t.Fatalf("a PipelineRun whose image cannot be pulled ended %s %s: %s", cond.Status, cond.Reason, cond.Message)
+	}
+	if len(unpullable.Status.ChildReferences) != 1 {
+		t.Fatalf("child references %+v", unpullable.Status.ChildReferences)
+	}
+	tr := &pipelinev1.TaskRun{}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: ns.Name, Name: unpullable.Status.ChildReferences[0].Name}, tr); err != nil {
+		t.Fatal(err)
+	}
+	tc := tr.Status.GetCondition(apis.ConditionSucceeded)
+	if tc == nil || tc.Reason != string(pipelinev1.TaskRunReasonImagePullFailed) || !strings.Contains(tc.Message, `the step "compile"`) || !strings.Contains(tc.Message, missing) {
+		t.Errorf("the TaskRun of an unpullable step says %+v; want TaskRunImagePullFailed naming the step and the image", tc)
+	}
+	t.Logf("an unpullable step's TaskRun failed %s after its creation: %s: %s", tr.Status.CompletionTime.Sub(tr.CreationTimestamp.Time), tc.Reason, tc.Message)
+
 	begin = time.Now()
 	if _, err := Install(ctx, Options{Config: cluster.Config, Registry: env.Registry.Host, Remote: env.Remote}); err != nil {
 		t.Fatalf("installing again: %v", err)
