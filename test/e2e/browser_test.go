@@ -13,12 +13,12 @@ import (
 
 // browser is a person's headless Chromium, closed when the test ends.
 type browser struct {
-	t    *testing.T
+	t    testing.TB
 	ctx  context.Context
 	base string
 }
 
-func newBrowser(t *testing.T, base string) *browser {
+func newBrowser(t testing.TB, base string) *browser {
 	t.Helper()
 	ctx, stop, err := chromium.Start(t.TempDir())
 	if err != nil {

@@ -237,7 +237,7 @@ func TestPushToProductionAndRestart(t *testing.T) {
 }
 
 // waitAppAnswers waits until an app URL of ferry dev answers 200 with want in its body.
-func waitAppAnswers(t *testing.T, appURL, want string) {
+func waitAppAnswers(t testing.TB, appURL, want string) {
 	t.Helper()
 	var last string
 	testutil.EventuallyWithin(t, rolloutTimeout, appURL+" answering "+want, func() (bool, error) {
@@ -278,7 +278,7 @@ func getApp(ctx context.Context, appURL string) (int, string, error) {
 // brokenCommitRollsBack pushes a commit whose health check answers 500 and checks that its
 // rollout in dev fails and is rolled back to the running image, and that the running version
 // answered every request meanwhile (a Rolling rollout never removes a ready pod first).
-func brokenCommitRollsBack(t *testing.T, ferry, root, dataDir string, hub client.Client, ep *dev.Endpoints, project string, running *ferryv1.Build) {
+func brokenCommitRollsBack(t testing.TB, ferry, root, dataDir string, hub client.Client, ep *dev.Endpoints, project string, running *ferryv1.Build) {
 	t.Helper()
 	appURL := ep.Projects[project].AppURLs["dev"]
 	want := "(commit " + running.Spec.Revision[:8] + ")"
@@ -345,7 +345,7 @@ type devProcess struct {
 }
 
 // startDev starts `ferry dev` and waits until it says it is ready.
-func startDev(t *testing.T, ferry, root, dataDir string, args ...string) *devProcess {
+func startDev(t testing.TB, ferry, root, dataDir string, args ...string) *devProcess {
 	t.Helper()
 	// The real base images are built once per machine, in the checkout's git-ignored cache that
 	// `make run` and the baseimage tests share.
@@ -401,7 +401,7 @@ func startDev(t *testing.T, ferry, root, dataDir string, args ...string) *devPro
 
 // stop sends SIGINT, as Ctrl-C does, and checks that ferry dev exits cleanly and leaves no
 // process behind.
-func (d *devProcess) stop(t *testing.T) {
+func (d *devProcess) stop(t testing.TB) {
 	t.Helper()
 	d.stopped = true
 	if err := d.cmd.Process.Signal(syscall.SIGINT); err != nil {
@@ -452,7 +452,7 @@ func (b *syncBuffer) String() string {
 }
 
 // buildFerry builds the ferry binary the way make build does.
-func buildFerry(t *testing.T, root string) string {
+func buildFerry(t testing.TB, root string) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "ferry")
 	cmd := exec.Command("go", "build", "-o", bin, "./cmd/ferry")
@@ -464,7 +464,7 @@ func buildFerry(t *testing.T, root string) string {
 }
 
 // runFerry runs a ferry command that must succeed and returns its output.
-func runFerry(t *testing.T, ferry, root string, args ...string) string {
+func runFerry(t testing.TB, ferry, root string, args ...string) string {
 	t.Helper()
 	out, err := ferryCommand(ferry, root, args...)
 	if err != nil {
@@ -474,7 +474,7 @@ func runFerry(t *testing.T, ferry, root string, args ...string) string {
 }
 
 // runFerryFails runs a ferry command that must fail and returns its output.
-func runFerryFails(t *testing.T, ferry, root string, args ...string) string {
+func runFerryFails(t testing.TB, ferry, root string, args ...string) string {
 	t.Helper()
 	out, err := ferryCommand(ferry, root, args...)
 	if err == nil {
@@ -492,7 +492,7 @@ func ferryCommand(ferry, root string, args ...string) (string, error) {
 	return string(out), err
 }
 
-func kubeClient(t *testing.T, kubeconfig string) client.Client {
+func kubeClient(t testing.TB, kubeconfig string) client.Client {
 	t.Helper()
 	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
 	if err != nil {
@@ -506,7 +506,7 @@ func kubeClient(t *testing.T, kubeconfig string) client.Client {
 }
 
 // remoteHead is the commit main points at on the git server.
-func remoteHead(t *testing.T, repoURL string) string {
+func remoteHead(t testing.TB, repoURL string) string {
 	t.Helper()
 	out, err := exec.Command("git", "ls-remote", repoURL, "refs/heads/main").Output()
 	if err != nil {
@@ -520,7 +520,7 @@ func remoteHead(t *testing.T, repoURL string) string {
 }
 
 // onlyBuild is the one Build of a project.
-func onlyBuild(t *testing.T, c client.Client, project string) *ferryv1.Build {
+func onlyBuild(t testing.TB, c client.Client, project string) *ferryv1.Build {
 	t.Helper()
 	var b *ferryv1.Build
 	testutil.EventuallyWithin(t, time.Minute, "one Build of "+project, func() (bool, error) {
@@ -539,7 +539,7 @@ func onlyBuild(t *testing.T, c client.Client, project string) *ferryv1.Build {
 	return b
 }
 
-func waitBuildSucceeded(t *testing.T, c client.Client, b *ferryv1.Build) *ferryv1.Build {
+func waitBuildSucceeded(t testing.TB, c client.Client, b *ferryv1.Build) *ferryv1.Build {
 	t.Helper()
 	cur := &ferryv1.Build{}
 	testutil.EventuallyWithin(t, buildTimeout, "Build "+b.Name+" to succeed", func() (bool, error) {
@@ -557,7 +557,7 @@ func waitBuildSucceeded(t *testing.T, c client.Client, b *ferryv1.Build) *ferryv
 
 // waitEnvironment waits until a Release's environment is Ready with reason (Succeeded), or not
 // Ready with that reason (WaitingForApproval).
-func waitEnvironment(t *testing.T, c client.Client, release, env, reason string) *ferryv1.Release {
+func waitEnvironment(t testing.TB, c client.Client, release, env, reason string) *ferryv1.Release {
 	t.Helper()
 	r := &ferryv1.Release{}
 	testutil.EventuallyWithin(t, rolloutTimeout, "Release "+release+" in "+env+": "+reason, func() (bool, error) {
@@ -588,7 +588,7 @@ func envStatus(r *ferryv1.Release, env string) *ferryv1.ReleaseEnvironmentStatus
 
 // waitDeployment waits until the app's Deployment in a namespace of a target cluster runs exactly
 // image, every replica updated and available.
-func waitDeployment(t *testing.T, c client.Client, ns, app, image string) *appsv1.Deployment {
+func waitDeployment(t testing.TB, c client.Client, ns, app, image string) *appsv1.Deployment {
 	t.Helper()
 	dep := &appsv1.Deployment{}
 	testutil.EventuallyWithin(t, rolloutTimeout, "Deployment "+ns+"/"+app+" to run "+image, func() (bool, error) {
@@ -611,7 +611,7 @@ func waitDeployment(t *testing.T, c client.Client, ns, app, image string) *appsv
 }
 
 // noDeployment checks that the app does not run in a namespace of a target cluster.
-func noDeployment(t *testing.T, c client.Client, ns, app string) {
+func noDeployment(t testing.TB, c client.Client, ns, app string) {
 	t.Helper()
 	err := c.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: app}, &appsv1.Deployment{})
 	if !apierrors.IsNotFound(err) {
@@ -625,7 +625,7 @@ func noDeployment(t *testing.T, c client.Client, ns, app string) {
 
 // checkImage checks that the registry serves the image by digest, that it records the commit it
 // was built from, and that it sits on the catalog's stack.
-func checkImage(t *testing.T, ep *dev.Endpoints, image, sha string) {
+func checkImage(t testing.TB, ep *dev.Endpoints, image, sha string) {
 	t.Helper()
 	ref, err := name.NewDigest(image, name.Insecure) // ferry dev's registry speaks plain HTTP, on loopback or on the host's address for nodes
 	if err != nil {
@@ -650,7 +650,7 @@ func checkImage(t *testing.T, ep *dev.Endpoints, image, sha string) {
 }
 
 // waitCommitStatus waits until GitLab shows Ferry's commit status in state on a commit.
-func waitCommitStatus(t *testing.T, ep *dev.Endpoints, projectID int64, sha, state string) {
+func waitCommitStatus(t testing.TB, ep *dev.Endpoints, projectID int64, sha, state string) {
 	t.Helper()
 	u := fmt.Sprintf("%s/api/v4/projects/%d/repository/commits/%s/statuses", ep.GitLabURL, projectID, url.PathEscape(sha))
 	testutil.EventuallyWithin(t, time.Minute, "GitLab commit status "+state, func() (bool, error) {
@@ -676,7 +676,7 @@ func waitCommitStatus(t *testing.T, ep *dev.Endpoints, projectID int64, sha, sta
 	})
 }
 
-func readFile(t *testing.T, path string) string {
+func readFile(t testing.TB, path string) string {
 	t.Helper()
 	data, err := os.ReadFile(path)
 	if err != nil {

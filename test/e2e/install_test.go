@@ -124,7 +124,7 @@ func TestInstallOnARealCluster(t *testing.T) {
 }
 
 // makeImage runs `make image` against the test's registry and returns Ferry's image by digest.
-func makeImage(t *testing.T, root, ferry string, env *realnode.Env) string {
+func makeImage(t testing.TB, root, ferry string, env *realnode.Env) string {
 	t.Helper()
 	dockerDir := t.TempDir()
 	auth := base64.StdEncoding.EncodeToString([]byte(env.User + ":" + env.Password))
@@ -161,7 +161,7 @@ func makeImage(t *testing.T, root, ferry string, env *realnode.Env) string {
 
 // renderOverlay writes a kustomization over config/default that sets Ferry's image, as a user
 // does with `kustomize edit set image`, and renders it.
-func renderOverlay(t *testing.T, root string, cluster *controlplane.Cluster, image string) []byte {
+func renderOverlay(t testing.TB, root string, cluster *controlplane.Cluster, image string) []byte {
 	t.Helper()
 	repo, digest, ok := strings.Cut(image, "@")
 	if !ok {
@@ -195,7 +195,7 @@ images:
 	return out
 }
 
-func kubectlApply(t *testing.T, cluster *controlplane.Cluster, manifests []byte) {
+func kubectlApply(t testing.TB, cluster *controlplane.Cluster, manifests []byte) {
 	t.Helper()
 	cmd := exec.Command(kubectlPath(t), "--kubeconfig", cluster.KubeconfigPath, "apply", "--server-side", "--field-manager=e2e", "-f", "-")
 	cmd.Stdin = bytes.NewReader(manifests)
@@ -204,7 +204,7 @@ func kubectlApply(t *testing.T, cluster *controlplane.Cluster, manifests []byte)
 	}
 }
 
-func kubectlPath(t *testing.T) string {
+func kubectlPath(t testing.TB) string {
 	t.Helper()
 	assets, err := controlplane.AssetsDir()
 	if err != nil {
@@ -222,7 +222,7 @@ func stderrOf(err error) string {
 
 // waitAvailable waits until a Deployment of ferry-system has n available replicas of its
 // current template, saying what its pods wait for when it times out.
-func waitAvailable(t *testing.T, c client.Client, cluster *controlplane.Cluster, name string, n int32) {
+func waitAvailable(t testing.TB, c client.Client, cluster *controlplane.Cluster, name string, n int32) {
 	t.Helper()
 	testutil.EventuallyWithin(t, 4*time.Minute, "Deployment "+name+" available", func() (bool, error) {
 		d := &appsv1.Deployment{}
@@ -237,7 +237,7 @@ func waitAvailable(t *testing.T, c client.Client, cluster *controlplane.Cluster,
 }
 
 // podsSay describes the pods of a Deployment: phase, and why a container waits or restarted.
-func podsSay(t *testing.T, c client.Client, d *appsv1.Deployment) string {
+func podsSay(t testing.TB, c client.Client, d *appsv1.Deployment) string {
 	pods := &corev1.PodList{}
 	if err := c.List(t.Context(), pods, client.InNamespace(d.Namespace), client.MatchingLabels(d.Spec.Selector.MatchLabels)); err != nil {
 		return err.Error()
@@ -260,7 +260,7 @@ func podsSay(t *testing.T, c client.Client, d *appsv1.Deployment) string {
 
 // leaderPod returns the pod that holds the manager's leader Lease, waiting until one other than
 // not does.
-func leaderPod(t *testing.T, c client.Client, not string) string {
+func leaderPod(t testing.TB, c client.Client, not string) string {
 	t.Helper()
 	var holder string
 	testutil.EventuallyWithin(t, 2*time.Minute, "a leader other than "+not, func() (bool, error) {
@@ -281,7 +281,7 @@ func leaderPod(t *testing.T, c client.Client, not string) string {
 	return holder
 }
 
-func namespace(t *testing.T, c client.Client, prefix string) string {
+func namespace(t testing.TB, c client.Client, prefix string) string {
 	t.Helper()
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: prefix + "-"}}
 	if err := c.Create(t.Context(), ns); err != nil {
@@ -292,7 +292,7 @@ func namespace(t *testing.T, c client.Client, prefix string) string {
 
 // serviceGet sends GET path to a Service of ferry-system, through the cluster's node as a pod
 // would.
-func serviceGet(t *testing.T, c client.Client, cluster *controlplane.Cluster, service, port, path string) (int, string) {
+func serviceGet(t testing.TB, c client.Client, cluster *controlplane.Cluster, service, port, path string) (int, string) {
 	t.Helper()
 	hc, base := serviceClient(t, c, cluster, service, port)
 	var status int
@@ -316,7 +316,7 @@ func serviceGet(t *testing.T, c client.Client, cluster *controlplane.Cluster, se
 
 // serviceClient returns an HTTP client that reaches a port of a Service of ferry-system through
 // the cluster's node, as a pod would, and the base URL.
-func serviceClient(t *testing.T, c client.Client, cluster *controlplane.Cluster, service, port string) (*http.Client, string) {
+func serviceClient(t testing.TB, c client.Client, cluster *controlplane.Cluster, service, port string) (*http.Client, string) {
 	t.Helper()
 	svc := &corev1.Service{}
 	if err := c.Get(t.Context(), client.ObjectKey{Namespace: ferrySystem, Name: service}, svc); err != nil {
@@ -346,7 +346,7 @@ const gitlabInstance = "https://gitlab.example.com"
 
 // pushProject creates a namespace with a Project that builds pushes of team/shop to branches
 // matching branches, and its webhook Secret (hook-secret).
-func pushProject(t *testing.T, c client.Client, prefix string, branches ...string) string {
+func pushProject(t testing.TB, c client.Client, prefix string, branches ...string) string {
 	t.Helper()
 	ns := namespace(t, c, prefix)
 	if err := c.Create(t.Context(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "shop-webhook"}, Data: map[string][]byte{"token": []byte("hook-secret")}}); err != nil {
@@ -392,7 +392,7 @@ func buildsOf(ctx context.Context, c client.Client, ns string) (map[string]ferry
 
 // receiverTakesAPush sends a GitLab Push Hook to the receiver's Service: a wrong token is
 // refused, the right one makes a Build.
-func receiverTakesAPush(t *testing.T, c client.Client, cluster *controlplane.Cluster) {
+func receiverTakesAPush(t testing.TB, c client.Client, cluster *controlplane.Cluster) {
 	ns := pushProject(t, c, "team-push", "main")
 	hc, base := serviceClient(t, c, cluster, "ferry-receiver", "receiver")
 	sha := strings.Repeat("ab", 20)
@@ -435,7 +435,7 @@ func receiverTakesAPush(t *testing.T, c client.Client, cluster *controlplane.Clu
 // leaderKilledMidRollout releases the test web app to an environment whose pods take 20 s to be
 // ready, kills the leader's pod as soon as the rollout has begun, and checks that the other
 // replica finishes it: the Release is Ready there and the app's Deployment was rolled out once.
-func leaderKilledMidRollout(t *testing.T, c client.Client, cluster *controlplane.Cluster, env *realnode.Env, leader string) {
+func leaderKilledMidRollout(t testing.TB, c client.Client, cluster *controlplane.Cluster, env *realnode.Env, leader string) {
 	ctx := t.Context()
 	kubeconfig, err := os.ReadFile(cluster.KubeconfigPath)
 	if err != nil {
@@ -522,7 +522,7 @@ func leaderKilledMidRollout(t *testing.T, c client.Client, cluster *controlplane
 
 // nextImage pushes the next version of Ferry's image: the same binary with another version
 // label, so another digest, as an upgrade brings.
-func nextImage(t *testing.T, env *realnode.Env, image string) string {
+func nextImage(t testing.TB, env *realnode.Env, image string) string {
 	t.Helper()
 	ref, err := name.NewDigest(image, name.Insecure)
 	if err != nil {
@@ -559,7 +559,7 @@ func nextImage(t *testing.T, env *realnode.Env, image string) string {
 // upgradeLosesNoPush applies the install again with the next image while GitLab pushes arrive
 // at the receiver's Service: the managers roll over to it one by one, every delivery is answered,
 // every answered push has its Build, and the new managers reconcile every Build.
-func upgradeLosesNoPush(t *testing.T, c client.Client, cluster *controlplane.Cluster, root, next string) {
+func upgradeLosesNoPush(t testing.TB, c client.Client, cluster *controlplane.Cluster, root, next string) {
 	ns := pushProject(t, c, "team-upgrade", "up-*")
 	hc, base := serviceClient(t, c, cluster, "ferry-receiver", "receiver")
 	type delivery struct {

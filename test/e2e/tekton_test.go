@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
 	"github.com/go-logr/logr"
 	pipelinev1 "github.com/tektoncd/pipeline/pkg/apis/pipeline/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -85,6 +86,14 @@ func TestPushThroughTekton(t *testing.T) {
 	if log := stepLog(t, ep.Kubeconfig, b.Namespace, pr.Name, "test"); !strings.Contains(log, "OK") {
 		t.Errorf("the test step's log does not show the tests passing:\n%s", log)
 	}
+	// The UI shows it to a person who may read the Build's logs, from the pod through the API server.
+	ui := newBrowser(t, ep.UIURL)
+	ui.signIn(ep.Users["alice"].UISignInURL)
+	ui.do(chromedp.Navigate(ep.UIURL + "/builds/" + b.Namespace + "/" + b.Name))
+	// A person opens the step that succeeded (failed and running steps open by themselves).
+	ui.do(chromedp.Click(chromedp.Search(`//summary[span[@class="step-name" and text()="test"]]`)))
+	ui.waitText(`pre[aria-label="Log of step test"]`, "OK", time.Minute)
+	ui.screenshot(root, "build-through-tekton")
 
 	waitEnvironment(t, hub, b.Name, "dev", ferryv1.SucceededReason)
 	waitDeployment(t, nonprod, p.Namespaces["dev"], project, b.Status.Image)
@@ -137,7 +146,7 @@ func TestPushThroughTekton(t *testing.T) {
 	d.stop(t)
 }
 
-func tektonClient(t *testing.T, kubeconfig string) client.Client {
+func tektonClient(t testing.TB, kubeconfig string) client.Client {
 	t.Helper()
 	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
 	if err != nil {
@@ -154,7 +163,7 @@ func tektonClient(t *testing.T, kubeconfig string) client.Client {
 }
 
 // stepLog is the log of a step of a PipelineRun's pod, read through the API server from the node.
-func stepLog(t *testing.T, kubeconfig, namespace, pipelineRun, step string) string {
+func stepLog(t testing.TB, kubeconfig, namespace, pipelineRun, step string) string {
 	t.Helper()
 	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
 	if err != nil {
