@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/ferryci/ferry/internal/baseimage"
 	"github.com/ferryci/ferry/internal/controlplane"
 	"github.com/ferryci/ferry/internal/releasetest"
 	"github.com/ferryci/ferry/internal/testutil"
@@ -48,6 +49,41 @@ func BenchmarkFerryBinaries(b *testing.B) {
 		b.ReportMetric(total.Seconds()/float64(b.N), bin.name+"-manager-ready-s")
 		b.ReportMetric(rss, bin.name+"-manager-rss-MiB")
 	}
+}
+
+// BenchmarkFerryImage measures `make image`: Ferry's image built with `ferry build` on go-static
+// (the base images cached), its compressed size and how long the build took.
+func BenchmarkFerryImage(b *testing.B) {
+	if err := baseimage.Available(); err != nil {
+		b.Skipf("the base images cannot be built here: %v", err)
+	}
+	benchOnce.Do(func() { benchSetup, benchErr = setUpBench() })
+	if benchErr != nil {
+		b.Fatal(benchErr)
+	}
+	repo, err := filepath.Abs("../..")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var full string
+	for _, bin := range benchSetup.binaries {
+		if bin.name == "full" {
+			full = bin.path
+		}
+	}
+	var took time.Duration
+	var size int64
+	for range b.N {
+		start := time.Now()
+		built, err := run(context.Background(), options{ferry: full, repoDir: repo, repository: "ferry/ferry", cacheDir: ".cache/baseimage", outDir: b.TempDir()})
+		if err != nil {
+			b.Fatal(err)
+		}
+		took += time.Since(start)
+		size = built.ImageBytes
+	}
+	b.ReportMetric(float64(size)/1e6, "image-compressed-MB")
+	b.ReportMetric(took.Seconds()/float64(b.N), "make-image-s")
 }
 
 // BenchmarkManagerMemoryWithBuilds measures the resident memory of the image's `ferry manager`
