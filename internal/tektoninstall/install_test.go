@@ -27,6 +27,7 @@ import (
 	"github.com/ferryci/ferry/internal/controlplane"
 	"github.com/ferryci/ferry/internal/gitserver"
 	"github.com/ferryci/ferry/internal/pipelinefile"
+	"github.com/ferryci/ferry/internal/testutil"
 	"github.com/ferryci/ferry/internal/testutil/realnode"
 )
 
@@ -130,6 +131,41 @@ func TestInstallRunsAPipelineRunOnARealNode(t *testing.T) {
 		t.Errorf("the TaskRun of an unpullable step says %+v; want TaskRunImagePullFailed naming the step and the image", tc)
 	}
 	t.Logf("an unpullable step's TaskRun failed %s after its creation: %s: %s", tr.Status.CompletionTime.Sub(tr.CreationTimestamp.Time), tc.Reason, tc.Message)
+
+	// A run past its timeout: Tekton ends it PipelineRunTimeout (what the Build controller maps to
+	// PipelineTimeout) and stops the step's container, which would otherwise sleep on.
+	slow := &pipelinev1.PipelineRun{
+		ObjectMeta: metav1.ObjectMeta{Name: "slow", Namespace: ns.Name},
+		Spec: pipelinev1.PipelineRunSpec{
+			Timeouts: &pipelinev1.TimeoutFields{Pipeline: &metav1.Duration{Duration: 10 * time.Second}},
+			PipelineSpec: &pipelinev1.PipelineSpec{
+				Tasks: []pipelinev1.PipelineTask{{Name: "build", TaskSpec: &pipelinev1.EmbeddedTask{TaskSpec: pipelinev1.TaskSpec{
+					Steps: []pipelinev1.Step{{Name: "compile", Image: installed.Images["shell"], Script: "#!/bin/sh\nsleep 600\n"}},
+				}}}},
+			},
+		},
+	}
+	if err := c.Create(ctx, slow); err != nil {
+		t.Fatal(err)
+	}
+	if cond := waitPipelineRun(ctx, t, c, slow); !cond.IsFalse() || cond.Reason != string(pipelinev1.PipelineRunReasonTimedOut) {
+		t.Fatalf("a PipelineRun past its timeout ended %s %s: %s", cond.Status, cond.Reason, cond.Message)
+	}
+	testutil.EventuallyWithin(t, time.Minute, "the timed-out step's container to stop", func() (bool, error) {
+		pods := &corev1.PodList{}
+		if err := c.List(ctx, pods, client.InNamespace(ns.Name), client.MatchingLabels{"tekton.dev/pipelineRun": slow.Name}); err != nil {
+			return false, err
+		}
+		for _, p := range pods.Items {
+			for _, cs := range p.Status.ContainerStatuses {
+				if cs.State.Running != nil {
+					return false, fmt.Errorf("container %s of pod %s still runs", cs.Name, p.Name)
+				}
+			}
+		}
+		return true, nil
+	})
+	t.Logf("a PipelineRun timed out %s after its creation; its step's container stopped", slow.Status.CompletionTime.Sub(slow.CreationTimestamp.Time))
 
 	begin = time.Now()
 	if _, err := Install(ctx, Options{Config: cluster.Config, Registry: env.Registry.Host, Remote: env.Remote}); err != nil {

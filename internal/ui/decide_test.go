@@ -40,9 +40,14 @@ func TestDecisionsAreMadeAsThePerson(t *testing.T) {
 	// Rita approves from the list.
 	rita := newClient(t, w.URL)
 	page := rita.signIn(w.tokens["rita"])
-	if !strings.Contains(page, `id="`+gateID+`"`) || !strings.Contains(page, "shop</span> → <span class=\"env\">"+prod) {
-		t.Fatalf("the waiting gate is not on rita's list:\n%s", page)
-	}
+	// The UI reads from its cache, which sees the Release's new status a moment after it is written.
+	testutil.Eventually(t, "the waiting gate on rita's list", func() (bool, error) {
+		if strings.Contains(page, `id="`+gateID+`"`) && strings.Contains(page, "shop</span> → <span class=\"env\">"+prod) {
+			return true, nil
+		}
+		_, page = rita.get("/")
+		return false, fmt.Errorf("the list reads:\n%s", page)
+	})
 	code, page := rita.post("/releases/"+w.ns+"/shop-1/decide", url.Values{
 		"csrf": {testutil.CSRFToken(t, page)}, "environment": {prod}, "batch": {"0"}, "decision": {"Approve"}, "comment": {"Checked the changelog"}, "from": {"waiting"},
 	})
