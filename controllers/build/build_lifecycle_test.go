@@ -251,6 +251,10 @@ func TestProjectNotFound(t *testing.T) {
 	if condition(got, ferryv1.StalledCondition) != "True/ProjectNotFound" || got.Status.CompletionTime != nil {
 		t.Errorf("status = %+v", got.Status)
 	}
+	// Worded as the Release controller and the admission webhook word it.
+	if msg := conditionMessage(got, ferryv1.ReadyCondition); msg != "project later not found in namespace "+e.ns {
+		t.Errorf("Ready says %q", msg)
+	}
 	later := e.project.DeepCopy()
 	later.ObjectMeta = metav1.ObjectMeta{Namespace: e.ns, Name: "later"}
 	later.Status = ferryv1.ProjectStatus{}

@@ -83,7 +83,7 @@ func markProgressing(b *ferryv1.Build, reason, message string) {
 
 // markProjectNotFound: the Build waits for its Project, which a person must create.
 func markProjectNotFound(b *ferryv1.Build) {
-	msg := fmt.Sprintf("Project %s/%s not found", b.Namespace, b.Spec.Project)
+	msg := fmt.Sprintf("project %s not found in namespace %s", b.Spec.Project, b.Namespace)
 	b.Status.ObservedGeneration = b.Generation
 	setCondition(b, ferryv1.ReadyCondition, metav1.ConditionFalse, ferryv1.ProjectNotFoundReason, msg)
 	setCondition(b, ferryv1.StalledCondition, metav1.ConditionTrue, ferryv1.ProjectNotFoundReason, msg)
