@@ -232,13 +232,12 @@ func (r *Reconciler) ensureRun(ctx context.Context, b *ferryv1.Build, p *ferryv1
 	var refused *RunRefusedError
 	switch {
 	case errors.As(err, &refused):
-		setCondition(b, ferryv1.PipelineSucceededCondition, metav1.ConditionFalse, ferryv1.PipelineRunRefusedReason, refused.Error())
-		markFinished(b, metav1.ConditionFalse, ferryv1.PipelineRunRefusedReason, refused.Error(), r.now())
+		markRunRefused(b, refused.Error(), r.now())
 		return nil, nil
 	case err != nil:
 		// Tekton's webhook not answering: the run is created once it does (its name is the
 		// Build's, so never twice).
-		markProgressing(b, ferryv1.WaitingForExecutorReason, "waiting to create the Build's run: "+err.Error())
+		markWaitingForExecutor(b, err)
 		return nil, &executorUnavailableError{err: err}
 	}
 	return run, nil

@@ -227,13 +227,7 @@ func TestStepsFromTheTaskRun(t *testing.T) {
 	e.createBuild("steps", sha, "refs/heads/main")
 	pr := e.waitPipelineRun("steps")
 	ctx := context.Background()
-	tr := &pipelinev1.TaskRun{
-		ObjectMeta: metav1.ObjectMeta{Namespace: e.ns, Name: pr.Name + "-build", Labels: pr.Labels},
-		Spec:       pipelinev1.TaskRunSpec{TaskSpec: &pr.Spec.PipelineSpec.Tasks[0].TaskSpec.TaskSpec},
-	}
-	if err := e.c.Create(ctx, tr); err != nil {
-		t.Fatal(err)
-	}
+	tr := e.createTaskRun(pr)
 	now := metav1.Now()
 	tr.Status.Steps = []pipelinev1.StepState{
 		{Name: "clone", ContainerState: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 0, StartedAt: now, FinishedAt: now}}},

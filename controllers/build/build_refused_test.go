@@ -124,13 +124,7 @@ func TestRunFailedWithTektonsReason(t *testing.T) {
 	e.createBuild("pull", sha, "refs/heads/main")
 	pr := e.waitPipelineRun("pull")
 	ctx := context.Background()
-	tr := &pipelinev1.TaskRun{
-		ObjectMeta: metav1.ObjectMeta{Namespace: e.ns, Name: pr.Name + "-build", Labels: pr.Labels},
-		Spec:       pipelinev1.TaskRunSpec{TaskSpec: &pr.Spec.PipelineSpec.Tasks[0].TaskSpec.TaskSpec},
-	}
-	if err := e.c.Create(ctx, tr); err != nil {
-		t.Fatal(err)
-	}
+	tr := e.createTaskRun(pr)
 	// Tekton v1.15.1's words for a step whose image cannot be pulled, as a real node gave them
 	// (TestInstallRunsAPipelineRunOnARealNode in internal/tektoninstall): the image is named in
 	// the pod's message, the image ID is empty.

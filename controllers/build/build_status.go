@@ -137,6 +137,18 @@ func markInvalidImageTag(b *ferryv1.Build, message string, now metav1.Time) {
 	markFinished(b, metav1.ConditionFalse, ferryv1.InvalidImageTagReason, message, now)
 }
 
+// markRunRefused: the cluster refused the Build's run (Tekton's webhook, a quota, a policy); the
+// Build fails without running.
+func markRunRefused(b *ferryv1.Build, message string, now metav1.Time) {
+	setCondition(b, ferryv1.PipelineSucceededCondition, metav1.ConditionFalse, ferryv1.PipelineRunRefusedReason, message)
+	markFinished(b, metav1.ConditionFalse, ferryv1.PipelineRunRefusedReason, message, now)
+}
+
+// markWaitingForExecutor: the Build's run could not be created for now; the controller retries.
+func markWaitingForExecutor(b *ferryv1.Build, err error) {
+	markProgressing(b, ferryv1.WaitingForExecutorReason, "waiting to create the Build's run: "+err.Error())
+}
+
 // cancelReason says Cancelled or Superseded, with a message.
 func cancelReason(b *ferryv1.Build, detail string) (string, string) {
 	reason, msg := ferryv1.CancelledReason, "Cancelled"

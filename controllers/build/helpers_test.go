@@ -148,6 +148,19 @@ func (e *env) pipelineRuns(build string) []pipelinev1.PipelineRun {
 	return list.Items
 }
 
+// createTaskRun creates the TaskRun Tekton makes for the PipelineRun's one task.
+func (e *env) createTaskRun(pr *pipelinev1.PipelineRun) *pipelinev1.TaskRun {
+	e.t.Helper()
+	tr := &pipelinev1.TaskRun{
+		ObjectMeta: metav1.ObjectMeta{Namespace: e.ns, Name: pr.Name + "-build", Labels: pr.Labels},
+		Spec:       pipelinev1.TaskRunSpec{TaskSpec: &pr.Spec.PipelineSpec.Tasks[0].TaskSpec.TaskSpec},
+	}
+	if err := e.c.Create(context.Background(), tr); err != nil {
+		e.t.Fatal(err)
+	}
+	return tr
+}
+
 // waitPipelineRun waits for the Build's one PipelineRun.
 func (e *env) waitPipelineRun(build string) *pipelinev1.PipelineRun {
 	e.t.Helper()

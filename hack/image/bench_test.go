@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -14,6 +13,9 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -168,12 +170,13 @@ func managerAfterReconciles(b *testing.B, ferry, kubeconfig string, n int) float
 			return false, nil
 		}
 		defer func() { _ = resp.Body.Close() }()
-		data, err := io.ReadAll(resp.Body)
+		parser := expfmt.NewTextParser(model.UTF8Validation)
+		families, err := parser.TextToMetricFamilies(resp.Body)
 		if err != nil {
 			return false, nil
 		}
-		reconciled := metricSum(string(data), `controller_runtime_reconcile_total{controller="build"`)
-		depth := metricSum(string(data), `workqueue_depth{controller="build"`)
+		reconciled := buildControllerSum(families["controller_runtime_reconcile_total"])
+		depth := buildControllerSum(families["workqueue_depth"])
 		last = fmt.Sprintf("%.0f reconciles, %.0f queued", reconciled, depth)
 		return reconciled >= float64(n) && depth == 0, nil
 	}); err != nil {
@@ -182,17 +185,14 @@ func managerAfterReconciles(b *testing.B, ferry, kubeconfig string, n int) float
 	return rssMiB(cmd.Process.Pid)
 }
 
-// metricSum adds up the samples of a Prometheus text exposition whose line starts with prefix.
-func metricSum(text, prefix string) float64 {
+// buildControllerSum adds up the samples of a counter or gauge that belong to the Build controller.
+func buildControllerSum(f *dto.MetricFamily) float64 {
 	var sum float64
-	for _, line := range strings.Split(text, "\n") {
-		if !strings.HasPrefix(line, prefix) {
-			continue
-		}
-		fields := strings.Fields(line)
-		v, err := strconv.ParseFloat(fields[len(fields)-1], 64)
-		if err == nil {
-			sum += v
+	for _, m := range f.GetMetric() {
+		for _, l := range m.GetLabel() {
+			if l.GetName() == "controller" && l.GetValue() == "build" {
+				sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+			}
 		}
 	}
 	return sum

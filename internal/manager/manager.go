@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -44,6 +43,7 @@ import (
 	"github.com/ferryci/ferry/internal/approval"
 	"github.com/ferryci/ferry/internal/clusters"
 	"github.com/ferryci/ferry/internal/gitsource"
+	"github.com/ferryci/ferry/internal/rollout"
 	"github.com/ferryci/ferry/internal/ui"
 	"github.com/ferryci/ferry/internal/webhookcert"
 	"github.com/ferryci/ferry/webhooks/admission"
@@ -678,36 +678,25 @@ func OwnImage(ctx context.Context, r client.Reader, namespace, pod string) (stri
 	if err := r.Get(ctx, client.ObjectKey{Namespace: namespace, Name: pod}, p); err != nil {
 		return "", fmt.Errorf("failed to read pod %s/%s: %w", namespace, pod, err)
 	}
-	name := ""
-	for _, c := range p.Spec.Containers {
-		if c.Name == "manager" || len(p.Spec.Containers) == 1 {
-			name = c.Name
-		}
+	i := slices.IndexFunc(p.Spec.Containers, func(c corev1.Container) bool { return c.Name == "manager" })
+	if i < 0 && len(p.Spec.Containers) == 1 {
+		i = 0
 	}
-	if name == "" {
+	if i < 0 {
 		return "", fmt.Errorf("pod %s/%s has no container named manager", namespace, pod)
 	}
-	var spec string
-	for _, c := range p.Spec.Containers {
-		if c.Name == name {
-			spec = c.Image
-		}
-	}
-	if strings.Contains(spec, "@sha256:") {
-		return spec, nil
+	c := p.Spec.Containers[i]
+	if img, err := rollout.PinnedImage(c.Image); err == nil {
+		return img, nil
 	}
 	for _, cs := range p.Status.ContainerStatuses {
 		// containerd reports repository@sha256:…; Docker prefixed it with docker-pullable://.
-		id := strings.TrimPrefix(cs.ImageID, "docker-pullable://")
-		if cs.Name == name && pinnedImage.MatchString(id) {
-			return id, nil
+		if img, err := rollout.PinnedImage(strings.TrimPrefix(cs.ImageID, "docker-pullable://")); cs.Name == c.Name && err == nil {
+			return img, nil
 		}
 	}
-	return spec, nil
+	return c.Image, nil
 }
-
-// pinnedImage is an image reference by digest.
-var pinnedImage = regexp.MustCompile(`^[^@\s]+@sha256:[0-9a-f]{64}$`)
 
 func orDefault(s, def string) string {
 	if s == "" {

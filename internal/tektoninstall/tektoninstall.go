@@ -24,7 +24,6 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	appsv1 "k8s.io/api/apps/v1"
-	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -36,6 +35,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/ferryci/ferry/internal/controlplane"
+	"github.com/ferryci/ferry/internal/deployments"
 )
 
 // Namespace is where Tekton Pipelines runs.
@@ -405,54 +405,12 @@ func waitDeployments(ctx context.Context, c client.Client, objs []*unstructured.
 				waiting = append(waiting, key.Name+": "+err.Error())
 				continue
 			}
-			if w := notAvailable(d); w != "" {
-				waiting = append(waiting, key.Name+" "+w+podsSay(ctx, c, d))
+			if w := deployments.NotAvailable(d); w != "" {
+				waiting = append(waiting, key.Name+" "+w+deployments.PodsSay(ctx, c, d))
 			}
 		}
 		return len(waiting) == 0, strings.Join(waiting, "; "), nil
 	})
-}
-
-// notAvailable says why a Deployment is not rolled out, "" when it is.
-func notAvailable(d *appsv1.Deployment) string {
-	want := int32(1)
-	if d.Spec.Replicas != nil {
-		want = *d.Spec.Replicas
-	}
-	switch {
-	case d.Status.ObservedGeneration < d.Generation:
-		return "has not been seen by its controller yet"
-	case d.Status.UpdatedReplicas < want:
-		return fmt.Sprintf("has %d of %d replicas updated", d.Status.UpdatedReplicas, want)
-	case d.Status.AvailableReplicas < want:
-		return fmt.Sprintf("has %d of %d replicas available", d.Status.AvailableReplicas, want)
-	}
-	return ""
-}
-
-// podsSay is what the pods of a Deployment wait for (an image pull, a crash), for an error that
-// says why Tekton does not run.
-func podsSay(ctx context.Context, c client.Client, d *appsv1.Deployment) string {
-	pods := &corev1.PodList{}
-	if err := c.List(ctx, pods, client.InNamespace(d.Namespace), client.MatchingLabels(d.Spec.Selector.MatchLabels)); err != nil {
-		return ""
-	}
-	var says []string
-	for _, p := range pods.Items {
-		for _, s := range append(slices.Clone(p.Status.InitContainerStatuses), p.Status.ContainerStatuses...) {
-			switch {
-			case s.State.Waiting != nil && s.State.Waiting.Reason != "":
-				says = append(says, fmt.Sprintf("%s: %s %s", s.Name, s.State.Waiting.Reason, s.State.Waiting.Message))
-			case s.LastTerminationState.Terminated != nil:
-				t := s.LastTerminationState.Terminated
-				says = append(says, fmt.Sprintf("%s: exited %d (%s) %s", s.Name, t.ExitCode, t.Reason, t.Message))
-			}
-		}
-	}
-	if len(says) == 0 {
-		return ""
-	}
-	return " (" + strings.Join(says, "; ") + ")"
 }
 
 // waitWebhook waits until Tekton's webhook defaults, validates and converts: a server-side dry

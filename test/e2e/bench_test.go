@@ -7,16 +7,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr"
 	pipelinev1 "github.com/tektoncd/pipeline/pkg/apis/pipeline/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
 	"github.com/ferryci/ferry/internal/buildplan"
-	"github.com/ferryci/ferry/internal/controlplane"
 	"github.com/ferryci/ferry/internal/dev"
 )
 
@@ -26,15 +23,7 @@ import (
 // startTime, as this benchmark sees it), push → image pushed. The first push of a new ferry dev
 // pulls the builder image onto the node; the second shows a warm node.
 func BenchmarkPushToImage(b *testing.B) {
-	if err := controlplane.RealNodesAvailable(); err != nil {
-		b.Skipf("Tekton runs on real nodes, which this machine cannot run: %v", err)
-	}
-	ctrllog.SetLogger(logr.Discard())
-	root, err := controlplane.RepoRoot()
-	if err != nil {
-		b.Fatal(err)
-	}
-	ferry := buildFerry(b, root)
+	root, ferry := tektonPrerequisites(b)
 	const project = "python-web"
 	for _, executor := range []string{"tekton", "local"} {
 		dataDir := filepath.Join(b.TempDir(), "data")

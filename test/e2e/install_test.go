@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -35,6 +34,7 @@ import (
 
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
 	"github.com/ferryci/ferry/internal/controlplane"
+	"github.com/ferryci/ferry/internal/deployments"
 	"github.com/ferryci/ferry/internal/manager"
 	"github.com/ferryci/ferry/internal/releasetest"
 	"github.com/ferryci/ferry/internal/testutil"
@@ -74,7 +74,7 @@ func TestInstallOnARealCluster(t *testing.T) {
 	applied := time.Now()
 	kubectlApply(t, cluster, renderOverlay(t, root, cluster, image))
 	for _, name := range []string{"ferry-manager", "ferry-ui"} {
-		waitAvailable(t, c, cluster, name, 2)
+		waitAvailable(t, c, name, 2)
 	}
 	t.Logf("kubectl apply -k: the manager's and the UI's two replicas each ready in %s", time.Since(applied).Round(100*time.Millisecond))
 	leader := leaderPod(t, c, "")
@@ -95,7 +95,7 @@ func TestInstallOnARealCluster(t *testing.T) {
 	})
 
 	t.Run("admission webhooks through their Service", func(t *testing.T) {
-		ns := namespace(t, c, "team-hooks")
+		ns := testutil.Namespace(t, c)
 		a := releasetest.Approval(ns, "no-such-release", "prod", ferryv1.DecisionApprove, "lgtm")
 		err := c.Create(ctx, a)
 		if err == nil || !strings.Contains(err.Error(), "release no-such-release not found in namespace "+ns) {
@@ -220,42 +220,23 @@ func stderrOf(err error) string {
 	return err.Error()
 }
 
-// waitAvailable waits until a Deployment of ferry-system has n available replicas of its
-// current template, saying what its pods wait for when it times out.
-func waitAvailable(t testing.TB, c client.Client, cluster *controlplane.Cluster, name string, n int32) {
+// waitAvailable waits until a Deployment of ferry-system has n replicas, all of its current
+// template and available, saying what its pods wait for when it times out.
+func waitAvailable(t testing.TB, c client.Client, name string, n int32) {
 	t.Helper()
 	testutil.EventuallyWithin(t, 4*time.Minute, "Deployment "+name+" available", func() (bool, error) {
 		d := &appsv1.Deployment{}
 		if err := c.Get(t.Context(), client.ObjectKey{Namespace: ferrySystem, Name: name}, d); err != nil {
 			return false, err
 		}
-		if d.Status.ObservedGeneration != d.Generation || d.Status.UpdatedReplicas != n || d.Status.AvailableReplicas != n || d.Status.Replicas != n {
-			return false, fmt.Errorf("%d/%d available, %d updated; pods: %s", d.Status.AvailableReplicas, n, d.Status.UpdatedReplicas, podsSay(t, c, d))
+		if d.Spec.Replicas == nil || *d.Spec.Replicas != n {
+			t.Fatalf("Deployment %s asks for %v replicas, want %d", name, d.Spec.Replicas, n)
+		}
+		if why := deployments.NotAvailable(d); why != "" {
+			return false, errors.New(why + deployments.PodsSay(t.Context(), c, d))
 		}
 		return true, nil
 	})
-}
-
-// podsSay describes the pods of a Deployment: phase, and why a container waits or restarted.
-func podsSay(t testing.TB, c client.Client, d *appsv1.Deployment) string {
-	pods := &corev1.PodList{}
-	if err := c.List(t.Context(), pods, client.InNamespace(d.Namespace), client.MatchingLabels(d.Spec.Selector.MatchLabels)); err != nil {
-		return err.Error()
-	}
-	var out []string
-	for _, p := range pods.Items {
-		s := p.Name + " " + string(p.Status.Phase)
-		for _, cs := range p.Status.ContainerStatuses {
-			if w := cs.State.Waiting; w != nil {
-				s += fmt.Sprintf(" (%s: %s)", w.Reason, w.Message)
-			}
-			if term := cs.LastTerminationState.Terminated; term != nil {
-				s += fmt.Sprintf(" (restarted %d×, last: %s exit %d %s)", cs.RestartCount, term.Reason, term.ExitCode, term.Message)
-			}
-		}
-		out = append(out, s)
-	}
-	return strings.Join(out, "; ")
 }
 
 // leaderPod returns the pod that holds the manager's leader Lease, waiting until one other than
@@ -281,64 +262,35 @@ func leaderPod(t testing.TB, c client.Client, not string) string {
 	return holder
 }
 
-func namespace(t testing.TB, c client.Client, prefix string) string {
-	t.Helper()
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: prefix + "-"}}
-	if err := c.Create(t.Context(), ns); err != nil {
-		t.Fatal(err)
-	}
-	return ns.Name
-}
-
 // serviceGet sends GET path to a Service of ferry-system, through the cluster's node as a pod
-// would.
+// would, and follows redirects.
 func serviceGet(t testing.TB, c client.Client, cluster *controlplane.Cluster, service, port, path string) (int, string) {
 	t.Helper()
-	hc, base := serviceClient(t, c, cluster, service, port)
+	url := serviceURL(t, c, service, port) + path
 	var status int
-	var body []byte
-	testutil.EventuallyWithin(t, time.Minute, "GET "+path+" of Service "+service, func() (bool, error) {
-		req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, base+path, nil)
-		if err != nil {
-			return false, err
-		}
-		resp, err := hc.Do(req)
-		if err != nil {
-			return false, err
-		}
-		defer func() { _ = resp.Body.Close() }()
-		status = resp.StatusCode
-		body, err = io.ReadAll(io.LimitReader(resp.Body, 4096))
+	var body string
+	testutil.EventuallyWithin(t, time.Minute, "GET "+url+" of Service "+service, func() (bool, error) {
+		var err error
+		status, body, err = realnode.Get(t.Context(), cluster, url)
 		return err == nil, err
 	})
-	return status, string(body)
+	return status, body
 }
 
-// serviceClient returns an HTTP client that reaches a port of a Service of ferry-system through
-// the cluster's node, as a pod would, and the base URL.
-func serviceClient(t testing.TB, c client.Client, cluster *controlplane.Cluster, service, port string) (*http.Client, string) {
+// serviceURL is http://<ClusterIP>:<port> of a named port of a Service of ferry-system.
+func serviceURL(t testing.TB, c client.Client, service, port string) string {
 	t.Helper()
 	svc := &corev1.Service{}
 	if err := c.Get(t.Context(), client.ObjectKey{Namespace: ferrySystem, Name: service}, svc); err != nil {
 		t.Fatal(err)
 	}
-	var addr string
 	for _, p := range svc.Spec.Ports {
 		if p.Name == port {
-			addr = net.JoinHostPort(svc.Spec.ClusterIP, fmt.Sprint(p.Port))
+			return "http://" + net.JoinHostPort(svc.Spec.ClusterIP, fmt.Sprint(p.Port))
 		}
 	}
-	if addr == "" {
-		t.Fatalf("Service %s has no port %s", service, port)
-	}
-	return &http.Client{
-		Timeout: 30 * time.Second,
-		Transport: &http.Transport{DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
-			return cluster.DialContext(ctx, network, addr)
-		}},
-		// The UI redirects to its sign-in page: the redirect is the answer.
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}, "http://" + addr
+	t.Fatalf("Service %s has no port %s", service, port)
+	return ""
 }
 
 // gitlabInstance is the GitLab the receiver's test Projects name.
@@ -346,9 +298,9 @@ const gitlabInstance = "https://gitlab.example.com"
 
 // pushProject creates a namespace with a Project that builds pushes of team/shop to branches
 // matching branches, and its webhook Secret (hook-secret).
-func pushProject(t testing.TB, c client.Client, prefix string, branches ...string) string {
+func pushProject(t testing.TB, c client.Client, branches ...string) string {
 	t.Helper()
-	ns := namespace(t, c, prefix)
+	ns := testutil.Namespace(t, c)
 	if err := c.Create(t.Context(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "shop-webhook"}, Data: map[string][]byte{"token": []byte("hook-secret")}}); err != nil {
 		t.Fatal(err)
 	}
@@ -393,8 +345,8 @@ func buildsOf(ctx context.Context, c client.Client, ns string) (map[string]ferry
 // receiverTakesAPush sends a GitLab Push Hook to the receiver's Service: a wrong token is
 // refused, the right one makes a Build.
 func receiverTakesAPush(t testing.TB, c client.Client, cluster *controlplane.Cluster) {
-	ns := pushProject(t, c, "team-push", "main")
-	hc, base := serviceClient(t, c, cluster, "ferry-receiver", "receiver")
+	ns := pushProject(t, c, "main")
+	hc, base := realnode.HTTPClient(cluster), serviceURL(t, c, "ferry-receiver", "receiver")
 	sha := strings.Repeat("ab", 20)
 	send := func(token string) (int, error) {
 		req, err := pushRequest(t.Context(), base, token, "main", sha)
@@ -450,7 +402,7 @@ func leaderKilledMidRollout(t testing.TB, c client.Client, cluster *controlplane
 	if err := c.Create(ctx, releasetest.Environment("dev", nil, "self")); err != nil {
 		t.Fatal(err)
 	}
-	ns := namespace(t, c, "team-web")
+	ns := testutil.Namespace(t, c)
 	web := releasetest.Project(ns, "web", "dev")
 	web.Spec.Image.Repository, _, _ = strings.Cut(env.Web, "@")
 	if err := c.Create(ctx, web); err != nil {
@@ -560,8 +512,8 @@ func nextImage(t testing.TB, env *realnode.Env, image string) string {
 // at the receiver's Service: the managers roll over to it one by one, every delivery is answered,
 // every answered push has its Build, and the new managers reconcile every Build.
 func upgradeLosesNoPush(t testing.TB, c client.Client, cluster *controlplane.Cluster, root, next string) {
-	ns := pushProject(t, c, "team-upgrade", "up-*")
-	hc, base := serviceClient(t, c, cluster, "ferry-receiver", "receiver")
+	ns := pushProject(t, c, "up-*")
+	hc, base := realnode.HTTPClient(cluster), serviceURL(t, c, "ferry-receiver", "receiver")
 	type delivery struct {
 		sha    string
 		status int
@@ -608,8 +560,8 @@ func upgradeLosesNoPush(t testing.TB, c client.Client, cluster *controlplane.Clu
 	})
 	upgraded := time.Now()
 	kubectlApply(t, cluster, renderOverlay(t, root, cluster, next))
-	waitAvailable(t, c, cluster, "ferry-manager", 2)
-	waitAvailable(t, c, cluster, "ferry-ui", 2)
+	waitAvailable(t, c, "ferry-manager", 2)
+	waitAvailable(t, c, "ferry-ui", 2)
 	t.Logf("the managers and the UI rolled over to %s in %s", next, time.Since(upgraded).Round(100*time.Millisecond))
 	after := sent()
 	testutil.EventuallyWithin(t, time.Minute, "five more pushes to the upgraded managers", func() (bool, error) {

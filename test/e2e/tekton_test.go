@@ -38,15 +38,7 @@ func TestPushThroughTekton(t *testing.T) {
 	if os.Getenv("FERRY_E2E") == "" {
 		t.Skip("the end-to-end test runs with make e2e (FERRY_E2E=1)")
 	}
-	if err := controlplane.RealNodesAvailable(); err != nil {
-		t.Skipf("Tekton runs on real nodes, which this machine cannot run: %v", err)
-	}
-	ctrllog.SetLogger(logr.Discard())
-	root, err := controlplane.RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ferry := buildFerry(t, root)
+	root, ferry := tektonPrerequisites(t)
 	dataDir := filepath.Join(t.TempDir(), "data")
 	d := startDev(t, ferry, root, dataDir, "--executor=tekton")
 	ep := d.endpoints
@@ -182,4 +174,19 @@ func stepLog(t testing.TB, kubeconfig, namespace, pipelineRun, step string) stri
 		t.Fatalf("log of step %s: %v", step, err)
 	}
 	return string(data)
+}
+
+// tektonPrerequisites skips where real nodes, and so Tekton, cannot run; else it returns the
+// checkout and the ferry binary built from it, as make build builds it.
+func tektonPrerequisites(t testing.TB) (root, ferry string) {
+	t.Helper()
+	if err := controlplane.RealNodesAvailable(); err != nil {
+		t.Skipf("Tekton runs on real nodes, which this machine cannot run: %v", err)
+	}
+	ctrllog.SetLogger(logr.Discard())
+	root, err := controlplane.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return root, buildFerry(t, root)
 }

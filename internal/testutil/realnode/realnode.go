@@ -156,9 +156,15 @@ func WebBinary(t testing.TB) string {
 	return StaticBinary(t, "github.com/ferryci/ferry/internal/testutil/realnode/web")
 }
 
-// Get fetches a URL through a cluster's node, as a pod would (Service ClusterIPs, pod addresses).
+// HTTPClient sends requests through a cluster's node, as a pod would (Service ClusterIPs, pod
+// addresses).
+func HTTPClient(c *controlplane.Cluster) *http.Client {
+	return &http.Client{Transport: &http.Transport{DialContext: c.DialContext, DisableKeepAlives: true}, Timeout: 10 * time.Second}
+}
+
+// Get fetches a URL through a cluster's node, as a pod would.
 func Get(ctx context.Context, c *controlplane.Cluster, url string) (int, string, error) {
-	client := &http.Client{Transport: &http.Transport{DialContext: c.DialContext, DisableKeepAlives: true}, Timeout: 10 * time.Second}
+	client := HTTPClient(c)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return 0, "", err
