@@ -36,7 +36,7 @@ var (
 	hubErr  error
 )
 
-// StartHub starts the package's hub API server once. Call StopHub from TestMain.
+// StartHub starts the package's hub API server once; RunWithHub stops it.
 func StartHub(ctx context.Context, opts controlplane.APIServerOptions) (*Hub, error) {
 	hubOnce.Do(func() {
 		opts.FerryCRDs = true
@@ -60,27 +60,33 @@ func StartHub(ctx context.Context, opts controlplane.APIServerOptions) (*Hub, er
 	return hub, hubErr
 }
 
-// RunWithHub is a TestMain body: it starts the hub, runs the tests and stops the hub.
+// hubOptions are RunWithHub's, for the hub CurrentHub starts on first use.
+var hubOptions *controlplane.APIServerOptions
+
+// RunWithHub is a TestMain body: it runs the tests and stops the hub. The hub starts when a test
+// first asks for it (CurrentHub), so that a run of unit tests alone never starts an API server.
 func RunWithHub(m *testing.M, opts controlplane.APIServerOptions) int {
-	h, err := StartHub(context.Background(), opts)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "failed to start the hub API server:", err)
-		return 1
-	}
+	hubOptions = &opts
 	code := m.Run()
-	if err := h.Stop(); err != nil {
-		fmt.Fprintln(os.Stderr, "failed to stop the hub API server:", err)
+	if hub != nil {
+		if err := hub.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "failed to stop the hub API server:", err)
+		}
 	}
 	return code
 }
 
-// CurrentHub returns the hub started by RunWithHub.
+// CurrentHub returns the hub of RunWithHub, starting it on first use.
 func CurrentHub(t testing.TB) *Hub {
 	t.Helper()
-	if hub == nil {
+	if hubOptions == nil {
 		t.Fatal("no hub API server: call testutil.RunWithHub from TestMain")
 	}
-	return hub
+	h, err := StartHub(context.Background(), *hubOptions)
+	if err != nil {
+		t.Fatalf("failed to start the hub API server: %v", err)
+	}
+	return h
 }
 
 // Namespace creates a namespace for one test and deletes it when the test ends.
