@@ -124,7 +124,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ct
 	project := &ferryv1.Project{}
 	if err := r.Get(ctx, types.NamespacedName{Namespace: b.Namespace, Name: b.Spec.Project}, project); err != nil {
 		if apierrors.IsNotFound(err) {
-			markProjectNotFound(b)
+			markProjectNotFound(b, r.now())
 			return ctrl.Result{}, nil
 		}
 		return ctrl.Result{}, err
@@ -196,35 +196,36 @@ func (r *Reconciler) ensureRun(ctx context.Context, b *ferryv1.Build, p *ferryv1
 		}
 		return run, nil
 	}
+	now := r.now()
 	if b.Spec.Cancelled {
-		markCancelledBeforeStart(b, r.now())
+		markCancelledBeforeStart(b, now)
 		return nil, nil
 	}
 	if err := image.ValidateTags(imageTags(b)); err != nil {
-		markInvalidImageTag(b, "The git tag cannot be an image tag: "+err.Error(), r.now())
+		markInvalidImageTag(b, "the git tag cannot be an image tag: "+err.Error(), now)
 		return nil, nil
 	}
 	plan, err := r.plan(ctx, b, p)
 	var se *sourceError
 	switch {
 	case pipelinefile.IsInvalid(err):
-		markInvalidPipelineFile(b, err.Error(), r.now())
+		markInvalidPipelineFile(b, err.Error(), now)
 		return nil, nil
 	case errors.As(err, &se) && (se.terminal || r.startDeadlinePassed(b, p)):
 		reason := se.reason
 		if reason == ferryv1.WaitingForGitServerReason {
 			reason = ferryv1.SourceUnavailableReason
 		}
-		markSourceUnavailable(b, reason, se.Error())
-		markFinished(b, metav1.ConditionFalse, reason, se.Error(), r.now())
+		markSourceUnavailable(b, reason, se.Error(), now)
+		markFinished(b, metav1.ConditionFalse, reason, se.Error(), now)
 		return nil, nil
 	case errors.As(err, &se):
-		markSourceUnavailable(b, se.reason, se.Error())
+		markSourceUnavailable(b, se.reason, se.Error(), now)
 		return nil, err
 	case err != nil:
 		return nil, err
 	}
-	markSourceResolved(b, fmt.Sprintf("Read %s at %s", plan.PipelineFile, shortSHA(b.Spec.Revision)))
+	markSourceResolved(b, fmt.Sprintf("read %s at %s", plan.PipelineFile, shortSHA(b.Spec.Revision)), now)
 	b.Status.Executor = r.Executor.Name()
 	b.Status.Deploy = plan.File.Deploy.DeepCopy()
 	b.Status.Steps = waitingSteps(plan)
@@ -237,7 +238,7 @@ func (r *Reconciler) ensureRun(ctx context.Context, b *ferryv1.Build, p *ferryv1
 	case err != nil:
 		// Tekton's webhook not answering: the run is created once it does (its name is the
 		// Build's, so never twice).
-		markWaitingForExecutor(b, err)
+		markWaitingForExecutor(b, err, r.now())
 		return nil, &executorUnavailableError{err: err}
 	}
 	return run, nil

@@ -12,6 +12,7 @@ import (
 
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
 	"github.com/ferryci/ferry/internal/buildplan"
+	"github.com/ferryci/ferry/internal/conditions"
 	"github.com/ferryci/ferry/internal/text"
 )
 
@@ -67,48 +68,40 @@ const pipelineRunKind = "PipelineRun"
 // SupersededPrefix starts the cancelReason of a Build that a newer one superseded.
 const SupersededPrefix = "superseded by "
 
-func setCondition(b *ferryv1.Build, typ string, status metav1.ConditionStatus, reason, message string) {
-	meta.SetStatusCondition(&b.Status.Conditions, metav1.Condition{
-		Type: typ, Status: status, Reason: reason, Message: text.Message(message), ObservedGeneration: b.Generation,
-	})
-}
-
 // markProgressing: the Build is being worked on; Ready is Unknown.
-func markProgressing(b *ferryv1.Build, reason, message string) {
+func markProgressing(b *ferryv1.Build, reason, message string, now metav1.Time) {
 	b.Status.ObservedGeneration = b.Generation
-	setCondition(b, ferryv1.ReadyCondition, metav1.ConditionUnknown, reason, message)
-	setCondition(b, ferryv1.ReconcilingCondition, metav1.ConditionTrue, reason, message)
+	conditions.Set(&b.Status.Conditions, ferryv1.ReadyCondition, metav1.ConditionUnknown, reason, message, b.Generation, now)
+	conditions.Set(&b.Status.Conditions, ferryv1.ReconcilingCondition, metav1.ConditionTrue, reason, message, b.Generation, now)
 	meta.RemoveStatusCondition(&b.Status.Conditions, ferryv1.StalledCondition)
 }
 
-// markProjectNotFound: the Build waits for its Project, which a person must create.
-func markProjectNotFound(b *ferryv1.Build) {
-	msg := fmt.Sprintf("project %s not found in namespace %s", b.Spec.Project, b.Namespace)
+// markProjectNotFound: the Build is stalled until a person creates its Project, as a Release is.
+func markProjectNotFound(b *ferryv1.Build, now metav1.Time) {
 	b.Status.ObservedGeneration = b.Generation
-	setCondition(b, ferryv1.ReadyCondition, metav1.ConditionFalse, ferryv1.ProjectNotFoundReason, msg)
-	setCondition(b, ferryv1.StalledCondition, metav1.ConditionTrue, ferryv1.ProjectNotFoundReason, msg)
-	meta.RemoveStatusCondition(&b.Status.Conditions, ferryv1.ReconcilingCondition)
+	conditions.MarkStalled(&b.Status.Conditions, ferryv1.ProjectNotFoundReason, conditions.ProjectNotFound(b.Namespace, b.Spec.Project), b.Generation, now)
 }
 
 // markSourceUnavailable: the commit could not be read yet; the controller retries.
-func markSourceUnavailable(b *ferryv1.Build, reason, message string) {
-	setCondition(b, ferryv1.SourceResolvedCondition, metav1.ConditionFalse, reason, message)
-	markProgressing(b, reason, message)
+func markSourceUnavailable(b *ferryv1.Build, reason, message string, now metav1.Time) {
+	conditions.Set(&b.Status.Conditions, ferryv1.SourceResolvedCondition, metav1.ConditionFalse, reason, message, b.Generation, now)
+	markProgressing(b, reason, message, now)
 }
 
 // markSourceResolved: the pipeline file was read at the commit.
-func markSourceResolved(b *ferryv1.Build, message string) {
-	setCondition(b, ferryv1.SourceResolvedCondition, metav1.ConditionTrue, ferryv1.SucceededReason, message)
+func markSourceResolved(b *ferryv1.Build, message string, now metav1.Time) {
+	conditions.Set(&b.Status.Conditions, ferryv1.SourceResolvedCondition, metav1.ConditionTrue, ferryv1.SucceededReason, message, b.Generation, now)
 }
 
 // markFinished records an outcome: Ready says it, PipelineSucceeded mirrors the run, Reconciling
-// ends, and Stalled stays only where a person must change something (the pipeline file).
+// ends, and Stalled stays only where a person must change something (the pipeline file). The
+// Build completes now unless it already has a completion time.
 func markFinished(b *ferryv1.Build, ready metav1.ConditionStatus, reason, message string, now metav1.Time) {
 	b.Status.ObservedGeneration = b.Generation
-	setCondition(b, ferryv1.ReadyCondition, ready, reason, message)
+	conditions.Set(&b.Status.Conditions, ferryv1.ReadyCondition, ready, reason, message, b.Generation, now)
 	meta.RemoveStatusCondition(&b.Status.Conditions, ferryv1.ReconcilingCondition)
 	if reason == ferryv1.InvalidPipelineFileReason {
-		setCondition(b, ferryv1.StalledCondition, metav1.ConditionTrue, reason, message)
+		conditions.Set(&b.Status.Conditions, ferryv1.StalledCondition, metav1.ConditionTrue, reason, message, b.Generation, now)
 	} else {
 		meta.RemoveStatusCondition(&b.Status.Conditions, ferryv1.StalledCondition)
 	}
@@ -120,14 +113,14 @@ func markFinished(b *ferryv1.Build, ready metav1.ConditionStatus, reason, messag
 // markInvalidPipelineFile: the pipeline file is missing or invalid at the commit; the message
 // names the file, line and field.
 func markInvalidPipelineFile(b *ferryv1.Build, message string, now metav1.Time) {
-	setCondition(b, ferryv1.SourceResolvedCondition, metav1.ConditionFalse, ferryv1.InvalidPipelineFileReason, message)
+	conditions.Set(&b.Status.Conditions, ferryv1.SourceResolvedCondition, metav1.ConditionFalse, ferryv1.InvalidPipelineFileReason, message, b.Generation, now)
 	markFinished(b, metav1.ConditionFalse, ferryv1.InvalidPipelineFileReason, message, now)
 }
 
 // markCancelledBeforeStart: the Build was cancelled before it ran.
 func markCancelledBeforeStart(b *ferryv1.Build, now metav1.Time) {
 	reason, msg := cancelReason(b, "")
-	setCondition(b, ferryv1.PipelineSucceededCondition, metav1.ConditionFalse, reason, msg)
+	conditions.Set(&b.Status.Conditions, ferryv1.PipelineSucceededCondition, metav1.ConditionFalse, reason, msg, b.Generation, now)
 	markFinished(b, metav1.ConditionFalse, reason, msg, now)
 }
 
@@ -140,13 +133,13 @@ func markInvalidImageTag(b *ferryv1.Build, message string, now metav1.Time) {
 // markRunRefused: the cluster refused the Build's run (Tekton's webhook, a quota, a policy); the
 // Build fails without running.
 func markRunRefused(b *ferryv1.Build, message string, now metav1.Time) {
-	setCondition(b, ferryv1.PipelineSucceededCondition, metav1.ConditionFalse, ferryv1.PipelineRunRefusedReason, message)
+	conditions.Set(&b.Status.Conditions, ferryv1.PipelineSucceededCondition, metav1.ConditionFalse, ferryv1.PipelineRunRefusedReason, message, b.Generation, now)
 	markFinished(b, metav1.ConditionFalse, ferryv1.PipelineRunRefusedReason, message, now)
 }
 
 // markWaitingForExecutor: the Build's run could not be created for now; the controller retries.
-func markWaitingForExecutor(b *ferryv1.Build, err error) {
-	markProgressing(b, ferryv1.WaitingForExecutorReason, "waiting to create the Build's run: "+err.Error())
+func markWaitingForExecutor(b *ferryv1.Build, err error, now metav1.Time) {
+	markProgressing(b, ferryv1.WaitingForExecutorReason, "waiting to create the Build's run: "+err.Error(), now)
 }
 
 // cancelReason says Cancelled or Superseded, with a message.
@@ -187,53 +180,56 @@ func setRunStatus(b *ferryv1.Build, s *RunState, p planFacts, now metav1.Time) {
 	if s.LogURL != "" {
 		b.Status.LogURL = s.LogURL
 	}
-	if s.CompletionTime != nil {
-		now = *s.CompletionTime
+	set := func(typ string, status metav1.ConditionStatus, reason, message string) {
+		conditions.Set(&b.Status.Conditions, typ, status, reason, message, b.Generation, now)
+	}
+	// finish records an outcome; the Build completes when its run did.
+	finish := func(ready metav1.ConditionStatus, reason, message string) {
+		if s.CompletionTime != nil && b.Status.CompletionTime == nil {
+			b.Status.CompletionTime = s.CompletionTime.DeepCopy()
+		}
+		markFinished(b, ready, reason, message, now)
+	}
+	// progress records a run that has not finished: queued or running, or being cancelled.
+	progress := func(reason, state, cancelling string) {
+		msg := run + " " + state
+		if b.Spec.Cancelled {
+			msg = "Cancellation requested; waiting for " + run + " " + cancelling
+		}
+		if s.Message != "" {
+			msg += ": " + s.Message
+		}
+		set(ferryv1.PipelineSucceededCondition, metav1.ConditionUnknown, reason, msg)
+		markProgressing(b, reason, msg, now)
 	}
 	switch s.Phase {
 	case PhaseQueued:
-		msg := run + " is queued"
-		if b.Spec.Cancelled {
-			msg = "Cancellation requested; waiting for " + run + " to leave the queue"
-		}
-		if s.Message != "" {
-			msg += ": " + s.Message
-		}
-		setCondition(b, ferryv1.PipelineSucceededCondition, metav1.ConditionUnknown, ferryv1.QueuedReason, msg)
-		markProgressing(b, ferryv1.QueuedReason, msg)
+		progress(ferryv1.QueuedReason, "is queued", "to leave the queue")
 	case PhaseRunning:
-		msg := run + " is running"
-		if b.Spec.Cancelled {
-			msg = "Cancellation requested; waiting for " + run + " to stop"
-		}
-		if s.Message != "" {
-			msg += ": " + s.Message
-		}
-		setCondition(b, ferryv1.PipelineSucceededCondition, metav1.ConditionUnknown, ferryv1.PipelineRunningReason, msg)
-		markProgressing(b, ferryv1.PipelineRunningReason, msg)
+		progress(ferryv1.PipelineRunningReason, "is running", "to stop")
 	case PhaseSucceeded:
-		setCondition(b, ferryv1.PipelineSucceededCondition, metav1.ConditionTrue, ferryv1.SucceededReason, run+" succeeded")
+		set(ferryv1.PipelineSucceededCondition, metav1.ConditionTrue, ferryv1.SucceededReason, run+" succeeded")
 		image, lineage, err := imageFromResults(s.Results, p.repository)
 		if err != nil {
-			setCondition(b, ferryv1.ImagePushedCondition, metav1.ConditionFalse, ferryv1.ResultsMissingReason, err.Error())
-			markFinished(b, metav1.ConditionFalse, ferryv1.ResultsMissingReason, err.Error(), now)
+			set(ferryv1.ImagePushedCondition, metav1.ConditionFalse, ferryv1.ResultsMissingReason, err.Error())
+			finish(metav1.ConditionFalse, ferryv1.ResultsMissingReason, err.Error())
 			return
 		}
 		b.Status.Image, b.Status.Tags, b.Status.Lineage = image, p.tags, lineage
-		setCondition(b, ferryv1.ImagePushedCondition, metav1.ConditionTrue, ferryv1.SucceededReason, "Pushed "+image)
-		markFinished(b, metav1.ConditionTrue, ferryv1.SucceededReason, "Built and pushed "+image, now)
+		set(ferryv1.ImagePushedCondition, metav1.ConditionTrue, ferryv1.SucceededReason, "pushed "+image)
+		finish(metav1.ConditionTrue, ferryv1.SucceededReason, "Built and pushed "+image)
 	case PhaseTimedOut:
 		msg := run + " timed out" + withDetail(s.Message)
-		setCondition(b, ferryv1.PipelineSucceededCondition, metav1.ConditionFalse, ferryv1.PipelineTimeoutReason, msg)
-		markFinished(b, metav1.ConditionFalse, ferryv1.PipelineTimeoutReason, msg, now)
+		set(ferryv1.PipelineSucceededCondition, metav1.ConditionFalse, ferryv1.PipelineTimeoutReason, msg)
+		finish(metav1.ConditionFalse, ferryv1.PipelineTimeoutReason, msg)
 	case PhaseCancelled:
 		reason, msg := cancelReason(b, run+" stopped")
-		setCondition(b, ferryv1.PipelineSucceededCondition, metav1.ConditionFalse, reason, msg)
-		markFinished(b, metav1.ConditionFalse, reason, msg, now)
+		set(ferryv1.PipelineSucceededCondition, metav1.ConditionFalse, reason, msg)
+		finish(metav1.ConditionFalse, reason, msg)
 	default:
 		msg := run + " failed" + withDetail(s.Message)
-		setCondition(b, ferryv1.PipelineSucceededCondition, metav1.ConditionFalse, ferryv1.PipelineFailedReason, msg)
-		markFinished(b, metav1.ConditionFalse, ferryv1.PipelineFailedReason, msg, now)
+		set(ferryv1.PipelineSucceededCondition, metav1.ConditionFalse, ferryv1.PipelineFailedReason, msg)
+		finish(metav1.ConditionFalse, ferryv1.PipelineFailedReason, msg)
 	}
 }
 

@@ -145,7 +145,7 @@ func TestStepsFromTaskRun(t *testing.T) {
 
 func TestMarkInvalidPipelineFile(t *testing.T) {
 	b := &ferryv1.Build{ObjectMeta: metav1.ObjectMeta{Generation: 1}}
-	markSourceUnavailable(b, ferryv1.SourceUnavailableReason, "try again")
+	markSourceUnavailable(b, ferryv1.SourceUnavailableReason, "try again", metav1.Now())
 	markInvalidPipelineFile(b, ".ferry.yaml:3:5: build.steps[0].name: bad", metav1.Now())
 	for typ, want := range map[string]string{
 		ferryv1.ReadyCondition:          "False/InvalidPipelineFile",

@@ -1,11 +1,11 @@
 package cluster
 
 import (
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
 	"github.com/ferryci/ferry/internal/clusters"
+	"github.com/ferryci/ferry/internal/conditions"
 )
 
 // probeResult is what one probe of a cluster found.
@@ -22,16 +22,11 @@ type probeResult struct {
 func setStatus(c *ferryv1.Cluster, r probeResult) {
 	c.Status.ObservedGeneration = c.Generation
 	c.Status.LastProbeTime = &r.time
-	cond := metav1.Condition{Type: ferryv1.ReadyCondition, ObservedGeneration: c.Generation}
 	if r.err != nil {
-		cond.Status = metav1.ConditionFalse
-		cond.Reason = clusters.ReasonOf(r.err)
-		cond.Message = r.err.Error()
-	} else {
-		c.Status.ServerVersion = r.version
-		cond.Status = metav1.ConditionTrue
-		cond.Reason = ferryv1.ClusterReachableReason
-		cond.Message = "API server at " + r.host + " answered, version " + r.version
+		conditions.Set(&c.Status.Conditions, ferryv1.ReadyCondition, metav1.ConditionFalse, clusters.ReasonOf(r.err), r.err.Error(), c.Generation, r.time)
+		return
 	}
-	meta.SetStatusCondition(&c.Status.Conditions, cond)
+	c.Status.ServerVersion = r.version
+	conditions.Set(&c.Status.Conditions, ferryv1.ReadyCondition, metav1.ConditionTrue, ferryv1.ClusterReachableReason,
+		"API server at "+r.host+" answered, version "+r.version, c.Generation, r.time)
 }

@@ -16,6 +16,7 @@ import (
 
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
 	"github.com/ferryci/ferry/internal/clusters"
+	"github.com/ferryci/ferry/internal/conditions"
 	"github.com/ferryci/ferry/internal/patch"
 	"github.com/ferryci/ferry/internal/rollout"
 	"github.com/ferryci/ferry/internal/text"
@@ -158,7 +159,7 @@ func (r *Reconciler) recordCleanup(ctx context.Context, rel *ferryv1.Release, le
 	patcher := patch.NewStatusPatcher(rel)
 	now := r.now()
 	if len(left) == 0 {
-		setCondition(&rel.Status.Conditions, ferryv1.CleanedUpCondition, metav1.ConditionTrue, ferryv1.RolledBackOnDeleteReason,
+		conditions.Set(&rel.Status.Conditions, ferryv1.CleanedUpCondition, metav1.ConditionTrue, ferryv1.RolledBackOnDeleteReason,
 			"every unfinished rollout was taken back", rel.Generation, now)
 		return patcher.Patch(ctx, r.Client, rel)
 	}
@@ -168,7 +169,7 @@ func (r *Reconciler) recordCleanup(ctx context.Context, rel *ferryv1.Release, le
 	}
 	msg := "the Release was deleted while rolling out and could not take it back on " + strings.Join(parts, "; ") +
 		": left as they were; roll the environment back by hand (ferry rollback) once the cluster answers"
-	setCondition(&rel.Status.Conditions, ferryv1.CleanedUpCondition, metav1.ConditionFalse, ferryv1.ObjectsLeftReason, msg, rel.Generation, now)
+	conditions.Set(&rel.Status.Conditions, ferryv1.CleanedUpCondition, metav1.ConditionFalse, ferryv1.ObjectsLeftReason, msg, rel.Generation, now)
 	if err := patcher.Patch(ctx, r.Client, rel); err != nil {
 		return err
 	}

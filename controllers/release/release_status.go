@@ -9,16 +9,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
-	"github.com/ferryci/ferry/internal/text"
+	"github.com/ferryci/ferry/internal/conditions"
 )
-
-// setCondition sets a condition on a list with an explicit transition time.
-func setCondition(conds *[]metav1.Condition, t string, status metav1.ConditionStatus, reason, message string, generation int64, now metav1.Time) {
-	meta.SetStatusCondition(conds, metav1.Condition{
-		Type: t, Status: status, Reason: reason, Message: text.Message(message),
-		ObservedGeneration: generation, LastTransitionTime: now,
-	})
-}
 
 // ensureEnvironments gives every environment of the path a status entry, in path order, so that
 // the whole path is visible from the start. Entries of environments no longer on the path stay.
@@ -29,7 +21,7 @@ func ensureEnvironments(rel *ferryv1.Release, path []string, now metav1.Time) {
 		}
 		es := ferryv1.ReleaseEnvironmentStatus{Name: name}
 		if i > 0 {
-			setCondition(&es.Conditions, ferryv1.ReadyCondition, metav1.ConditionUnknown, ferryv1.WaitingForPreviousEnvironmentReason,
+			conditions.Set(&es.Conditions, ferryv1.ReadyCondition, metav1.ConditionUnknown, ferryv1.WaitingForPreviousEnvironmentReason,
 				fmt.Sprintf("waiting for environment %s", path[i-1]), rel.Generation, now)
 		}
 		rel.Status.Environments = append(rel.Status.Environments, es)
@@ -70,24 +62,24 @@ func holdsLock(es *ferryv1.ReleaseEnvironmentStatus) bool {
 
 // setEnvWaiting: the environment cannot start yet (lock, missing Environment).
 func setEnvWaiting(es *ferryv1.ReleaseEnvironmentStatus, reason, message string, gen int64, now metav1.Time) {
-	setCondition(&es.Conditions, ferryv1.ReadyCondition, metav1.ConditionUnknown, reason, message, gen, now)
+	conditions.Set(&es.Conditions, ferryv1.ReadyCondition, metav1.ConditionUnknown, reason, message, gen, now)
 }
 
 // setGateWaiting: the gate needs more approvals.
 func setGateWaiting(es *ferryv1.ReleaseEnvironmentStatus, message string, gen int64, now metav1.Time) {
-	setCondition(&es.Conditions, ferryv1.ApprovedCondition, metav1.ConditionUnknown, ferryv1.WaitingForApprovalReason, message, gen, now)
-	setCondition(&es.Conditions, ferryv1.ReadyCondition, metav1.ConditionUnknown, ferryv1.WaitingForApprovalReason, message, gen, now)
+	conditions.Set(&es.Conditions, ferryv1.ApprovedCondition, metav1.ConditionUnknown, ferryv1.WaitingForApprovalReason, message, gen, now)
+	conditions.Set(&es.Conditions, ferryv1.ReadyCondition, metav1.ConditionUnknown, ferryv1.WaitingForApprovalReason, message, gen, now)
 }
 
 // setGateOpen: the gate opened (Approved) or there is none (NoGate).
 func setGateOpen(es *ferryv1.ReleaseEnvironmentStatus, reason, message string, gen int64, now metav1.Time) {
-	setCondition(&es.Conditions, ferryv1.ApprovedCondition, metav1.ConditionTrue, reason, message, gen, now)
+	conditions.Set(&es.Conditions, ferryv1.ApprovedCondition, metav1.ConditionTrue, reason, message, gen, now)
 }
 
 // setGateClosed: rejected (the Release stops) or expired (it waits to be re-requested).
 func setGateClosed(es *ferryv1.ReleaseEnvironmentStatus, reason, message string, gen int64, now metav1.Time) {
-	setCondition(&es.Conditions, ferryv1.ApprovedCondition, metav1.ConditionFalse, reason, message, gen, now)
-	setCondition(&es.Conditions, ferryv1.ReadyCondition, metav1.ConditionFalse, reason, message, gen, now)
+	conditions.Set(&es.Conditions, ferryv1.ApprovedCondition, metav1.ConditionFalse, reason, message, gen, now)
+	conditions.Set(&es.Conditions, ferryv1.ReadyCondition, metav1.ConditionFalse, reason, message, gen, now)
 	if reason != ferryv1.ExpiredReason {
 		es.CompletionTime = &now
 	}
@@ -95,35 +87,35 @@ func setGateClosed(es *ferryv1.ReleaseEnvironmentStatus, reason, message string,
 
 // setEnvRollingOut: the workload is being applied and is not healthy everywhere yet.
 func setEnvRollingOut(es *ferryv1.ReleaseEnvironmentStatus, message string, gen int64, now metav1.Time) {
-	setCondition(&es.Conditions, ferryv1.RolledOutCondition, metav1.ConditionUnknown, ferryv1.RollingOutReason, message, gen, now)
-	setCondition(&es.Conditions, ferryv1.ReadyCondition, metav1.ConditionUnknown, ferryv1.RollingOutReason, message, gen, now)
+	conditions.Set(&es.Conditions, ferryv1.RolledOutCondition, metav1.ConditionUnknown, ferryv1.RollingOutReason, message, gen, now)
+	conditions.Set(&es.Conditions, ferryv1.ReadyCondition, metav1.ConditionUnknown, ferryv1.RollingOutReason, message, gen, now)
 }
 
 // setEnvRollingBack: a rollout failed; message says where and why.
 func setEnvRollingBack(es *ferryv1.ReleaseEnvironmentStatus, message string, gen int64, now metav1.Time) {
-	setCondition(&es.Conditions, ferryv1.RolledOutCondition, metav1.ConditionFalse, ferryv1.RollingBackReason, message, gen, now)
-	setCondition(&es.Conditions, ferryv1.ReadyCondition, metav1.ConditionFalse, ferryv1.RollingBackReason, message, gen, now)
+	conditions.Set(&es.Conditions, ferryv1.RolledOutCondition, metav1.ConditionFalse, ferryv1.RollingBackReason, message, gen, now)
+	conditions.Set(&es.Conditions, ferryv1.ReadyCondition, metav1.ConditionFalse, ferryv1.RollingBackReason, message, gen, now)
 }
 
 // setEnvSucceeded: healthy on every cluster.
 func setEnvSucceeded(es *ferryv1.ReleaseEnvironmentStatus, message string, gen int64, now metav1.Time) {
-	setCondition(&es.Conditions, ferryv1.RolledOutCondition, metav1.ConditionTrue, ferryv1.HealthyReason, message, gen, now)
-	setCondition(&es.Conditions, ferryv1.ReadyCondition, metav1.ConditionTrue, ferryv1.SucceededReason, message, gen, now)
+	conditions.Set(&es.Conditions, ferryv1.RolledOutCondition, metav1.ConditionTrue, ferryv1.HealthyReason, message, gen, now)
+	conditions.Set(&es.Conditions, ferryv1.ReadyCondition, metav1.ConditionTrue, ferryv1.SucceededReason, message, gen, now)
 	es.CompletionTime = &now
 }
 
 // setEnvFailed: the rollout failed and was rolled back (RolledBack) or could not be
 // (RolloutFailed); the Release stops here.
 func setEnvFailed(es *ferryv1.ReleaseEnvironmentStatus, reason, message string, gen int64, now metav1.Time) {
-	setCondition(&es.Conditions, ferryv1.RolledOutCondition, metav1.ConditionFalse, reason, message, gen, now)
-	setCondition(&es.Conditions, ferryv1.ReadyCondition, metav1.ConditionFalse, reason, message, gen, now)
+	conditions.Set(&es.Conditions, ferryv1.RolledOutCondition, metav1.ConditionFalse, reason, message, gen, now)
+	conditions.Set(&es.Conditions, ferryv1.ReadyCondition, metav1.ConditionFalse, reason, message, gen, now)
 	es.CompletionTime = &now
 }
 
 // setEnvStopped: the Release stops before rolling out here (Superseded, NewerImageDeployed, an
 // invalid namespace template).
 func setEnvStopped(es *ferryv1.ReleaseEnvironmentStatus, reason, message string, gen int64, now metav1.Time) {
-	setCondition(&es.Conditions, ferryv1.ReadyCondition, metav1.ConditionFalse, reason, message, gen, now)
+	conditions.Set(&es.Conditions, ferryv1.ReadyCondition, metav1.ConditionFalse, reason, message, gen, now)
 	es.CompletionTime = &now
 }
 
@@ -147,30 +139,30 @@ func summarize(rel *ferryv1.Release, path []string, now metav1.Time) {
 			ready = &metav1.Condition{Status: metav1.ConditionUnknown, Reason: ferryv1.ProgressingReason, Message: "starting"}
 		}
 		message := name + ": " + ready.Message
-		setCondition(conds, ferryv1.ReadyCondition, ready.Status, ready.Reason, message, gen, now)
+		conditions.Set(conds, ferryv1.ReadyCondition, ready.Status, ready.Reason, message, gen, now)
 		switch {
 		case ready.Status == metav1.ConditionFalse && es.CompletionTime != nil:
 			// The Release stopped here.
 			rel.Status.CompletionTime = &now
-			setCondition(conds, ferryv1.ReconcilingCondition, metav1.ConditionFalse, ready.Reason, message, gen, now)
+			conditions.Set(conds, ferryv1.ReconcilingCondition, metav1.ConditionFalse, ready.Reason, message, gen, now)
 			if ready.Reason == ferryv1.SupersededReason {
-				setCondition(conds, ferryv1.StalledCondition, metav1.ConditionFalse, ready.Reason, message, gen, now)
+				conditions.Set(conds, ferryv1.StalledCondition, metav1.ConditionFalse, ready.Reason, message, gen, now)
 			} else {
-				setCondition(conds, ferryv1.StalledCondition, metav1.ConditionTrue, ready.Reason, message, gen, now)
+				conditions.Set(conds, ferryv1.StalledCondition, metav1.ConditionTrue, ready.Reason, message, gen, now)
 			}
 		case ready.Status == metav1.ConditionFalse && ready.Reason == ferryv1.ExpiredReason:
 			// Waiting for a person to re-request the gate.
-			setCondition(conds, ferryv1.ReconcilingCondition, metav1.ConditionFalse, ready.Reason, message, gen, now)
-			setCondition(conds, ferryv1.StalledCondition, metav1.ConditionTrue, ready.Reason, message, gen, now)
+			conditions.Set(conds, ferryv1.ReconcilingCondition, metav1.ConditionFalse, ready.Reason, message, gen, now)
+			conditions.Set(conds, ferryv1.StalledCondition, metav1.ConditionTrue, ready.Reason, message, gen, now)
 		default:
-			setCondition(conds, ferryv1.ReconcilingCondition, metav1.ConditionTrue, ready.Reason, message, gen, now)
+			conditions.Set(conds, ferryv1.ReconcilingCondition, metav1.ConditionTrue, ready.Reason, message, gen, now)
 			meta.RemoveStatusCondition(conds, ferryv1.StalledCondition)
 		}
 		return
 	}
 	message := "rolled out to " + strings.Join(path, ", ")
-	setCondition(conds, ferryv1.ReadyCondition, metav1.ConditionTrue, ferryv1.SucceededReason, message, gen, now)
-	setCondition(conds, ferryv1.ReconcilingCondition, metav1.ConditionFalse, ferryv1.SucceededReason, message, gen, now)
+	conditions.Set(conds, ferryv1.ReadyCondition, metav1.ConditionTrue, ferryv1.SucceededReason, message, gen, now)
+	conditions.Set(conds, ferryv1.ReconcilingCondition, metav1.ConditionFalse, ferryv1.SucceededReason, message, gen, now)
 	meta.RemoveStatusCondition(conds, ferryv1.StalledCondition)
 	rel.Status.CompletionTime = &now
 }
@@ -178,10 +170,7 @@ func summarize(rel *ferryv1.Release, path []string, now metav1.Time) {
 // setStalled records a problem only a person can fix before the Release can start (a missing
 // Project, an environment off the path). The Release is not finished: fixing it resumes it.
 func setStalled(rel *ferryv1.Release, reason, message string, now metav1.Time) {
-	gen := rel.Generation
-	setCondition(&rel.Status.Conditions, ferryv1.ReadyCondition, metav1.ConditionFalse, reason, message, gen, now)
-	setCondition(&rel.Status.Conditions, ferryv1.ReconcilingCondition, metav1.ConditionFalse, reason, message, gen, now)
-	setCondition(&rel.Status.Conditions, ferryv1.StalledCondition, metav1.ConditionTrue, reason, message, gen, now)
+	conditions.MarkStalled(&rel.Status.Conditions, reason, message, rel.Generation, now)
 }
 
 // clusterSummary says how far the rollout is on each cluster, for the environment's message.

@@ -13,7 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
-	"github.com/ferryci/ferry/internal/text"
+	"github.com/ferryci/ferry/internal/conditions"
 )
 
 // GateAnswer is the state of the Approval gate before a batch.
@@ -348,13 +348,7 @@ func (s *stepper) set(status metav1.ConditionStatus, reason, message string) {
 
 // SetClusterCondition sets the RolledOut condition of a cluster's rollout.
 func SetClusterCondition(st *ferryv1.ClusterRolloutStatus, status metav1.ConditionStatus, reason, message string, now metav1.Time) {
-	meta.SetStatusCondition(&st.Conditions, metav1.Condition{
-		Type:               ferryv1.RolledOutCondition,
-		Status:             status,
-		Reason:             reason,
-		Message:            text.Message(message),
-		LastTransitionTime: now,
-	})
+	conditions.Set(&st.Conditions, ferryv1.RolledOutCondition, status, reason, message, 0, now)
 }
 
 // canaryReplicas is the size of the canary in batch k of n: ceil(replicas*k/n), at least one.
