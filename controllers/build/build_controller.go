@@ -13,7 +13,6 @@ import (
 	"time"
 
 	pipelinev1 "github.com/tektoncd/pipeline/pkg/apis/pipeline/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -35,6 +34,7 @@ import (
 	"github.com/ferryci/ferry/internal/catalog"
 	"github.com/ferryci/ferry/internal/gitsource"
 	"github.com/ferryci/ferry/internal/image"
+	"github.com/ferryci/ferry/internal/patch"
 	"github.com/ferryci/ferry/internal/pipelinefile"
 )
 
@@ -104,15 +104,21 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ct
 		return ctrl.Result{}, nil
 	}
 	before := b.DeepCopy()
+	// Write the status only onto the Build that was read: a reconcile that started from a stale
+	// cache (an executor's notification can arrive before the cache has the previous reconcile's
+	// write) must not replace the newer status with one derived from the older, nor count a
+	// transition twice.
+	patcher := patch.NewStatusPatcher(b, patch.WithOptimisticLock())
 	defer func() {
 		// Events and metrics follow what was written, so a retried reconcile does not count twice.
-		written, err := r.patchStatus(ctx, before, b)
+		err := patcher.Patch(ctx, r.Client, b)
+		conflict := errors.Is(err, patch.ErrConflict)
 		switch {
-		case err != nil:
+		case err != nil && !conflict:
 			retErr = errors.Join(retErr, err)
-		case !written && retErr == nil:
+		case conflict && (retErr == nil || errors.Is(retErr, reconcile.TerminalError(nil))):
 			// The cache had not seen the Build's latest write: try again once it has.
-			result = ctrl.Result{RequeueAfter: staleRetry}
+			result, retErr = ctrl.Result{RequeueAfter: staleRetry}, nil
 		default:
 			r.recordTransition(before, b)
 		}
@@ -125,7 +131,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ct
 	if err := r.Get(ctx, types.NamespacedName{Namespace: b.Namespace, Name: b.Spec.Project}, project); err != nil {
 		if apierrors.IsNotFound(err) {
 			markProjectNotFound(b, r.now())
-			return ctrl.Result{}, nil
+			return ctrl.Result{}, reconcile.TerminalError(fmt.Errorf("project %s not found: %w", b.Spec.Project, err))
 		}
 		return ctrl.Result{}, err
 	}
@@ -160,27 +166,6 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ct
 
 // staleRetry is how soon a reconcile that read a Build older than the API server's runs again.
 const staleRetry = 200 * time.Millisecond
-
-// patchStatus writes the Build's status if it changed, on the condition that the Build is still
-// the one that was read: a reconcile that started from a stale cache (an executor's notification
-// can arrive before the cache has the previous reconcile's write) must not replace the newer
-// status with one derived from the older, nor count a transition twice. written is false when
-// the Build had changed meanwhile; an error is returned for other failures.
-func (r *Reconciler) patchStatus(ctx context.Context, before, b *ferryv1.Build) (written bool, err error) {
-	if equality.Semantic.DeepEqual(before.Status, b.Status) {
-		return true, nil
-	}
-	err = r.Status().Patch(ctx, b, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{}))
-	switch {
-	case apierrors.IsConflict(err):
-		return false, nil
-	case apierrors.IsNotFound(err):
-		return true, nil
-	case err != nil:
-		return false, fmt.Errorf("failed to patch status of Build %s: %w", b.Name, err)
-	}
-	return true, nil
-}
 
 // ensureRun returns the Build's run, starting it if there is none. It returns nil (and no error)
 // when the Build ended without a run: cancelled first, a git tag that cannot tag an image, or a

@@ -3,6 +3,7 @@ package build
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 
@@ -14,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
+	"github.com/ferryci/ferry/internal/patch"
 )
 
 // DefaultBuildHistoryLimit is how many finished Builds a Project keeps when it does not say.
@@ -45,15 +47,11 @@ func (r *Reconciler) recordLastBuild(ctx context.Context, p *ferryv1.Project, b 
 		if recordedIsNewer, err := r.lastBuildIsNewer(ctx, p, b); err != nil || recordedIsNewer {
 			return err
 		}
-		body, err := json.Marshal(map[string]any{
-			"metadata": map[string]any{"resourceVersion": p.ResourceVersion},
-			"status":   map[string]any{"lastBuild": ferryv1.BuildReference{Name: b.Name, Revision: b.Spec.Revision, Ref: b.Spec.Ref}},
-		})
-		if err != nil {
-			return err
-		}
-		err = r.Status().Patch(ctx, p.DeepCopy(), client.RawPatch(types.MergePatchType, body))
-		if apierrors.IsConflict(err) && attempt < 5 {
+		proj := p.DeepCopy()
+		patcher := patch.NewStatusPatcher(proj, patch.WithOptimisticLock())
+		proj.Status.LastBuild = &ferryv1.BuildReference{Name: b.Name, Revision: b.Spec.Revision, Ref: b.Spec.Ref}
+		err := patcher.Patch(ctx, r.Client, proj)
+		if errors.Is(err, patch.ErrConflict) && attempt < 5 {
 			p = &ferryv1.Project{}
 			if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: b.Namespace, Name: b.Spec.Project}, p); err != nil {
 				return client.IgnoreNotFound(err)

@@ -17,6 +17,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -25,6 +26,7 @@ import (
 
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
 	"github.com/ferryci/ferry/internal/gitlab"
+	"github.com/ferryci/ferry/internal/patch"
 )
 
 // DefaultTokenKey is the key of the token Secret when the Project's tokenSecretRef names none.
@@ -148,11 +150,11 @@ func (r *Reconciler) reportStatus(ctx context.Context, api gitlab.API, p *ferryv
 		return err
 	}
 	r.remember(b, func(m *memo) { m.state = state })
-	patch := fmt.Appendf(nil, `{"status":{"reportedState":%q}}`, state)
-	if err := r.Status().Patch(ctx, b, client.RawPatch(types.MergePatchType, patch)); err != nil {
-		return client.IgnoreNotFound(fmt.Errorf("failed to record the reported state of Build %s: %w", client.ObjectKeyFromObject(b), err))
-	}
+	patcher := patch.NewStatusPatcher(b)
 	b.Status.ReportedState = string(state)
+	if err := patcher.Patch(ctx, r.Client, b); err != nil {
+		return fmt.Errorf("failed to record the reported state of Build %s: %w", client.ObjectKeyFromObject(b), err)
+	}
 	return nil
 }
 
@@ -176,8 +178,9 @@ func (r *Reconciler) postNote(ctx context.Context, api gitlab.API, p *ferryv1.Pr
 		return err
 	}
 	r.remember(b, func(m *memo) { m.noted = true })
-	patch := fmt.Appendf(nil, `{"metadata":{"annotations":{%q:%q}}}`, ferryv1.GitLabNoteAnnotation, state)
-	if err := r.Patch(ctx, b, client.RawPatch(types.MergePatchType, patch)); err != nil {
+	before := b.DeepCopy()
+	metav1.SetMetaDataAnnotation(&b.ObjectMeta, ferryv1.GitLabNoteAnnotation, string(state))
+	if err := r.Patch(ctx, b, client.MergeFrom(before)); err != nil {
 		return client.IgnoreNotFound(fmt.Errorf("failed to record the note on Build %s: %w", client.ObjectKeyFromObject(b), err))
 	}
 	return nil

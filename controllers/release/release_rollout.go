@@ -10,7 +10,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -21,6 +20,7 @@ import (
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
 	"github.com/ferryci/ferry/internal/approval"
 	"github.com/ferryci/ferry/internal/clusters"
+	"github.com/ferryci/ferry/internal/patch"
 	"github.com/ferryci/ferry/internal/rollout"
 )
 
@@ -279,23 +279,20 @@ func (r *Reconciler) recordDeployed(ctx context.Context, rel *ferryv1.Release, p
 		return err
 	}
 	entry := ferryv1.ProjectEnvironmentStatus{Name: es.Name, Image: rel.Spec.Image, Revision: revision, Release: rel.Name, DeployedAt: deployedAt, BuiltAt: builtAt}
-	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+	err = retry.OnError(retry.DefaultRetry, func(err error) bool { return errors.Is(err, patch.ErrConflict) }, func() error {
 		proj := &ferryv1.Project{}
 		if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: rel.Namespace, Name: rel.Spec.Project}, proj); err != nil {
 			return client.IgnoreNotFound(err)
 		}
-		before := proj.DeepCopy()
+		// A merge patch of status.environments only, guarded by the resourceVersion: the Build
+		// controller writes status.lastBuild of the same object.
+		patcher := patch.NewStatusPatcher(proj, patch.WithOptimisticLock())
 		if cur := deployedIn(proj, es.Name); cur != nil {
 			*cur = entry
 		} else {
 			proj.Status.Environments = append(proj.Status.Environments, entry)
 		}
-		if equality.Semantic.DeepEqual(before.Status.Environments, proj.Status.Environments) {
-			return nil
-		}
-		// A merge patch of status.environments only, guarded by the resourceVersion: the Build
-		// controller writes status.lastBuild of the same object.
-		if err := r.Status().Patch(ctx, proj, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); err != nil {
+		if err := patcher.Patch(ctx, r.Client, proj); err != nil {
 			return err
 		}
 		p.project.Status.Environments = proj.Status.Environments
