@@ -165,9 +165,12 @@ func (r *Reconciler) promote(ctx context.Context, rel *ferryv1.Release, p *plan)
 		if es.CompletionTime != nil {
 			return ctrl.Result{}, nil
 		}
-		res, next, err := r.reconcileEnvironment(ctx, rel, p, es, now)
-		if err != nil || !next {
-			return res, err
+		st, err := r.reconcileEnvironment(ctx, rel, p, es, now)
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		if !st.proceeds() {
+			return st.result(), nil
 		}
 	}
 	return ctrl.Result{}, nil

@@ -10,7 +10,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
@@ -20,8 +19,8 @@ import (
 
 // reconcileEnvironment works on the first environment of the path the Release has not passed:
 // the checks before it may start (supersession, an older image, the deploy lock), the gate, then
-// the rollout. next reports that the environment succeeded and the next one may start.
-func (r *Reconciler) reconcileEnvironment(ctx context.Context, rel *ferryv1.Release, p *plan, es *ferryv1.ReleaseEnvironmentStatus, now metav1.Time) (ctrl.Result, bool, error) {
+// the rollout. It proceeds once the environment succeeded and the next one may start.
+func (r *Reconciler) reconcileEnvironment(ctx context.Context, rel *ferryv1.Release, p *plan, es *ferryv1.ReleaseEnvironmentStatus, now metav1.Time) (step, error) {
 	gen := rel.Generation
 	if es.StartTime == nil {
 		es.StartTime = &now
@@ -30,28 +29,28 @@ func (r *Reconciler) reconcileEnvironment(ctx context.Context, rel *ferryv1.Rele
 	if err := r.Get(ctx, types.NamespacedName{Name: es.Name}, env); err != nil {
 		if apierrors.IsNotFound(err) {
 			setEnvWaiting(es, ferryv1.EnvironmentNotFoundReason, fmt.Sprintf("environment %s not found", es.Name), gen, now)
-			return ctrl.Result{}, false, nil
+			return wait(0), nil
 		}
-		return ctrl.Result{}, false, fmt.Errorf("failed to read Environment %s: %w", es.Name, err)
+		return step{}, fmt.Errorf("failed to read Environment %s: %w", es.Name, err)
 	}
 	if !rolloutStarted(es) {
-		res, ready, err := r.beforeRollout(ctx, rel, p, env, es, now)
-		if err != nil || !ready {
-			return res, false, err
+		if st, err := r.beforeRollout(ctx, rel, p, env, es, now); err != nil || !st.proceeds() {
+			return st, err
 		}
 	}
 	return r.rollOut(ctx, rel, p, env, es, now)
 }
 
-// beforeRollout decides whether the Release may start rolling out in env now, and starts it.
-func (r *Reconciler) beforeRollout(ctx context.Context, rel *ferryv1.Release, p *plan, env *ferryv1.Environment, es *ferryv1.ReleaseEnvironmentStatus, now metav1.Time) (ctrl.Result, bool, error) {
+// beforeRollout decides whether the Release may start rolling out in env now, and starts it: it
+// proceeds once the rollout started.
+func (r *Reconciler) beforeRollout(ctx context.Context, rel *ferryv1.Release, p *plan, env *ferryv1.Environment, es *ferryv1.ReleaseEnvironmentStatus, now metav1.Time) (step, error) {
 	gen := rel.Generation
 	siblings, err := r.projectReleases(ctx, rel, fromCache)
 	if err != nil {
-		return ctrl.Result{}, false, err
+		return step{}, err
 	}
-	if stop, err := r.mustStop(ctx, rel, p, siblings, es, now); err != nil || stop {
-		return ctrl.Result{}, false, err
+	if st, err := r.mustStop(ctx, rel, p, siblings, es, now); err != nil || !st.proceeds() {
+		return st, err
 	}
 	if env.Spec.Locked {
 		msg := "environment " + env.Name + " is locked"
@@ -59,42 +58,39 @@ func (r *Reconciler) beforeRollout(ctx context.Context, rel *ferryv1.Release, p 
 			msg += ": " + env.Spec.LockReason
 		}
 		setEnvWaiting(es, ferryv1.EnvironmentLockedReason, msg, gen, now)
-		return ctrl.Result{}, false, nil
+		return wait(0), nil
 	}
 	ns, targets, ok := r.targetNamespace(rel, env, es, now)
 	if !ok {
-		return ctrl.Result{}, false, nil
+		return stop(), nil
 	}
-	if holder := lockHolder(siblings, rel, es.Name); holder != "" {
-		setEnvWaiting(es, ferryv1.EnvironmentLockedReason, fmt.Sprintf("release %s is rolling out in environment %s", holder, es.Name), gen, now)
-		return ctrl.Result{}, false, nil
+	if st := r.waitForHolder(rel, es, siblings, now); !st.proceeds() {
+		return st, nil
 	}
-	if wait, err := r.waitForTargets(ctx, rel, es, targets, fromCache, now); err != nil || wait {
-		return ctrl.Result{}, false, err
+	if st, err := r.waitForTargets(ctx, rel, es, targets, fromCache, now); err != nil || !st.proceeds() {
+		return st, err
 	}
-	res, open, err := r.gate(ctx, rel, p, env, es, now)
-	if err != nil || !open {
-		return res, false, err
+	if st, err := r.gate(ctx, rel, p, env, es, now); err != nil || !st.proceeds() {
+		return st, err
 	}
 	// Take the deploy lock on what the API server says, not on the cache: another Release of the
 	// project, or of another project with the same target, may have started a moment ago.
 	if !r.takeTargets(p, targets) {
 		setEnvWaiting(es, ferryv1.EnvironmentLockedReason, "another Release is taking the deploy lock of "+describeTargets(targets), gen, now)
-		return ctrl.Result{RequeueAfter: time.Second}, false, nil
+		return wait(time.Second), nil
 	}
 	live, err := r.projectReleases(ctx, rel, fromAPIServer)
 	if err != nil {
-		return ctrl.Result{}, false, err
+		return step{}, err
 	}
-	if stop, err := r.mustStop(ctx, rel, p, live, es, now); err != nil || stop {
-		return ctrl.Result{}, false, err
+	if st, err := r.mustStop(ctx, rel, p, live, es, now); err != nil || !st.proceeds() {
+		return st, err
 	}
-	if holder := lockHolder(live, rel, es.Name); holder != "" {
-		setEnvWaiting(es, ferryv1.EnvironmentLockedReason, fmt.Sprintf("release %s is rolling out in environment %s", holder, es.Name), gen, now)
-		return ctrl.Result{}, false, nil
+	if st := r.waitForHolder(rel, es, live, now); !st.proceeds() {
+		return st, nil
 	}
-	if wait, err := r.waitForTargets(ctx, rel, es, targets, fromAPIServer, now); err != nil || wait {
-		return ctrl.Result{}, false, err
+	if st, err := r.waitForTargets(ctx, rel, es, targets, fromAPIServer, now); err != nil || !st.proceeds() {
+		return st, err
 	}
 	if cur := deployedIn(p.project, env.Name); cur != nil {
 		es.PreviousImage = cur.Image
@@ -107,23 +103,37 @@ func (r *Reconciler) beforeRollout(ctx context.Context, rel *ferryv1.Release, p 
 	setEnvRollingOut(es, msg+droppedNote(p, env), gen, now)
 	r.Recorder.Eventf(rel, nil, corev1.EventTypeNormal, ferryv1.RollingOutReason, "RollOut", "Environment %s: %s", env.Name, msg)
 	r.reportDroppedAnnotations(rel, p, env)
-	return ctrl.Result{}, true, nil
+	return proceed(), nil
+}
+
+// waitForHolder makes the environment wait while another Release of the project is writing into
+// it (see lockHolder).
+func (r *Reconciler) waitForHolder(rel *ferryv1.Release, es *ferryv1.ReleaseEnvironmentStatus, siblings []ferryv1.Release, now metav1.Time) step {
+	holder := lockHolder(siblings, rel, es.Name)
+	if holder == "" {
+		return proceed()
+	}
+	setEnvWaiting(es, ferryv1.EnvironmentLockedReason, fmt.Sprintf("release %s is rolling out in environment %s", holder, es.Name), rel.Generation, now)
+	return wait(0)
 }
 
 // mustStop stops the Release before env when a newer Release of the project has reached env, or
-// env runs a newer image and this is not a rollback.
-func (r *Reconciler) mustStop(ctx context.Context, rel *ferryv1.Release, p *plan, siblings []ferryv1.Release, es *ferryv1.ReleaseEnvironmentStatus, now metav1.Time) (bool, error) {
+// env runs a newer image and this is not a rollback; otherwise it proceeds.
+func (r *Reconciler) mustStop(ctx context.Context, rel *ferryv1.Release, p *plan, siblings []ferryv1.Release, es *ferryv1.ReleaseEnvironmentStatus, now metav1.Time) (step, error) {
 	gen := rel.Generation
 	if newer := supersededBy(siblings, rel, es.Name); newer != "" {
 		setEnvStopped(es, ferryv1.SupersededReason, fmt.Sprintf("superseded by the newer Release %s, which reached environment %s first", newer, es.Name), gen, now)
-		return true, nil
+		return stop(), nil
 	}
 	msg, err := r.newerImageDeployed(ctx, rel, p, es.Name)
-	if err != nil || msg == "" {
-		return false, err
+	if err != nil {
+		return step{}, err
+	}
+	if msg == "" {
+		return proceed(), nil
 	}
 	setEnvStopped(es, ferryv1.NewerImageDeployedReason, msg, gen, now)
-	return true, nil
+	return stop(), nil
 }
 
 // readFrom says where a lookup of Releases reads them.
@@ -252,14 +262,15 @@ func sameDigest(a, b string) bool {
 // maxGateRecords is the API's limit on the decisions a gate's status lists.
 const maxGateRecords = 100
 
-// gate evaluates the Environment's approval gate. open reports that the Release may roll out.
-func (r *Reconciler) gate(ctx context.Context, rel *ferryv1.Release, p *plan, env *ferryv1.Environment, es *ferryv1.ReleaseEnvironmentStatus, now metav1.Time) (ctrl.Result, bool, error) {
+// gate evaluates the Environment's approval gate: it proceeds when the Release may roll out, waits
+// for approvals (until the gate expires), and stops when it was rejected or expired.
+func (r *Reconciler) gate(ctx context.Context, rel *ferryv1.Release, p *plan, env *ferryv1.Environment, es *ferryv1.ReleaseEnvironmentStatus, now metav1.Time) (step, error) {
 	gen := rel.Generation
 	policy := env.Spec.Approval
 	if policy == nil {
 		es.Gate = nil
 		setGateOpen(es, ferryv1.NoGateReason, fmt.Sprintf("environment %s has no approval gate", env.Name), gen, now)
-		return ctrl.Result{}, true, nil
+		return proceed(), nil
 	}
 	if es.Gate == nil || es.Gate.WaitingSince == nil {
 		es.Gate = &ferryv1.GateStatus{WaitingSince: &now, ExpiresAt: expiresAt(policy, now)}
@@ -267,7 +278,7 @@ func (r *Reconciler) gate(ctx context.Context, rel *ferryv1.Release, p *plan, en
 	}
 	approvals, err := r.approvals(ctx, rel)
 	if err != nil {
-		return ctrl.Result{}, false, err
+		return step{}, err
 	}
 	tally := approval.Tally(policy, approvals, rel.Name, env.Name, 0, rel.Spec.Image, p.subject, es.Gate.ExpiresAt)
 	es.Gate.RequiredApprovals = tally.Required
@@ -281,13 +292,13 @@ func (r *Reconciler) gate(ctx context.Context, rel *ferryv1.Release, p *plan, en
 		setGateClosed(es, ferryv1.RejectedReason, msg, gen, now)
 		approvalWait.WithLabelValues(env.Name, "rejected").Observe(waited)
 		r.Recorder.Eventf(rel, nil, corev1.EventTypeWarning, ferryv1.RejectedReason, "Gate", "Environment %s: %s", env.Name, msg)
-		return ctrl.Result{}, false, nil
+		return stop(), nil
 	case tally.Approved():
 		msg := fmt.Sprintf("approved by %s", strings.Join(tally.Approvers, ", "))
 		setGateOpen(es, ferryv1.ApprovedReason, msg, gen, now)
 		approvalWait.WithLabelValues(env.Name, "approved").Observe(waited)
 		r.Recorder.Eventf(rel, nil, corev1.EventTypeNormal, ferryv1.ApprovedReason, "Gate", "Environment %s: %s", env.Name, msg)
-		return ctrl.Result{}, true, nil
+		return proceed(), nil
 	case approval.Expired(es.Gate.ExpiresAt, now.Time):
 		msg := fmt.Sprintf("the gate expired at %s with %d of %d approvals; re-request it with `ferry approve %s --env %s --rerequest` (or annotate the Release %s=%s)",
 			es.Gate.ExpiresAt.UTC().Format(time.RFC3339), len(tally.Approvers), tally.Required, rel.Name, env.Name, ferryv1.ReRequestAnnotation, env.Name)
@@ -296,7 +307,7 @@ func (r *Reconciler) gate(ctx context.Context, rel *ferryv1.Release, p *plan, en
 			r.Recorder.Eventf(rel, nil, corev1.EventTypeWarning, ferryv1.ExpiredReason, "Gate", "Environment %s: %s", env.Name, msg)
 		}
 		setGateClosed(es, ferryv1.ExpiredReason, msg, gen, now)
-		return ctrl.Result{}, false, nil
+		return stop(), nil
 	}
 	msg := fmt.Sprintf("%d of %d approvals", len(tally.Approvers), tally.Required)
 	if len(tally.Approvers) > 0 {
@@ -308,9 +319,9 @@ func (r *Reconciler) gate(ctx context.Context, rel *ferryv1.Release, p *plan, en
 	}
 	setGateWaiting(es, msg, gen, now)
 	if es.Gate.ExpiresAt != nil {
-		return ctrl.Result{RequeueAfter: es.Gate.ExpiresAt.Sub(now.Time) + time.Second}, false, nil
+		return wait(es.Gate.ExpiresAt.Sub(now.Time) + time.Second), nil
 	}
-	return ctrl.Result{}, false, nil
+	return wait(0), nil
 }
 
 func isExpired(es *ferryv1.ReleaseEnvironmentStatus) bool {

@@ -90,14 +90,17 @@ func (r *Reconciler) targetHolder(ctx context.Context, rel *ferryv1.Release, tar
 }
 
 // waitForTargets makes the environment wait while another Release holds the deploy lock of one of
-// targets (see targetHolder).
-func (r *Reconciler) waitForTargets(ctx context.Context, rel *ferryv1.Release, es *ferryv1.ReleaseEnvironmentStatus, targets []target, from readFrom, now metav1.Time) (bool, error) {
+// targets (see targetHolder); otherwise it proceeds.
+func (r *Reconciler) waitForTargets(ctx context.Context, rel *ferryv1.Release, es *ferryv1.ReleaseEnvironmentStatus, targets []target, from readFrom, now metav1.Time) (step, error) {
 	holder, err := r.targetHolder(ctx, rel, targets, from)
-	if err != nil || holder == "" {
-		return false, err
+	if err != nil {
+		return step{}, err
+	}
+	if holder == "" {
+		return proceed(), nil
 	}
 	setEnvWaiting(es, ferryv1.EnvironmentLockedReason, holder, rel.Generation, now)
-	return true, nil
+	return wait(0), nil
 }
 
 // holderOf names the first Release among candidates, other than rel, that holds the lock of one of

@@ -14,7 +14,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/retry"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
@@ -25,19 +24,19 @@ import (
 )
 
 // rollOut advances the rollout (or its rollback) on every cluster of the environment in
-// parallel. next reports that every cluster is healthy and the environment was recorded.
-func (r *Reconciler) rollOut(ctx context.Context, rel *ferryv1.Release, p *plan, env *ferryv1.Environment, es *ferryv1.ReleaseEnvironmentStatus, now metav1.Time) (ctrl.Result, bool, error) {
+// parallel. It proceeds once every cluster is healthy and the environment was recorded.
+func (r *Reconciler) rollOut(ctx context.Context, rel *ferryv1.Release, p *plan, env *ferryv1.Environment, es *ferryv1.ReleaseEnvironmentStatus, now metav1.Time) (step, error) {
 	gen := rel.Generation
 	if len(es.Clusters) == 0 {
 		setEnvFailed(es, ferryv1.FailedReason, "environment "+es.Name+" names no cluster", gen, now)
-		return ctrl.Result{}, false, nil
+		return stop(), nil
 	}
 	back := rollingBack(es)
 	in := r.input(ctx, rel, p, env, es, back, now)
 	if in.Strategy.Type == ferryv1.BatchStrategy && in.Strategy.Between == ferryv1.BatchGateApproval && !back {
 		approvals, err := r.approvals(ctx, rel)
 		if err != nil {
-			return ctrl.Result{}, false, err
+			return step{}, err
 		}
 		in.BatchGate = func(batch int32) rollout.GateAnswer {
 			t := approval.Tally(env.Spec.Approval, approvals, rel.Name, env.Name, batch, rel.Spec.Image, p.subject, nil)
@@ -64,28 +63,29 @@ func (r *Reconciler) rollOut(ctx context.Context, rel *ferryv1.Release, p *plan,
 		poll = r.unreachableRetry(unreachable)
 	}
 	if back {
-		return r.afterRollback(rel, es, in.Previous, now)
+		return r.afterRollback(rel, es, in.Previous, now), nil
 	}
 	if failed := firstFailed(es); failed != nil {
 		if rollout.Refused(failed) && !anyStarted(es) {
 			r.refuseEnvironment(rel, es, now)
-			return ctrl.Result{}, false, nil
+			return stop(), nil
 		}
 		r.startRollback(rel, es, failed, in.Previous, now)
-		return ctrl.Result{RequeueAfter: time.Millisecond}, false, nil
+		// The rollback starts at once, in this Reconcile: its first step on every cluster.
+		return r.rollOut(ctx, rel, p, env, es, now)
 	}
 	if !allSucceeded(es) {
 		setEnvRollingOut(es, clusterSummary(es), gen, now)
-		return ctrl.Result{RequeueAfter: poll}, false, nil
+		return wait(poll), nil
 	}
 	if err := r.recordDeployed(ctx, rel, p, es); err != nil {
-		return ctrl.Result{}, false, err
+		return step{}, err
 	}
 	msg := fmt.Sprintf("%s is healthy on %s", rollout.ShortImage(p.image), clusterNames(es)) + droppedNote(p, env)
 	setEnvSucceeded(es, msg, gen, now)
 	rolloutDuration.WithLabelValues(es.Name, resultSucceeded).Observe(rolloutSeconds(es, now))
 	r.Recorder.Eventf(rel, nil, corev1.EventTypeNormal, ferryv1.SucceededReason, "RollOut", "Environment %s: %s", es.Name, msg)
-	return ctrl.Result{}, true, nil
+	return proceed(), nil
 }
 
 // stepClusters runs one rollout step on every cluster that is not done, in parallel, except the
@@ -178,10 +178,10 @@ func (r *Reconciler) startRollback(rel *ferryv1.Release, es *ferryv1.ReleaseEnvi
 }
 
 // afterRollback waits for every cluster to be rolled back, then stops the Release with the cause.
-func (r *Reconciler) afterRollback(rel *ferryv1.Release, es *ferryv1.ReleaseEnvironmentStatus, prev *rollout.Workload, now metav1.Time) (ctrl.Result, bool, error) {
+func (r *Reconciler) afterRollback(rel *ferryv1.Release, es *ferryv1.ReleaseEnvironmentStatus, prev *rollout.Workload, now metav1.Time) step {
 	for _, st := range es.Clusters {
 		if st.CompletionTime == nil {
-			return ctrl.Result{RequeueAfter: r.pollInterval()}, false, nil
+			return wait(r.pollInterval())
 		}
 	}
 	cause := ""
@@ -205,7 +205,7 @@ func (r *Reconciler) afterRollback(rel *ferryv1.Release, es *ferryv1.ReleaseEnvi
 	setEnvFailed(es, reason, msg, rel.Generation, now)
 	rolloutDuration.WithLabelValues(es.Name, resultOf(&metav1.Condition{Reason: reason})).Observe(rolloutSeconds(es, now))
 	r.Recorder.Eventf(rel, nil, corev1.EventTypeWarning, reason, "RollBack", "Environment %s: %s", es.Name, msg)
-	return ctrl.Result{}, false, nil
+	return stop()
 }
 
 func shortOf(w *rollout.Workload) string {
