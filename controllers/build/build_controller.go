@@ -286,6 +286,15 @@ const (
 	projectRefIndex = "spec.project+ref"
 )
 
+// indexProject is the projectIndex of a Build.
+func indexProject(o client.Object) []string { return []string{o.(*ferryv1.Build).Spec.Project} }
+
+// indexProjectRef is the projectRefIndex of a Build.
+func indexProjectRef(o client.Object) []string {
+	b := o.(*ferryv1.Build)
+	return []string{b.Spec.Project + "\x00" + b.Spec.Ref}
+}
+
 // NotifyingExecutor is an executor that tells the controller when a run changes (the local
 // executor); a Tekton PipelineRun is watched instead.
 type NotifyingExecutor interface {
@@ -309,15 +318,10 @@ type ForgettingExecutor interface {
 // only), and Projects (so that Builds waiting for one start when it appears or changes).
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	ctx := context.Background()
-	if err := mgr.GetFieldIndexer().IndexField(ctx, &ferryv1.Build{}, projectIndex, func(o client.Object) []string {
-		return []string{o.(*ferryv1.Build).Spec.Project}
-	}); err != nil {
+	if err := mgr.GetFieldIndexer().IndexField(ctx, &ferryv1.Build{}, projectIndex, indexProject); err != nil {
 		return err
 	}
-	if err := mgr.GetFieldIndexer().IndexField(ctx, &ferryv1.Build{}, projectRefIndex, func(o client.Object) []string {
-		b := o.(*ferryv1.Build)
-		return []string{b.Spec.Project + "\x00" + b.Spec.Ref}
-	}); err != nil {
+	if err := mgr.GetFieldIndexer().IndexField(ctx, &ferryv1.Build{}, projectRefIndex, indexProjectRef); err != nil {
 		return err
 	}
 	r.Concurrency = r.concurrency()

@@ -162,7 +162,7 @@ func (r *Reconciler) readPipelineFile(ctx context.Context, b *ferryv1.Build, p *
 		return nil, se
 	case errors.Is(err, errFetchInProgress):
 		return nil, &sourceError{reason: ferryv1.WaitingForGitServerReason, wait: jitter(fetchWait),
-			err: waitMessage(fmt.Sprintf("Waiting for another Build that reads %s at %s from git server %s", path, shortSHA(b.Spec.Revision), host))}
+			err: waitMessage(fmt.Sprintf("waiting for another Build that reads %s at %s from git server %s", path, shortSHA(b.Spec.Revision), host))}
 	case errors.As(err, &missing):
 		return nil, pipelinefile.ErrorList{{File: path, Message: fmt.Sprintf("no pipeline file in the repository at %s: add one, or set the Project's pipelineFile", shortSHA(b.Spec.Revision))}}
 	case errors.Is(err, gitsource.ErrTooLarge):
@@ -220,7 +220,7 @@ const catalogTTL = 5 * time.Second
 func (r *Reconciler) catalog(ctx context.Context) (*catalog.Catalog, error) {
 	r.catalogMu.Lock()
 	defer r.catalogMu.Unlock()
-	if now := time.Now(); now.Before(r.catalogExpiry) {
+	if now := r.now().Time; now.Before(r.catalogExpiry) {
 		return r.catalogCache, nil
 	}
 	cm := &corev1.ConfigMap{}
@@ -236,7 +236,7 @@ func (r *Reconciler) catalog(ctx context.Context) (*catalog.Catalog, error) {
 		}
 		r.catalogVersion, r.catalogCache = cm.ResourceVersion, c
 	}
-	r.catalogExpiry = time.Now().Add(catalogTTL)
+	r.catalogExpiry = r.now().Add(catalogTTL)
 	return r.catalogCache, nil
 }
 

@@ -1,0 +1,238 @@
+package build
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/tools/events"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
+	"github.com/ferryci/ferry/internal/buildplan"
+	"github.com/ferryci/ferry/internal/gitsource"
+)
+
+const unitSHA = "0123456789abcdef0123456789abcdef01234567"
+
+// unitReconciler is a Build reconciler on a fake client, with a fixed clock and a pipeline file
+// read from memory.
+func unitReconciler(t *testing.T, ex Executor, file string, readErr error, objs ...client.Object) *Reconciler {
+	t.Helper()
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	if err := ferryv1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(objs...).WithStatusSubresource(&ferryv1.Build{}, &ferryv1.Project{}).
+		WithIndex(&ferryv1.Build{}, projectIndex, indexProject).WithIndex(&ferryv1.Build{}, projectRefIndex, indexProjectRef).Build()
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	return &Reconciler{
+		Client: c, APIReader: c, Scheme: scheme, Executor: ex, Recorder: events.NewFakeRecorder(100), Namespace: "ferry-system", FerryImage: "registry.example.com/ferry:test",
+		Now: func() time.Time { return now },
+		ReadSource: func(context.Context, gitsource.Request, string) ([]byte, error) {
+			return []byte(file), readErr
+		},
+	}
+}
+
+func unitProject() *ferryv1.Project {
+	return &ferryv1.Project{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "app", UID: "p-uid"},
+		Spec: ferryv1.ProjectSpec{
+			Repository: ferryv1.Repository{CloneURL: "https://git.example.com/team/app.git"},
+			Image:      ferryv1.ImageRepository{Repository: "registry.example.com/team/app"},
+		},
+	}
+}
+
+func unitBuild(mutate func(*ferryv1.Build)) *ferryv1.Build {
+	b := &ferryv1.Build{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "app-main-1", UID: "b-uid", Generation: 1,
+			CreationTimestamp: metav1.NewTime(time.Date(2026, 3, 1, 11, 59, 0, 0, time.UTC))},
+		Spec: ferryv1.BuildSpec{Project: "app", Revision: unitSHA, Ref: "refs/heads/main"},
+	}
+	if mutate != nil {
+		mutate(b)
+	}
+	return b
+}
+
+// TestEnsureRunUnit: ensureRun returns an existing run, starts one once the pipeline file reads
+// and plans, and otherwise ends the Build without a run (cancelled, a tag that cannot tag an
+// image, an invalid pipeline file, a source that stays unreadable past the Build's timeout) or
+// retries (a source that cannot be read yet).
+func TestEnsureRunUnit(t *testing.T) {
+	okPipeline := "stack: registry.example.com/stacks/debian@sha256:0b2a1f5d9e4c7a3b8f6e2d1c0a9b8c7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a1b\nbuild:\n  image: golang:1.26\n  steps:\n    - name: test\n      run: go test ./...\n"
+	existing := &RunState{Exists: true, Name: "pr-1", Phase: PhaseRunning}
+	for _, tc := range []struct {
+		name       string
+		build      func(*ferryv1.Build)
+		observe    *RunState
+		file       string
+		readErr    error
+		wantRun    bool
+		wantErr    bool
+		wantStart  bool
+		wantReady  string // status/reason of Ready, "" for none
+		wantSource string // status/reason of SourceResolved, "" for none
+		wantFinish bool
+	}{
+		{name: "the run exists", observe: existing, wantRun: true},
+		{name: "cancelled before it ran", build: func(b *ferryv1.Build) { b.Spec.Cancelled, b.Spec.CancelReason = true, "by alice" },
+			wantReady: "False/Cancelled", wantFinish: true},
+		{name: "superseded before it ran", build: func(b *ferryv1.Build) { b.Spec.Cancelled, b.Spec.CancelReason = true, SupersededPrefix+"app-main-2" },
+			wantReady: "False/Superseded", wantFinish: true},
+		{name: "a tag that cannot tag an image", build: func(b *ferryv1.Build) { b.Spec.Ref = "refs/tags/release/1.0" },
+			wantReady: "False/InvalidImageTag", wantFinish: true},
+		{name: "an invalid pipeline file", file: "stak: x\n",
+			wantReady: "False/InvalidPipelineFile", wantSource: "False/InvalidPipelineFile", wantFinish: true},
+		{name: "no pipeline file", readErr: &gitsource.FileNotFoundError{File: ferryv1.DefaultPipelineFile, Revision: unitSHA},
+			wantReady: "False/InvalidPipelineFile", wantSource: "False/InvalidPipelineFile", wantFinish: true},
+		{name: "the source cannot be read yet", readErr: errors.New("connection refused"), wantErr: true,
+			wantReady: "Unknown/SourceUnavailable", wantSource: "False/SourceUnavailable"},
+		{name: "the source cannot be read past the timeout", readErr: errors.New("connection refused"),
+			build: func(b *ferryv1.Build) {
+				b.CreationTimestamp = metav1.NewTime(time.Date(2026, 2, 1, 0, 0, 0, 0, time.UTC))
+			},
+			wantReady: "False/SourceUnavailable", wantSource: "False/SourceUnavailable", wantFinish: true},
+		{name: "starts the run", file: okPipeline, wantRun: true, wantStart: true, wantSource: "True/Succeeded"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			started := 0
+			ex := &FakeExecutor{
+				ObserveFn: func(context.Context, *ferryv1.Build) (*RunState, error) {
+					if tc.observe != nil {
+						return tc.observe, nil
+					}
+					return &RunState{}, nil
+				},
+				StartFn: func(_ context.Context, b *ferryv1.Build, p *buildplan.Plan) (*RunState, error) {
+					started++
+					if p.PipelineFile != ferryv1.DefaultPipelineFile || len(p.Steps) == 0 {
+						t.Errorf("plan %+v", p)
+					}
+					return &RunState{Exists: true, Name: b.Name, Phase: PhaseQueued}, nil
+				},
+			}
+			r := unitReconciler(t, ex, tc.file, tc.readErr)
+			b := unitBuild(tc.build)
+			run, err := r.ensureRun(context.Background(), b, unitProject())
+			if (err != nil) != tc.wantErr || (run != nil) != tc.wantRun {
+				t.Fatalf("ensureRun = %+v, %v; want a run %v, an error %v", run, err, tc.wantRun, tc.wantErr)
+			}
+			if (started == 1) != tc.wantStart || started > 1 {
+				t.Errorf("started %d times", started)
+			}
+			if tc.wantRun && b.Status.Executor != "fake" {
+				t.Errorf("executor %q", b.Status.Executor)
+			}
+			if tc.wantStart && (len(b.Status.Steps) != 3 || b.Status.Steps[1].Name != "test" || b.Status.Steps[1].State != "Waiting") {
+				t.Errorf("steps %+v", b.Status.Steps)
+			}
+			if got := unitCondition(b, ferryv1.ReadyCondition); got != tc.wantReady {
+				t.Errorf("Ready = %q, want %q", got, tc.wantReady)
+			}
+			if got := unitCondition(b, ferryv1.SourceResolvedCondition); got != tc.wantSource {
+				t.Errorf("SourceResolved = %q, want %q", got, tc.wantSource)
+			}
+			if isFinished(b) != tc.wantFinish {
+				t.Errorf("finished %v, want %v", isFinished(b), tc.wantFinish)
+			}
+		})
+	}
+}
+
+func unitCondition(b *ferryv1.Build, typ string) string {
+	if c := meta.FindStatusCondition(b.Status.Conditions, typ); c != nil {
+		return string(c.Status) + "/" + c.Reason
+	}
+	return ""
+}
+
+// TestReconcileUnit: a whole Reconcile on a fake client: a missing Project stalls the Build
+// without retrying; a Build is cancelled through the executor, its outcome mirrored and written
+// once; a newer Build supersedes an older one of the same ref.
+func TestReconcileUnit(t *testing.T) {
+	ctx := context.Background()
+	t.Run("a missing Project", func(t *testing.T) {
+		b := unitBuild(nil)
+		r := unitReconciler(t, &FakeExecutor{}, "", nil, b)
+		_, err := r.Reconcile(ctx, requestFor(b))
+		if !errors.Is(err, reconcileTerminal) {
+			t.Errorf("Reconcile: %v, want a terminal error", err)
+		}
+		got := r.get(t, b)
+		if unitCondition(got, ferryv1.StalledCondition) != "True/ProjectNotFound" || unitCondition(got, ferryv1.ReadyCondition) != "False/ProjectNotFound" || got.Status.CompletionTime != nil {
+			t.Errorf("status %+v", got.Status)
+		}
+		if msg := meta.FindStatusCondition(got.Status.Conditions, ferryv1.ReadyCondition).Message; msg != "project app not found in namespace team" {
+			t.Errorf("message %q", msg)
+		}
+	})
+	t.Run("cancelled while running", func(t *testing.T) {
+		b := unitBuild(func(b *ferryv1.Build) { b.Spec.Cancelled = true })
+		cancels := 0
+		ex := &FakeExecutor{
+			ObserveFn: func(context.Context, *ferryv1.Build) (*RunState, error) {
+				return &RunState{Exists: true, Name: "pr", Phase: PhaseRunning}, nil
+			},
+			CancelFn: func(context.Context, *ferryv1.Build) error { cancels++; return nil },
+		}
+		r := unitReconciler(t, ex, "", nil, b, unitProject())
+		if _, err := r.Reconcile(ctx, requestFor(b)); err != nil {
+			t.Fatal(err)
+		}
+		got := r.get(t, b)
+		if cancels != 1 || unitCondition(got, ferryv1.ReadyCondition) != "Unknown/PipelineRunning" || got.Status.Executor != "fake" {
+			t.Errorf("%d cancels, status %+v", cancels, got.Status)
+		}
+	})
+	t.Run("supersede", func(t *testing.T) {
+		p := unitProject()
+		p.Spec.Triggers.Supersede = true
+		older := unitBuild(func(b *ferryv1.Build) { b.Name, b.UID = "app-main-0", "old-uid" })
+		newer := unitBuild(func(b *ferryv1.Build) { b.CreationTimestamp = metav1.NewTime(b.CreationTimestamp.Add(time.Minute)) })
+		r := unitReconciler(t, &FakeExecutor{ObserveFn: func(_ context.Context, b *ferryv1.Build) (*RunState, error) {
+			return &RunState{Exists: true, Name: b.Name, Phase: PhaseRunning}, nil
+		}}, "", nil, p, older, newer)
+		if _, err := r.Reconcile(ctx, requestFor(newer)); err != nil {
+			t.Fatal(err)
+		}
+		if got := r.get(t, older); !got.Spec.Cancelled || got.Spec.CancelReason != SupersededPrefix+newer.Name {
+			t.Errorf("older spec %+v", got.Spec)
+		}
+		if got := r.get(t, newer); got.Spec.Cancelled {
+			t.Errorf("newer cancelled: %+v", got.Spec)
+		}
+		proj := &ferryv1.Project{}
+		if err := r.Get(ctx, client.ObjectKeyFromObject(p), proj); err != nil || proj.Status.LastBuild == nil || proj.Status.LastBuild.Name != newer.Name {
+			t.Errorf("lastBuild %+v, %v", proj.Status.LastBuild, err)
+		}
+	})
+}
+
+var reconcileTerminal = reconcile.TerminalError(nil)
+
+func requestFor(b *ferryv1.Build) reconcile.Request {
+	return reconcile.Request{NamespacedName: client.ObjectKeyFromObject(b)}
+}
+
+// get reads a Build back from the fake client.
+func (r *Reconciler) get(t *testing.T, b *ferryv1.Build) *ferryv1.Build {
+	t.Helper()
+	got := &ferryv1.Build{}
+	if err := r.Get(context.Background(), client.ObjectKeyFromObject(b), got); err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
