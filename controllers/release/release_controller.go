@@ -299,12 +299,7 @@ func (r *Reconciler) releasesOfProject(ctx context.Context, o client.Object) []r
 }
 
 func (r *Reconciler) unfinishedReleases(ctx context.Context, _ client.Object) []reconcile.Request {
-	list := &ferryv1.ReleaseList{}
-	if err := r.List(ctx, list); err != nil {
-		ctrl.LoggerFrom(ctx).Error(err, "Failed to list Releases")
-		return nil
-	}
-	return unfinished(list.Items, "")
+	return r.releasesWhere(ctx, func(rel *ferryv1.Release) bool { return rel.Status.CompletionTime == nil })
 }
 
 // becameReady lets through a Cluster whose Ready condition turned True: the Releases waiting on it
@@ -325,6 +320,18 @@ func becameReady() predicate.Predicate {
 
 // releasesOnCluster are the Releases with a rollout (or a deletion) on a Cluster that is not done.
 func (r *Reconciler) releasesOnCluster(ctx context.Context, o client.Object) []reconcile.Request {
+	return r.releasesWhere(ctx, func(rel *ferryv1.Release) bool {
+		if rel.Status.CompletionTime != nil && rel.DeletionTimestamp.IsZero() {
+			return false
+		}
+		return slices.ContainsFunc(rel.Status.Environments, func(es ferryv1.ReleaseEnvironmentStatus) bool {
+			return es.CompletionTime == nil && slices.ContainsFunc(es.Clusters, func(c ferryv1.ClusterRolloutStatus) bool { return c.Cluster == o.GetName() })
+		})
+	})
+}
+
+// releasesWhere lists every Release from the cache and asks for a Reconcile of those keep selects.
+func (r *Reconciler) releasesWhere(ctx context.Context, keep func(*ferryv1.Release) bool) []reconcile.Request {
 	list := &ferryv1.ReleaseList{}
 	if err := r.List(ctx, list); err != nil {
 		ctrl.LoggerFrom(ctx).Error(err, "Failed to list Releases")
@@ -332,14 +339,8 @@ func (r *Reconciler) releasesOnCluster(ctx context.Context, o client.Object) []r
 	}
 	var reqs []reconcile.Request
 	for i := range list.Items {
-		rel := &list.Items[i]
-		if rel.Status.CompletionTime != nil && rel.DeletionTimestamp.IsZero() {
-			continue
-		}
-		if slices.ContainsFunc(rel.Status.Environments, func(es ferryv1.ReleaseEnvironmentStatus) bool {
-			return es.CompletionTime == nil && slices.ContainsFunc(es.Clusters, func(c ferryv1.ClusterRolloutStatus) bool { return c.Cluster == o.GetName() })
-		}) {
-			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(rel)})
+		if keep(&list.Items[i]) {
+			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
 		}
 	}
 	return reqs

@@ -11,7 +11,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
@@ -181,26 +180,15 @@ func (r *Reconciler) lockReleased() handler.EventHandler {
 
 // lockWaiters are the unfinished Releases that wait for a deploy lock.
 func (r *Reconciler) lockWaiters(ctx context.Context) []reconcile.Request {
-	list := &ferryv1.ReleaseList{}
-	if err := r.List(ctx, list); err != nil {
-		ctrl.LoggerFrom(ctx).Error(err, "Failed to list Releases")
-		return nil
-	}
-	var reqs []reconcile.Request
-	for i := range list.Items {
-		rel := &list.Items[i]
+	return r.releasesWhere(ctx, func(rel *ferryv1.Release) bool {
 		if rel.Status.CompletionTime != nil {
-			continue
+			return false
 		}
-		for j := range rel.Status.Environments {
-			es := &rel.Status.Environments[j]
-			if c := meta.FindStatusCondition(es.Conditions, ferryv1.ReadyCondition); es.CompletionTime == nil && c != nil && c.Reason == ferryv1.EnvironmentLockedReason {
-				reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(rel)})
-				break
-			}
-		}
-	}
-	return reqs
+		return slices.ContainsFunc(rel.Status.Environments, func(es ferryv1.ReleaseEnvironmentStatus) bool {
+			c := meta.FindStatusCondition(es.Conditions, ferryv1.ReadyCondition)
+			return es.CompletionTime == nil && c != nil && c.Reason == ferryv1.EnvironmentLockedReason
+		})
+	})
 }
 
 // tryLock locks every key or none, without waiting.
