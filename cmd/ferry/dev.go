@@ -26,12 +26,14 @@ func newDevCommand() *cobra.Command {
 plane with Ferry's CRDs and admission webhooks, two target clusters (nonprod for dev and staging,
 prod for prod), a registry with Harbor's token authentication seeded with stacks and runtimes, a git
 server hosting the example apps, a fake GitLab that sends GitLab's webhooks for every push, and
-Ferry's manager with the local executor, the GitLab receiver and the UI.
+Ferry's manager with the GitLab receiver and the UI.
 
 Where the machine can (Linux, root, containerd, runc, the CNI plugins and iptables: make run installs
 them), every cluster has a real node — containerd, runc, the kubelet and kube-proxy in namespaces of
 their own — so the apps' containers really run, answer HTTP and fail their health checks, and
-nothing they send leaves the machine. Elsewhere, or with --nodes=simulated, kwok plays the nodes.
+nothing they send leaves the machine; Tekton Pipelines runs on the hub's node and every Build is a
+PipelineRun, each Project with a step cache of its own. Elsewhere, or with --nodes=simulated, kwok
+plays the nodes and the local executor runs the Builds' steps on this machine, isolated.
 
 It prints what you need (UI, sign-in tokens, webhook URL and secrets, kubeconfigs, registry) and
 writes it to DIR/endpoints.json. Ctrl-C stops everything; a second start with the same data
@@ -50,7 +52,7 @@ Run it inside a Ferry checkout: the example apps come from its examples/ directo
 	cmd.Flags().StringVar(&opts.DataDir, "data-dir", dev.DefaultDataDir, "directory that keeps everything between starts")
 	cmd.Flags().BoolVar(&opts.AllowLocalExecutorInCluster, "allow-local-executor-in-cluster", false, "DANGEROUS: run the local executor although this is a Kubernetes pod (its build steps would run next to the pod's ServiceAccount token); only for a pod that is one person's machine")
 	cmd.Flags().StringVar(&opts.ImageCache, "image-cache", "", "directory that keeps the real base images (Debian, Python, Go) between starts and data directories (default DATA_DIR/images)")
-	cmd.Flags().StringVar(&opts.Executor, "executor", dev.ExecutorLocal, "what runs the Builds: local (the steps on this machine, isolated) or tekton (Tekton Pipelines installed on the hub's real node runs each Build as a PipelineRun; needs real nodes)")
+	cmd.Flags().StringVar(&opts.Executor, "executor", dev.ExecutorAuto, "what runs the Builds: tekton (Tekton Pipelines installed on the hub's real node runs each Build as a PipelineRun, with a step cache per Project; needs real nodes), local (the steps on this machine, isolated) or auto (tekton on real nodes, else local)")
 	cmd.Flags().StringVar(&opts.Nodes, "nodes", dev.NodesAuto, "what runs the clusters' pods: real (containerd and the kubelet on this machine), simulated (kwok) or auto (real where the machine can)")
 	cmd.AddCommand(newDevPushCommand())
 	return cmd

@@ -2,14 +2,17 @@ package main
 
 import (
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"k8s.io/apimachinery/pkg/api/resource"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	buildcontroller "github.com/ferryci/ferry/controllers/build"
 	localexecutor "github.com/ferryci/ferry/controllers/build/local"
 	"github.com/ferryci/ferry/internal/approval"
 	"github.com/ferryci/ferry/internal/gitsource"
@@ -57,6 +60,9 @@ for one machine.`,
 	f.StringVar(&opts.Executor, "executor", "tekton", `how Builds run: "tekton" (a PipelineRun per Build) or "local" (processes on this machine, for ferry dev)`)
 	f.StringVar(&opts.FerryImage, "ferry-image", "", "image of the ferry binary for the clone and assemble steps of PipelineRuns (default: the image of this manager's pod, $POD_NAME, else "+manager.DefaultFerryImage+")")
 	opts.PodName = os.Getenv("POD_NAME")
+	f.StringSliceVar(&opts.StepCache.Vars, "step-cache", nil, `variables that name cache directories of the build steps on Tekton, e.g. GOCACHE,GOMODCACHE,PIP_CACHE_DIR: each Project gets a PersistentVolumeClaim of its own (ferry-cache-PROJECT) with one directory per variable (default: no cache)`)
+	f.StringVar(&opts.StepCache.StorageClassName, "step-cache-storage-class", "", "StorageClass of the step caches' claims (default: the cluster's default class)")
+	f.Var(quantityFlag{&opts.StepCache.Size}, "step-cache-size", "storage each Project's step cache requests (default "+buildcontroller.DefaultStepCacheSize.String()+")")
 	f.DurationVar(&opts.MaxBuildTimeout, "max-build-timeout", 0, "the longest any Build may run, whatever its Project and pipeline file say (default 6h)")
 	f.DurationVar(&opts.GitLimits.Timeout, "git-timeout", gitsource.ReadFileLimits.Timeout, "the longest a read of a pipeline file from a git server may take")
 	f.DurationVar(&opts.GitLimits.StallTimeout, "git-stall-timeout", gitsource.ReadFileLimits.StallTimeout, "a read of a pipeline file fails when the git server sent nothing for this long")
@@ -97,3 +103,27 @@ func bindProcessFlags(f *pflag.FlagSet, opts *manager.Options, namespaceUsage st
 	f.StringVar(&opts.MetricsAddr, "metrics-bind-address", ":8080", `address of the Prometheus metrics endpoint; "0" turns it off`)
 	f.StringVar(&opts.ProbeAddr, "health-probe-bind-address", ":8081", `address of /healthz and /readyz; "0" turns them off`)
 }
+
+// quantityFlag is a flag holding a Kubernetes quantity such as 10Gi.
+type quantityFlag struct{ q *resource.Quantity }
+
+func (f quantityFlag) String() string {
+	if f.q == nil || f.q.IsZero() {
+		return ""
+	}
+	return f.q.String()
+}
+
+func (f quantityFlag) Set(v string) error {
+	q, err := resource.ParseQuantity(v)
+	if err != nil {
+		return fmt.Errorf("%q is not a quantity such as 10Gi: %w", v, err)
+	}
+	if q.Sign() <= 0 {
+		return fmt.Errorf("%q: want more than zero", v)
+	}
+	*f.q = q
+	return nil
+}
+
+func (quantityFlag) Type() string { return "quantity" }

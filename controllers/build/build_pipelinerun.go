@@ -8,6 +8,7 @@ import (
 	pipelinev1 "github.com/tektoncd/pipeline/pkg/apis/pipeline/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
@@ -40,7 +41,29 @@ type TektonExecutor struct {
 	APIReader client.Reader
 	// Scheme sets owner references.
 	Scheme *runtime.Scheme
+	// Cache, when it names variables, gives every Project a step cache of its own.
+	Cache StepCache
 }
+
+// StepCache is what the Tekton executor keeps between a Project's Builds: one
+// PersistentVolumeClaim per Project, owned by it (deleted with it), mounted into the user's steps
+// of that Project's Builds only, each variable in Vars naming a directory in it. Builds of
+// another Project, and the clone and assemble steps, never see it.
+type StepCache struct {
+	// Vars are the variables that name cache directories, such as GOCACHE and GOMODCACHE; none
+	// turns the cache off.
+	Vars []string
+	// StorageClassName is the claims' StorageClass ("" for the cluster's default).
+	StorageClassName string
+	// Size is what each claim requests (zero: DefaultStepCacheSize).
+	Size resource.Quantity
+}
+
+// DefaultStepCacheSize is a Project's step cache unless StepCache.Size says otherwise.
+var DefaultStepCacheSize = resource.MustParse("10Gi")
+
+// StepCacheClaimName is the PersistentVolumeClaim of a Project's step cache.
+func StepCacheClaimName(project string) string { return "ferry-cache-" + project }
 
 // Name is "tekton".
 func (e *TektonExecutor) Name() string { return "tekton" }
@@ -85,6 +108,15 @@ func (e *TektonExecutor) taskRun(ctx context.Context, pr *pipelinev1.PipelineRun
 
 // Start creates the PipelineRun. One that exists already and belongs to the Build is the run.
 func (e *TektonExecutor) Start(ctx context.Context, b *ferryv1.Build, p *buildplan.Plan) (*RunState, error) {
+	if len(e.Cache.Vars) > 0 {
+		claim, err := e.ensureStepCache(ctx, b.Namespace, p.Project)
+		if err != nil {
+			return nil, err
+		}
+		withCache := *p
+		withCache.Cache = buildplan.Cache{Claim: claim, Vars: e.Cache.Vars}
+		p = &withCache
+	}
 	pr, err := p.PipelineRun()
 	if err != nil {
 		return nil, err
@@ -97,7 +129,7 @@ func (e *TektonExecutor) Start(ctx context.Context, b *ferryv1.Build, p *buildpl
 		case apierrors.IsInvalid(err), apierrors.IsBadRequest(err), apierrors.IsForbidden(err):
 			// Tekton's webhook, a quota or a policy of the namespace said no: asking again
 			// would get the same answer.
-			return nil, &RunRefusedError{Name: pr.Name, Err: err}
+			return nil, &RunRefusedError{What: "PipelineRun " + pr.Name, Err: err}
 		case !apierrors.IsAlreadyExists(err):
 			return nil, fmt.Errorf("failed to create PipelineRun %s: %w", pr.Name, err)
 		}
@@ -113,16 +145,67 @@ func (e *TektonExecutor) Start(ctx context.Context, b *ferryv1.Build, p *buildpl
 	return stateFromPipelineRun(pr, nil), nil
 }
 
-// RunRefusedError is a run the cluster refused to create: retrying cannot help, the Build fails.
+// +kubebuilder:rbac:groups="",resources=persistentvolumeclaims,verbs=get;create
+
+// ensureStepCache makes the Project's step cache claim exist and returns its name. A claim of
+// that name that the Project does not own is never used: another Project's cache, or anyone's
+// volume, does not become this one's.
+func (e *TektonExecutor) ensureStepCache(ctx context.Context, namespace, project string) (string, error) {
+	owner := &ferryv1.Project{}
+	if err := e.Client.Get(ctx, types.NamespacedName{Namespace: namespace, Name: project}, owner); err != nil {
+		return "", err
+	}
+	size := e.Cache.Size
+	if size.IsZero() {
+		size = DefaultStepCacheSize
+	}
+	pvc := &corev1.PersistentVolumeClaim{
+		ObjectMeta: metav1.ObjectMeta{
+			Namespace: namespace,
+			Name:      StepCacheClaimName(project),
+			Labels:    map[string]string{ferryv1.ProjectLabel: project, ferryv1.ManagedByLabel: ferryv1.ManagedByValue},
+		},
+		Spec: corev1.PersistentVolumeClaimSpec{
+			AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+			Resources:   corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: size}},
+		},
+	}
+	if e.Cache.StorageClassName != "" {
+		pvc.Spec.StorageClassName = &e.Cache.StorageClassName
+	}
+	if err := controllerutil.SetControllerReference(owner, pvc, e.Scheme); err != nil {
+		return "", err
+	}
+	err := e.Client.Create(ctx, pvc)
+	switch {
+	case err == nil:
+		return pvc.Name, nil
+	case apierrors.IsForbidden(err), apierrors.IsInvalid(err):
+		return "", &RunRefusedError{What: "the step cache, PersistentVolumeClaim " + pvc.Name + ",", Err: err}
+	case !apierrors.IsAlreadyExists(err):
+		return "", fmt.Errorf("failed to create the step cache, PersistentVolumeClaim %s: %w", pvc.Name, err)
+	}
+	existing := &corev1.PersistentVolumeClaim{}
+	if err := e.APIReader.Get(ctx, client.ObjectKeyFromObject(pvc), existing); err != nil {
+		return "", err
+	}
+	if !metav1.IsControlledBy(existing, owner) {
+		return "", &RunRefusedError{What: "the step cache, PersistentVolumeClaim " + pvc.Name + ",", Err: fmt.Errorf("a claim of that name exists and does not belong to Project %s: delete or rename it", project)}
+	}
+	return pvc.Name, nil
+}
+
+// RunRefusedError is a run (or what it needs) the cluster refused to create: retrying cannot
+// help, the Build fails.
 type RunRefusedError struct {
-	// Name is the run's name.
-	Name string
+	// What names what was refused: "PipelineRun NAME", or the step cache's claim.
+	What string
 	// Err is the API server's answer, which carries the refuser's own words.
 	Err error
 }
 
 func (e *RunRefusedError) Error() string {
-	return fmt.Sprintf("PipelineRun %s was refused: %v", e.Name, e.Err)
+	return fmt.Sprintf("%s was refused: %v", e.What, e.Err)
 }
 
 func (e *RunRefusedError) Unwrap() error { return e.Err }

@@ -36,6 +36,8 @@ const (
 	GitCredentialsDir = "/ferry/git-credentials" //nolint:gosec // G101: a mount path, not a credential
 	// DockerConfigDir holds config.json from the Project's push Secret, for the assemble step only.
 	DockerConfigDir = "/ferry/docker-config"
+	// CacheDir is the Project's step cache, the Tekton workspace "cache" (Inputs.Cache).
+	CacheDir = "/ferry/cache"
 	// ResultsDir is where Tekton collects step results.
 	ResultsDir = "/tekton/results"
 )
@@ -81,6 +83,18 @@ type Inputs struct {
 	ProjectTimeout, MaxTimeout time.Duration
 	// FerryImage is the image with the ferry binary, for the clone and assemble steps.
 	FerryImage string
+	// Cache is the Project's step cache; none when its Claim is empty.
+	Cache Cache
+}
+
+// Cache is a volume that outlives the Build, kept for one Project, where the user's steps keep
+// what their tools cache (Go's build and module caches, pip's wheels): each variable in Vars
+// points at a directory of its own name in it, unless the step sets the variable itself.
+type Cache struct {
+	// Claim is the PersistentVolumeClaim of the Project's cache, in the Build's namespace.
+	Claim string
+	// Vars are the environment variables that name cache directories (GOCACHE, GOMODCACHE, …).
+	Vars []string
 }
 
 // StepKind says who provides a step.

@@ -134,6 +134,9 @@ func TestRenderedPipelineRunsAreValid(t *testing.T) {
 		},
 		"tag build":       func(in *buildplan.Inputs) { in.Tag, in.Ref, in.Insecure = "v1.2.0", "refs/tags/v1.2.0", true },
 		"long build name": func(in *buildplan.Inputs) { in.BuildName = strings.Repeat("very-long-build-name-", 10) + "x" },
+		"with a step cache": func(in *buildplan.Inputs) {
+			in.Cache = buildplan.Cache{Claim: "ferry-cache-app", Vars: []string{"GOCACHE", "GOMODCACHE"}}
+		},
 	}
 	i := 0
 	for name, content := range pipelineFiles(t) {
@@ -180,6 +183,58 @@ func TestTektonVariablesAreEscaped(t *testing.T) {
 	out := runShell(t, script+"printf '%s|%s' \"$A\" \"$B\"\n")
 	if !strings.HasSuffix(out, "plain|it's $(x)") {
 		t.Errorf("shell output %q", out)
+	}
+}
+
+// TestStepCache: with a cache, the Project's claim is the "cache" workspace and only the user's
+// steps get the cache variables, which their own environment can override; without one, nothing
+// of it is rendered.
+func TestStepCache(t *testing.T) {
+	content := pipelineFiles(t)["build"]
+	in := inputs()
+	_, pr := render(t, "build", content, in)
+	if len(pr.Spec.Workspaces) != 1 || len(pr.Spec.PipelineSpec.Tasks[0].TaskSpec.Workspaces) != 1 {
+		t.Fatalf("a cache without Inputs.Cache: %+v", pr.Spec.Workspaces)
+	}
+	in.Cache = buildplan.Cache{Claim: "ferry-cache-app", Vars: []string{"GOCACHE", "PIP_CACHE_DIR"}}
+	_, pr = render(t, "build", content, in)
+	var claim string
+	for _, w := range pr.Spec.Workspaces {
+		if w.Name == buildplan.CacheWorkspace && w.PersistentVolumeClaim != nil {
+			claim = w.PersistentVolumeClaim.ClaimName
+		}
+	}
+	if claim != "ferry-cache-app" {
+		t.Errorf("cache workspace bound to %q: %+v", claim, pr.Spec.Workspaces)
+	}
+	task := pr.Spec.PipelineSpec.Tasks[0]
+	if !slices.ContainsFunc(task.Workspaces, func(w pipelinev1.WorkspacePipelineTaskBinding) bool { return w.Name == buildplan.CacheWorkspace }) ||
+		!slices.ContainsFunc(task.TaskSpec.Workspaces, func(w pipelinev1.WorkspaceDeclaration) bool {
+			return w.Name == buildplan.CacheWorkspace && w.MountPath == buildplan.CacheDir
+		}) {
+		t.Errorf("the task does not declare and bind the cache: %+v %+v", task.Workspaces, task.TaskSpec.Workspaces)
+	}
+	for _, s := range task.TaskSpec.Steps {
+		env := map[string]string{}
+		for _, e := range s.Env {
+			env[e.Name] = e.Value
+		}
+		user := s.Name != "clone" && s.Name != "assemble"
+		switch {
+		case user && (env["GOCACHE"] != "/ferry/cache/GOCACHE" || env["PIP_CACHE_DIR"] != "/ferry/cache/PIP_CACHE_DIR"):
+			t.Errorf("user step %s env = %v", s.Name, env)
+		case !user && len(env) != 0:
+			t.Errorf("step %s gets the cache variables: %v", s.Name, env)
+		}
+	}
+	// A step that sets a cache variable itself keeps its own value: its script exports it after
+	// the container's environment is set.
+	out := runShell(t, "GOCACHE=/ferry/cache/GOCACHE\n"+buildplan.UserScript(buildplan.Step{Run: "printf %s \"$GOCACHE\"", Env: map[string]string{"GOCACHE": "/tmp/mine"}}))
+	if !strings.HasSuffix(out, "/tmp/mine") {
+		t.Errorf("the step's own GOCACHE lost: %q", out)
+	}
+	if err := tektonValidate(pr); err != nil {
+		t.Fatalf("Tekton refuses the PipelineRun: %v", err)
 	}
 }
 

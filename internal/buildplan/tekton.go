@@ -3,6 +3,7 @@ package buildplan
 import (
 	"encoding/json"
 	"fmt"
+	"path"
 	"regexp"
 	"slices"
 	"strings"
@@ -22,6 +23,8 @@ const (
 	TaskName = "build"
 	// SourceWorkspace is the checkout, an emptyDir for the run.
 	SourceWorkspace = "source"
+	// CacheWorkspace is the Project's step cache (Inputs.Cache), a PersistentVolumeClaim.
+	CacheWorkspace = "cache"
 	// gitCredentialsVolume and dockerConfigVolume mount the Project's Secrets into the one step
 	// that needs each; the user's steps never see them.
 	gitCredentialsVolume = "git-credentials"
@@ -62,12 +65,16 @@ func (p *Plan) PipelineRun() (*pipelinev1.PipelineRun, error) {
 	}
 	pipeline := &pipelinev1.PipelineSpec{
 		Workspaces: []pipelinev1.PipelineWorkspaceDeclaration{{Name: SourceWorkspace}},
-		Tasks: []pipelinev1.PipelineTask{{
-			Name:       TaskName,
-			TaskSpec:   &pipelinev1.EmbeddedTask{TaskSpec: *task},
-			Workspaces: []pipelinev1.WorkspacePipelineTaskBinding{{Name: SourceWorkspace, Workspace: SourceWorkspace}},
-		}},
+		Tasks:      []pipelinev1.PipelineTask{{Name: TaskName, Workspaces: []pipelinev1.WorkspacePipelineTaskBinding{{Name: SourceWorkspace, Workspace: SourceWorkspace}}}},
 	}
+	bindings := []pipelinev1.WorkspaceBinding{{Name: SourceWorkspace, EmptyDir: &corev1.EmptyDirVolumeSource{}}}
+	if p.Cache.Claim != "" {
+		task.Workspaces = append(task.Workspaces, pipelinev1.WorkspaceDeclaration{Name: CacheWorkspace, MountPath: CacheDir, Description: "The Project's step cache."})
+		pipeline.Workspaces = append(pipeline.Workspaces, pipelinev1.PipelineWorkspaceDeclaration{Name: CacheWorkspace})
+		pipeline.Tasks[0].Workspaces = append(pipeline.Tasks[0].Workspaces, pipelinev1.WorkspacePipelineTaskBinding{Name: CacheWorkspace, Workspace: CacheWorkspace})
+		bindings = append(bindings, pipelinev1.WorkspaceBinding{Name: CacheWorkspace, PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: p.Cache.Claim}})
+	}
+	pipeline.Tasks[0].TaskSpec = &pipelinev1.EmbeddedTask{TaskSpec: *task}
 	for _, r := range []string{ResultImageURL, ResultImageDigest, ResultLineage} {
 		pipeline.Results = append(pipeline.Results, pipelinev1.PipelineResult{
 			Name:  r,
@@ -98,7 +105,7 @@ func (p *Plan) PipelineRun() (*pipelinev1.PipelineRun, error) {
 				// The steps need no Kubernetes API: the user's steps get no token to use it with.
 				PodTemplate: &pod.PodTemplate{AutomountServiceAccountToken: ptr.To(false)},
 			},
-			Workspaces: []pipelinev1.WorkspaceBinding{{Name: SourceWorkspace, EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+			Workspaces: bindings,
 		},
 	}
 	if len(pr.Labels[ferryv1.BuildLabel]) > 63 {
@@ -117,6 +124,12 @@ func (p *Plan) tektonStep(s Step) pipelinev1.Step {
 	case UserStep:
 		step.Script = UserScript(s)
 		step.WorkingDir = SourceDir
+		if p.Cache.Claim != "" {
+			// The step's own environment, exported first in its script, wins.
+			for _, v := range p.Cache.Vars {
+				step.Env = append(step.Env, corev1.EnvVar{Name: v, Value: path.Join(CacheDir, v)})
+			}
+		}
 	default:
 		step.Command = []string{"ferry"}
 		step.Args = slices.Clone(s.Args)

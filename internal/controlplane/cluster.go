@@ -70,6 +70,8 @@ type Cluster struct {
 	slot      *slot
 	hostNet   *HostNetwork
 	removeDir string
+	// volumes provisions the real node's PersistentVolumes (StorageClassName).
+	volumes *volumes
 }
 
 // child is a process of a simulated cluster besides etcd and the API server.
@@ -272,6 +274,7 @@ func (c *Cluster) Healthy() error { return c.checkProcesses() }
 // Stop stops the nodes (a real node with everything it runs), the scheduler, the
 // controller-manager, then the API server, and last gives back the host's address for nodes.
 func (c *Cluster) Stop() error {
+	c.volumes.stop()
 	errs := []error{c.stopNode(), c.stopChildren()}
 	if c.APIServer != nil {
 		errs = append(errs, c.APIServer.Stop())

@@ -146,6 +146,9 @@ func startRealCluster(ctx context.Context, opts ClusterOptions) (_ *Cluster, err
 	if err := c.waitNodesReady(ctx, clientset, 1); err != nil {
 		return nil, err
 	}
+	if c.volumes, err = startVolumes(ctx, clientset, filepath.Join(api.Dir, "volumes")); err != nil {
+		return nil, err
+	}
 	return c, nil
 }
 

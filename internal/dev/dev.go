@@ -85,7 +85,8 @@ type Options struct {
 
 	// Executor runs the Builds: ExecutorTekton (Tekton Pipelines installed on the hub's real node:
 	// each Build a PipelineRun whose pod clones, runs the steps in the builder image and assembles),
-	// ExecutorLocal (the steps run on this machine, isolated) or "" (ExecutorLocal).
+	// ExecutorLocal (the steps run on this machine, isolated) or ExecutorAuto and "" (Tekton where
+	// the nodes are real, else local).
 	Executor string
 }
 
@@ -93,12 +94,19 @@ type Options struct {
 const (
 	ExecutorTekton = "tekton"
 	ExecutorLocal  = "local"
+	ExecutorAuto   = "auto"
 )
 
-// decideExecutor resolves Options.Executor against the nodes: Tekton needs a real node to run on.
+// decideExecutor resolves Options.Executor against the nodes: Tekton needs a real node to run on,
+// and runs the Builds wherever there is one unless the local executor is asked for.
 func decideExecutor(executor string, real bool, whyNot string) (string, error) {
 	switch executor {
-	case "", ExecutorLocal:
+	case "", ExecutorAuto:
+		if real {
+			return ExecutorTekton, nil
+		}
+		return ExecutorLocal, nil
+	case ExecutorLocal:
 		return ExecutorLocal, nil
 	case ExecutorTekton:
 		if !real {
@@ -106,7 +114,7 @@ func decideExecutor(executor string, real bool, whyNot string) (string, error) {
 		}
 		return ExecutorTekton, nil
 	}
-	return "", fmt.Errorf("--executor=%s: want tekton or local", executor)
+	return "", fmt.Errorf("--executor=%s: want tekton, local or auto", executor)
 }
 
 // What runs the clusters' pods (Options.Nodes).

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	buildcontroller "github.com/ferryci/ferry/controllers/build"
 	"github.com/ferryci/ferry/internal/manager"
 )
 
@@ -62,6 +63,10 @@ func stepCachesAndMounts() (caches, mounts []string) {
 	return caches, mounts
 }
 
+// tektonStepCaches are the cache directories each Project's steps keep between its Builds on
+// Tekton, in a claim of the hub node's default StorageClass (controlplane.StorageClassName).
+var tektonStepCaches = []string{"GOCACHE", "GOMODCACHE", "PIP_CACHE_DIR", "npm_config_cache"}
+
 // startManager runs Ferry's manager in this process against the hub: every controller, the
 // admission webhooks where the hub expects them, the GitLab receiver, the UI, and the local
 // executor with its logs in DIR/builds.
@@ -82,6 +87,7 @@ func (e *env) startManager(ctx context.Context) error {
 		WebhookCertDir:              certDir,
 		Executor:                    e.executor,
 		FerryImage:                  e.ferryImage,
+		StepCache:                   buildcontroller.StepCache{Vars: tektonStepCaches},
 		LogDir:                      filepath.Join(e.dir, "builds"),
 		LocalStepEnv:                stepEnv(),
 		LocalStepCaches:             caches,

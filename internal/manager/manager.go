@@ -107,6 +107,11 @@ type Options struct {
 	// PodName is the manager's own pod in Namespace, when it runs in one ($POD_NAME).
 	PodName string
 
+	// StepCache gives every Project a step cache on the Tekton executor: a PersistentVolumeClaim
+	// per Project whose directories the user's steps get in the variables StepCache.Vars names
+	// (none: no cache).
+	StepCache buildcontroller.StepCache
+
 	// MaxBuildTimeout caps every Build's timeout, whatever its Project and pipeline file ask for.
 	// Default 6h.
 	MaxBuildTimeout time.Duration
@@ -444,7 +449,7 @@ func (m *Manager) setupController(name string) error {
 func (m *Manager) buildExecutor() (buildcontroller.Executor, error) {
 	switch m.opts.Executor {
 	case "", "tekton":
-		return &buildcontroller.TektonExecutor{Client: m.GetClient(), APIReader: m.GetAPIReader(), Scheme: m.GetScheme()}, nil
+		return &buildcontroller.TektonExecutor{Client: m.GetClient(), APIReader: m.GetAPIReader(), Scheme: m.GetScheme(), Cache: m.opts.StepCache}, nil
 	case localexecutor.Name:
 		e, err := localexecutor.New(localexecutor.Options{
 			APIReader:      m.GetAPIReader(),

@@ -5,6 +5,8 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -14,9 +16,12 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	pipelinev1 "github.com/tektoncd/pipeline/pkg/apis/pipeline/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"knative.dev/pkg/apis"
@@ -100,7 +105,9 @@ func TestInstallRunsAPipelineRunOnARealNode(t *testing.T) {
 		t.Errorf("reading the PipelineRun as v1beta1: %v", err)
 	}
 
-	runFerryBuild(ctx, t, c, env, installed)
+	builds := newFerryBuilds(ctx, t, c, env, installed.Images["shell"])
+	runFerryBuild(ctx, t, builds, installed)
+	checkStepCache(ctx, t, builds, installed)
 
 	// A step whose image cannot be pulled: Tekton fails its TaskRun with TaskRunImagePullFailed,
 	// naming the step and the image (what the Build controller passes on to the Build).
@@ -174,11 +181,22 @@ func TestInstallRunsAPipelineRunOnARealNode(t *testing.T) {
 	t.Logf("installing again took %s", time.Since(begin).Round(100*time.Millisecond))
 }
 
-// runFerryBuild runs a Ferry Build's PipelineRun, as the Build controller renders it, through the
-// installed Tekton: `ferry git-clone` at the commit from the git server, the pipeline file's step
-// in its builder image, and `ferry assemble` pushing the image with the push Secret; Tekton's
-// results name the pushed image, which the registry then serves.
-func runFerryBuild(ctx context.Context, t *testing.T, c client.Client, env *realnode.Env, installed *Installed) {
+// ferryBuilds runs Ferry Builds' PipelineRuns, as the Build controller renders them, through the
+// installed Tekton: `ferry git-clone` at a commit from a git server, the pipeline file's steps in
+// their builder image, and `ferry assemble` pushing the image with the push Secret.
+type ferryBuilds struct {
+	t          *testing.T
+	c          client.Client
+	env        *realnode.Env
+	git        *gitserver.Server
+	ferryImage string
+	push       string
+	// stack is the stack image every Build assembles on.
+	stack string
+	n     int
+}
+
+func newFerryBuilds(ctx context.Context, t *testing.T, c client.Client, env *realnode.Env, stack string) *ferryBuilds {
 	t.Helper()
 	git, err := gitserver.Start(gitserver.Options{Addr: env.Host.IP.String() + ":0"})
 	if err != nil {
@@ -188,26 +206,6 @@ func runFerryBuild(ctx context.Context, t *testing.T, c client.Client, env *real
 	if err := git.CreateRepo("team/hello", gitserver.RepoOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	shell := installed.Images["shell"]
-	file := fmt.Sprintf(`stack: busybox
-build:
-  image: %s
-  steps:
-    - name: compile
-      run: mkdir -p out && echo "built at $(cat REVISION_NOTE)" > out/hello.txt
-artifacts: ["out/hello.txt"]
-workdir: /app
-entrypoint: ["/bin/cat", "/app/out/hello.txt"]
-`, shell)
-	sha, err := git.Commit("team/hello", gitserver.Commit{Message: "hello", Files: map[string]string{".ferry.yaml": file, "REVISION_NOTE": "the first commit\n"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pf, err := pipelinefile.Parse(".ferry.yaml", []byte(file))
-	if err != nil {
-		t.Fatal(err)
-	}
-
 	ferryImage := env.Push(t, realnode.StaticBinary(t, "github.com/ferryci/ferry/cmd/ferry", "ferry_nodev"), "ferry/ferry:test", "/usr/local/bin/ferry")
 	dockerConfig, err := json.Marshal(map[string]any{"auths": map[string]any{env.Registry.Host: map[string]string{
 		"auth": base64.StdEncoding.EncodeToString([]byte(env.User + ":" + env.Password)),
@@ -223,11 +221,27 @@ entrypoint: ["/bin/cat", "/app/out/hello.txt"]
 	if err := c.Create(ctx, push); err != nil {
 		t.Fatal(err)
 	}
+	return &ferryBuilds{t: t, c: c, env: env, git: git, ferryImage: ferryImage, push: push.Name, stack: stack}
+}
+
+// run commits the pipeline file and runs the Build of that commit to its end.
+func (f *ferryBuilds) run(ctx context.Context, file string, cache buildplan.Cache) (*pipelinev1.PipelineRun, string, *apis.Condition) {
+	t := f.t
+	t.Helper()
+	f.n++
+	sha, err := f.git.Commit("team/hello", gitserver.Commit{Message: "hello", Files: map[string]string{".ferry.yaml": file, "REVISION_NOTE": fmt.Sprintf("commit %d\n", f.n)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pf, err := pipelinefile.Parse(".ferry.yaml", []byte(file))
+	if err != nil {
+		t.Fatal(err)
+	}
 	plan, err := buildplan.New(pf, buildplan.Inputs{
-		BuildName: "hello-1", BuildUID: "0c0ffee0-0000-4000-8000-000000000001", Namespace: "builds", Project: "hello",
-		CloneURL: git.RepoURL("team/hello"), Revision: sha, Ref: "refs/heads/main", PipelineFile: ".ferry.yaml",
-		Image: env.Registry.Host + "/team/hello", Insecure: true, StackImage: shell,
-		PushSecret: push.Name, FerryImage: ferryImage,
+		BuildName: fmt.Sprintf("hello-%d", f.n), BuildUID: types.UID(fmt.Sprintf("0c0ffee0-0000-4000-8000-%012d", f.n)), Namespace: "builds", Project: "hello",
+		CloneURL: f.git.RepoURL("team/hello"), Revision: sha, Ref: "refs/heads/main", PipelineFile: ".ferry.yaml",
+		Image: f.env.Registry.Host + "/team/hello", Insecure: true, StackImage: f.stack,
+		PushSecret: f.push, FerryImage: f.ferryImage, Cache: cache,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -236,15 +250,34 @@ entrypoint: ["/bin/cat", "/app/out/hello.txt"]
 	if err != nil {
 		t.Fatal(err)
 	}
-	begin := time.Now()
-	if err := c.Create(ctx, pr); err != nil {
+	if err := f.c.Create(ctx, pr); err != nil {
 		t.Fatal(err)
 	}
-	cond := waitPipelineRun(ctx, t, c, pr)
+	return pr, sha, waitPipelineRun(ctx, t, f.c, pr)
+}
+
+// runFerryBuild runs a Ferry Build through the installed Tekton; Tekton's results name the pushed
+// image, which the registry then serves.
+func runFerryBuild(ctx context.Context, t *testing.T, builds *ferryBuilds, installed *Installed) {
+	t.Helper()
+	shell := installed.Images["shell"]
+	file := fmt.Sprintf(`stack: busybox
+build:
+  image: %s
+  steps:
+    - name: compile
+      run: mkdir -p out && echo "built at $(cat REVISION_NOTE)" > out/hello.txt
+artifacts: ["out/hello.txt"]
+workdir: /app
+entrypoint: ["/bin/cat", "/app/out/hello.txt"]
+`, shell)
+	begin := time.Now()
+	pr, sha, cond := builds.run(ctx, file, buildplan.Cache{})
 	if !cond.IsTrue() {
-		t.Fatalf("the Build's PipelineRun did not succeed: %s %s: %s\n%s", cond.Status, cond.Reason, cond.Message, podLogs(ctx, c, pr))
+		t.Fatalf("the Build's PipelineRun did not succeed: %s %s: %s\n%s", cond.Status, cond.Reason, cond.Message, podLogs(ctx, builds.c, pr))
 	}
 	t.Logf("the Build's PipelineRun (clone, compile, assemble and push) succeeded in %s", time.Since(begin).Round(100*time.Millisecond))
+	env := builds.env
 	results := map[string]string{}
 	for _, r := range pr.Status.Results {
 		results[r.Name] = r.Value.StringVal
@@ -271,6 +304,83 @@ entrypoint: ["/bin/cat", "/app/out/hello.txt"]
 	if cfg.Config.Labels["org.opencontainers.image.revision"] != sha {
 		t.Errorf("the image's labels %v do not name the commit %s", cfg.Config.Labels, sha)
 	}
+}
+
+// checkStepCache: a Project's step cache, a claim of the real node's default StorageClass, keeps
+// what one Build's user step wrote in $GOCACHE for the next Build's; another claim (another
+// Project's) starts empty; a deleted claim's volume and directory go.
+func checkStepCache(ctx context.Context, t *testing.T, builds *ferryBuilds, installed *Installed) {
+	t.Helper()
+	c := builds.c
+	claim := func(name string) *corev1.PersistentVolumeClaim {
+		pvc := &corev1.PersistentVolumeClaim{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "builds", Name: name},
+			Spec: corev1.PersistentVolumeClaimSpec{
+				AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+				Resources:   corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")}},
+			},
+		}
+		if err := c.Create(ctx, pvc); err != nil {
+			t.Fatal(err)
+		}
+		return pvc
+	}
+	mine, theirs := claim("ferry-cache-hello"), claim("ferry-cache-other")
+	shell := installed.Images["shell"]
+	file := func(script string) string {
+		return fmt.Sprintf("stack: busybox\nbuild:\n  image: %s\n  steps:\n    - name: compile\n      run: %q\nartifacts: [\"REVISION_NOTE\"]\nworkdir: /app\nentrypoint: [\"/bin/cat\", \"/app/REVISION_NOTE\"]\n", shell, script)
+	}
+	vars := []string{"GOCACHE"}
+	var used []*pipelinev1.PipelineRun
+	for i, tc := range []struct{ claim, script string }{
+		{mine.Name, `test ! -e "$GOCACHE/seen" && mkdir -p "$GOCACHE" && cat REVISION_NOTE > "$GOCACHE/seen"`},
+		{mine.Name, `test "$GOCACHE" = /ferry/cache/GOCACHE && grep -q "commit" "$GOCACHE/seen"`},
+		{theirs.Name, `test ! -e "$GOCACHE/seen"`},
+	} {
+		begin := time.Now()
+		pr, _, cond := builds.run(ctx, file(tc.script), buildplan.Cache{Claim: tc.claim, Vars: vars})
+		if !cond.IsTrue() {
+			t.Fatalf("Build %d with the cache %s: %s %s: %s\n%s", i+1, tc.claim, cond.Status, cond.Reason, cond.Message, podLogs(ctx, c, pr))
+		}
+		t.Logf("Build %d with the step cache %s succeeded in %s", i+1, tc.claim, time.Since(begin).Round(100*time.Millisecond))
+		if tc.claim == mine.Name {
+			used = append(used, pr)
+		}
+	}
+	if err := c.Get(ctx, client.ObjectKeyFromObject(mine), mine); err != nil {
+		t.Fatal(err)
+	}
+	if mine.Spec.StorageClassName == nil || *mine.Spec.StorageClassName != controlplane.StorageClassName {
+		t.Errorf("the claim's class is %v, want the default %s", mine.Spec.StorageClassName, controlplane.StorageClassName)
+	}
+	pv := &corev1.PersistentVolume{}
+	if err := c.Get(ctx, client.ObjectKey{Name: mine.Spec.VolumeName}, pv); err != nil || pv.Spec.HostPath == nil {
+		t.Fatalf("the claim's volume %q: %v %+v", mine.Spec.VolumeName, err, pv.Spec)
+	}
+	dir := pv.Spec.HostPath.Path
+	if _, err := os.Stat(filepath.Join(dir, "GOCACHE", "seen")); err != nil {
+		t.Errorf("the cache's directory on the machine: %v", err)
+	}
+	// As when the Project is deleted: its claim, and its Builds with their runs and pods, which
+	// hold the claim until they are gone.
+	if err := c.Delete(ctx, mine); err != nil {
+		t.Fatal(err)
+	}
+	for _, pr := range used {
+		if err := c.Delete(ctx, pr, client.PropagationPolicy(metav1.DeletePropagationBackground)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testutil.EventuallyWithin(t, 2*time.Minute, "the deleted claim's volume and directory to go", func() (bool, error) {
+		if err := c.Get(ctx, client.ObjectKeyFromObject(pv), pv); !apierrors.IsNotFound(err) {
+			claimErr := c.Get(ctx, client.ObjectKeyFromObject(mine), mine)
+			return false, fmt.Errorf("volume %s is %s (%w); its claim: %w, finalizers %v", pv.Name, pv.Status.Phase, err, claimErr, mine.Finalizers)
+		}
+		if _, err := os.Stat(dir); !os.IsNotExist(err) {
+			return false, fmt.Errorf("directory %s: %w", dir, err)
+		}
+		return true, nil
+	})
 }
 
 // waitPipelineRun waits until a PipelineRun finishes and returns its Succeeded condition.

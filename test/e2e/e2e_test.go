@@ -330,6 +330,24 @@ func brokenCommitRollsBack(t testing.TB, ferry, root, dataDir string, hub client
 		return rel != nil, nil
 	})
 	rel = waitEnvironment(t, hub, rel.Name, "dev", ferryv1.RolledBackReason)
+	// On real nodes the Build ran through Tekton (the default there), with the Project's step
+	// cache, warm from the earlier Build.
+	b := &ferryv1.Build{}
+	if err := hub.Get(context.Background(), client.ObjectKey{Namespace: rel.Namespace, Name: rel.Spec.Build}, b); err != nil {
+		t.Fatal(err)
+	}
+	if ep.Nodes == dev.NodesReal {
+		if b.Status.Executor != "tekton" {
+			t.Errorf("Build %s ran on %q, want tekton, the default on real nodes", b.Name, b.Status.Executor)
+		}
+		var pvc corev1.PersistentVolumeClaim
+		if err := hub.Get(context.Background(), client.ObjectKey{Namespace: b.Namespace, Name: "ferry-cache-" + project}, &pvc); err != nil || pvc.Status.Phase != corev1.ClaimBound {
+			t.Errorf("the step cache of %s: %v %s", project, err, pvc.Status.Phase)
+		}
+	}
+	if b.Status.CompletionTime != nil {
+		t.Logf("the broken commit's Build (%s executor, warm step cache) took %s", b.Status.Executor, b.Status.CompletionTime.Sub(b.CreationTimestamp.Time))
+	}
 	waitDeployment(t, kubeClient(t, ep.Clusters["nonprod"].Kubeconfig), ep.Projects[project].Namespaces["dev"], project, running.Status.Image)
 	waitAppAnswers(t, appURL, want)
 }
