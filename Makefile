@@ -93,7 +93,7 @@ deps:
 test: controlplane-assets deps ## Run every test: unit tests and integration tests against real API servers and simulated clusters.
 	$(GO) test -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) ./...
 
-E2E_TIMEOUT ?= 20m
+E2E_TIMEOUT ?= 35m
 
 .PHONY: e2e
 e2e: controlplane-assets deps ## The whole flow headless: ferry dev, a push, a Build, approvals, prod, a restart; a push through real Tekton; Ferry installed with kubectl apply -k on a real node (test/e2e).

@@ -80,6 +80,7 @@ type Reconciler struct {
 	catalogVersion string
 	catalogCache   *catalog.Catalog
 	catalogExpiry  time.Time
+	pruned         prunedSet
 }
 
 // +kubebuilder:rbac:groups=ferry.dev,resources=builds,verbs=get;list;watch;patch;delete
@@ -124,7 +125,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ct
 		}
 	}()
 	if isFinished(b) {
-		return ctrl.Result{}, r.pruneHistory(ctx, b)
+		return r.prune(ctx, b)
 	}
 
 	project := &ferryv1.Project{}
@@ -138,7 +139,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ct
 	if err := r.recordLastBuild(ctx, project, b); err != nil {
 		return ctrl.Result{}, err
 	}
-	if err := r.supersedeOlder(ctx, project, b); err != nil {
+	if self, err := r.supersedeOlder(ctx, project, b); err != nil || self {
 		return ctrl.Result{}, err
 	}
 	run, err := r.ensureRun(ctx, b, project)
@@ -159,9 +160,19 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ct
 	}
 	setRunStatus(b, run, planFacts{repository: project.Spec.Image.Repository, tags: imageTags(b)}, r.now())
 	if isFinished(b) {
-		return ctrl.Result{}, r.pruneHistory(ctx, b)
+		return r.prune(ctx, b)
 	}
 	return ctrl.Result{}, nil
+}
+
+// prune prunes the Project's history from a finished Build's reconcile, and comes back soon when
+// more is left than one reconcile deletes.
+func (r *Reconciler) prune(ctx context.Context, b *ferryv1.Build) (ctrl.Result, error) {
+	more, err := r.pruneHistory(ctx, b)
+	if more && err == nil {
+		return ctrl.Result{RequeueAfter: pruneRetry}, nil
+	}
+	return ctrl.Result{}, err
 }
 
 // staleRetry is how soon a reconcile that read a Build older than the API server's runs again.

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"sync"
+	"time"
 
 	pipelinev1 "github.com/tektoncd/pipeline/pkg/apis/pipeline/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -92,47 +94,82 @@ func (r *Reconciler) lastBuildIsNewer(ctx context.Context, p *ferryv1.Project, b
 
 // supersedeOlder cancels the Project's older unfinished Builds of the same ref, when the Project
 // asks for it. Creation times have a resolution of one second: Builds created in the same second
-// do not supersede each other, so that the newest is never the one cancelled.
-func (r *Reconciler) supersedeOlder(ctx context.Context, p *ferryv1.Project, b *ferryv1.Build) error {
+// do not supersede each other, so that the newest is never the one cancelled. A Build that has not
+// tried to start and already has a newer one cancels itself instead (self is then true; the
+// change of its spec brings it back to finish as cancelled): in a burst of pushes the superseded
+// Builds never read their pipeline file or create a run, and each costs one patch of its own.
+func (r *Reconciler) supersedeOlder(ctx context.Context, p *ferryv1.Project, b *ferryv1.Build) (self bool, err error) {
 	if !p.Spec.Triggers.Supersede || b.Spec.Cancelled {
-		return nil
+		return false, nil
 	}
 	builds, err := r.buildsOf(ctx, b.Namespace, client.MatchingFields{projectRefIndex: p.Name + "\x00" + b.Spec.Ref}, client.UnsafeDisableDeepCopy)
 	if err != nil {
-		return err
+		return false, err
+	}
+	if b.Status.Executor == "" {
+		var newest *ferryv1.Build
+		for i := range builds {
+			// A newer Build someone cancelled supersedes nothing; one a still newer Build
+			// superseded leaves that one to be found.
+			if o := &builds[i]; !o.Spec.Cancelled && b.CreationTimestamp.Before(&o.CreationTimestamp) && (newest == nil || newer(o, newest)) {
+				newest = o
+			}
+		}
+		if newest != nil {
+			return true, r.cancelSuperseded(ctx, b, newest.Name)
+		}
 	}
 	for i := range builds {
 		if o := &builds[i]; o.Name == b.Name || o.Spec.Cancelled || isFinished(o) || !o.CreationTimestamp.Before(&b.CreationTimestamp) {
 			continue
 		}
-		old := builds[i].DeepCopy()
-		body, err := json.Marshal(map[string]any{"spec": map[string]any{"cancelled": true, "cancelReason": SupersededPrefix + b.Name}})
-		if err != nil {
-			return err
+		if err := r.cancelSuperseded(ctx, &builds[i], b.Name); err != nil {
+			return false, err
 		}
-		if err := r.Patch(ctx, old, client.RawPatch(types.MergePatchType, body)); client.IgnoreNotFound(err) != nil {
-			return fmt.Errorf("failed to cancel superseded Build %s: %w", old.Name, err)
-		}
-		ctrl.LoggerFrom(ctx).Info("Cancelled a superseded Build", "superseded", old.Name)
 	}
+	return false, nil
+}
+
+// cancelSuperseded cancels a Build that the Build newer superseded, in its spec as a person would.
+// old is read, never changed (it may be the cache's object).
+func (r *Reconciler) cancelSuperseded(ctx context.Context, old *ferryv1.Build, newer string) error {
+	body, err := json.Marshal(map[string]any{"spec": map[string]any{"cancelled": true, "cancelReason": SupersededPrefix + newer}})
+	if err != nil {
+		return err
+	}
+	target := &ferryv1.Build{ObjectMeta: metav1.ObjectMeta{Namespace: old.Namespace, Name: old.Name}}
+	if err := r.Patch(ctx, target, client.RawPatch(types.MergePatchType, body)); client.IgnoreNotFound(err) != nil {
+		return fmt.Errorf("failed to cancel superseded Build %s: %w", old.Name, err)
+	}
+	ctrl.LoggerFrom(ctx).Info("Cancelled a superseded Build", "superseded", old.Name, "by", newer)
 	return nil
 }
 
+// pruneBatch is the most Builds one reconcile deletes: a burst's long history is pruned by the
+// reconciles of the Builds that finish after it, and by the pruning Build's own requeue, so that
+// no reconcile holds a worker for thousands of deletes.
+const pruneBatch = 20
+
+// pruneRetry is how soon a Build whose prune left Builds beyond the limit prunes again.
+const pruneRetry = time.Second
+
 // pruneHistory keeps the Project's newest finished Builds up to its buildHistoryLimit and deletes
-// the others with their PipelineRuns. The PipelineRun is deleted first, explicitly: its owner
-// reference would take it too, but only where a garbage collector runs.
-func (r *Reconciler) pruneHistory(ctx context.Context, b *ferryv1.Build) error {
+// at most pruneBatch of the others with their PipelineRuns; more reports that some are left. The
+// PipelineRun is deleted first, explicitly: its owner reference would take it too, but only where
+// a garbage collector runs. Builds this manager already deleted are skipped while the cache has
+// not seen them go, so workers pruning at once do not delete the same Builds again.
+func (r *Reconciler) pruneHistory(ctx context.Context, b *ferryv1.Build) (more bool, err error) {
 	p := &ferryv1.Project{}
 	if err := r.Get(ctx, types.NamespacedName{Namespace: b.Namespace, Name: b.Spec.Project}, p); err != nil {
-		return client.IgnoreNotFound(err)
+		return false, client.IgnoreNotFound(err)
 	}
 	limit := int(p.Spec.BuildHistoryLimit)
 	if limit <= 0 {
 		limit = DefaultBuildHistoryLimit
 	}
-	builds, err := r.buildsOf(ctx, b.Namespace, client.MatchingFields{projectIndex: p.Name})
+	builds, err := r.buildsOf(ctx, b.Namespace, client.MatchingFields{projectIndex: p.Name}, client.UnsafeDisableDeepCopy)
 	if err != nil {
-		return err
+		return false, err
 	}
 	var finished []*ferryv1.Build
 	for i := range builds {
@@ -145,7 +182,7 @@ func (r *Reconciler) pruneHistory(ctx context.Context, b *ferryv1.Build) error {
 		}
 	}
 	if len(finished) <= limit {
-		return nil
+		return false, nil
 	}
 	sort.Slice(finished, func(i, j int) bool {
 		ci, cj := finished[i].Status.CompletionTime, finished[j].Status.CompletionTime
@@ -154,24 +191,78 @@ func (r *Reconciler) pruneHistory(ctx context.Context, b *ferryv1.Build) error {
 		}
 		return newer(finished[i], finished[j])
 	})
-	for _, old := range finished[limit:] {
-		if ref := old.Status.PipelineRunRef; ref != nil {
-			pr := &pipelinev1.PipelineRun{ObjectMeta: metav1.ObjectMeta{Namespace: old.Namespace, Name: ref.Name}}
-			if err := r.Delete(ctx, pr, client.PropagationPolicy(metav1.DeletePropagationBackground)); client.IgnoreNotFound(err) != nil && !apierrors.IsForbidden(err) {
-				return fmt.Errorf("failed to delete PipelineRun %s of Build %s: %w", ref.Name, old.Name, err)
-			}
+	deleted := 0
+	excess := finished[limit:]
+	for i := len(excess) - 1; i >= 0; i-- { // the oldest first
+		old := excess[i]
+		if r.pruned.has(old.UID) {
+			continue
 		}
-		if err := r.Delete(ctx, old, client.PropagationPolicy(metav1.DeletePropagationBackground), client.Preconditions{UID: &old.UID}); client.IgnoreNotFound(err) != nil {
-			return fmt.Errorf("failed to delete Build %s: %w", old.Name, err)
+		if deleted == pruneBatch {
+			return true, nil
 		}
-		if f, ok := r.Executor.(ForgettingExecutor); ok {
-			if err := f.Forget(ctx, client.ObjectKeyFromObject(old)); err != nil {
-				ctrl.LoggerFrom(ctx).Error(err, "Failed to remove what the executor kept of a deleted Build", "deleted", old.Name)
-			}
+		if err := r.deleteBuild(ctx, old, limit); err != nil {
+			return false, err
 		}
-		ctrl.LoggerFrom(ctx).Info("Deleted a Build beyond the Project's history limit", "deleted", old.Name, "limit", limit)
+		deleted++
 	}
+	return false, nil
+}
+
+// deleteBuild deletes a Build beyond the history limit and its PipelineRun. old is the cache's
+// object: it is read, never changed.
+func (r *Reconciler) deleteBuild(ctx context.Context, old *ferryv1.Build, limit int) error {
+	if ref := old.Status.PipelineRunRef; ref != nil {
+		pr := &pipelinev1.PipelineRun{ObjectMeta: metav1.ObjectMeta{Namespace: old.Namespace, Name: ref.Name}}
+		if err := r.Delete(ctx, pr, client.PropagationPolicy(metav1.DeletePropagationBackground)); client.IgnoreNotFound(err) != nil && !apierrors.IsForbidden(err) {
+			return fmt.Errorf("failed to delete PipelineRun %s of Build %s: %w", ref.Name, old.Name, err)
+		}
+	}
+	gone := &ferryv1.Build{ObjectMeta: metav1.ObjectMeta{Namespace: old.Namespace, Name: old.Name}}
+	if err := r.Delete(ctx, gone, client.PropagationPolicy(metav1.DeletePropagationBackground), client.Preconditions{UID: &old.UID}); client.IgnoreNotFound(err) != nil {
+		return fmt.Errorf("failed to delete Build %s: %w", old.Name, err)
+	}
+	r.pruned.add(old.UID, r.now().Time)
+	if f, ok := r.Executor.(ForgettingExecutor); ok {
+		if err := f.Forget(ctx, client.ObjectKeyFromObject(gone)); err != nil {
+			ctrl.LoggerFrom(ctx).Error(err, "Failed to remove what the executor kept of a deleted Build", "deleted", old.Name)
+		}
+	}
+	ctrl.LoggerFrom(ctx).Info("Deleted a Build beyond the Project's history limit", "deleted", old.Name, "limit", limit)
 	return nil
+}
+
+// prunedSet remembers the Builds this manager deleted for a while: long enough for its cache to
+// see them go, short enough to stay small.
+type prunedSet struct {
+	mu   sync.Mutex
+	uids map[types.UID]time.Time
+}
+
+// prunedMemory is how long a deleted Build is remembered.
+const prunedMemory = time.Minute
+
+func (s *prunedSet) add(uid types.UID, now time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.uids == nil {
+		s.uids = map[types.UID]time.Time{}
+	}
+	if len(s.uids) >= 1024 {
+		for u, at := range s.uids {
+			if now.Sub(at) > prunedMemory {
+				delete(s.uids, u)
+			}
+		}
+	}
+	s.uids[uid] = now
+}
+
+func (s *prunedSet) has(uid types.UID) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.uids[uid]
+	return ok
 }
 
 // buildsOf lists Builds from the cache. With client.UnsafeDisableDeepCopy the items are the

@@ -3,16 +3,19 @@ package build
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
@@ -219,6 +222,77 @@ func TestReconcileUnit(t *testing.T) {
 			t.Errorf("lastBuild %+v, %v", proj.Status.LastBuild, err)
 		}
 	})
+	t.Run("a Build not yet started with a newer one cancels itself without reading its source or starting", func(t *testing.T) {
+		p := unitProject()
+		p.Spec.Triggers.Supersede = true
+		older := unitBuild(func(b *ferryv1.Build) { b.Name, b.UID = "app-main-0", "old-uid" })
+		newer := unitBuild(func(b *ferryv1.Build) { b.CreationTimestamp = metav1.NewTime(b.CreationTimestamp.Add(time.Minute)) })
+		cancelledNewest := unitBuild(func(b *ferryv1.Build) {
+			b.Name, b.UID, b.Spec.Cancelled = "app-main-2", "cancelled-uid", true
+			b.CreationTimestamp = metav1.NewTime(b.CreationTimestamp.Add(2 * time.Minute))
+		})
+		starts := 0
+		r := unitReconciler(t, &FakeExecutor{StartFn: func(context.Context, *ferryv1.Build, *buildplan.Plan) (*RunState, error) {
+			starts++
+			return &RunState{Exists: true}, nil
+		}}, "", errors.New("the source must not be read"), p, older, newer, cancelledNewest)
+		// The first reconcile cancels it; the change of its spec brings it back to finish.
+		for range 2 {
+			if _, err := r.Reconcile(ctx, requestFor(older)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got := r.get(t, older)
+		if !got.Spec.Cancelled || got.Spec.CancelReason != SupersededPrefix+newer.Name || starts != 0 || got.Status.CompletionTime == nil ||
+			unitCondition(got, ferryv1.ReadyCondition) != "False/"+ferryv1.SupersededReason {
+			t.Errorf("%d starts, spec %+v, status %+v", starts, got.Spec, got.Status)
+		}
+	})
+}
+
+// TestPruneHistoryUnit: a history far beyond the limit is pruned at most pruneBatch Builds per
+// reconcile, the oldest first, each deleted once even when the cache still shows it, and the
+// reconcile comes back while some are left.
+func TestPruneHistoryUnit(t *testing.T) {
+	ctx := context.Background()
+	p := unitProject()
+	p.Spec.BuildHistoryLimit = 2
+	objs := []client.Object{p}
+	const total = pruneBatch + 7
+	for i := range total {
+		objs = append(objs, unitBuild(func(b *ferryv1.Build) {
+			b.Name, b.UID = fmt.Sprintf("app-main-%02d", i), types.UID(fmt.Sprintf("uid-%02d", i))
+			done := metav1.NewTime(b.CreationTimestamp.Add(time.Duration(i) * time.Minute))
+			b.Status.CompletionTime = &done
+		}))
+	}
+	deletes := 0
+	r := unitReconciler(t, &FakeExecutor{}, "", nil, objs...)
+	r.Client = interceptor.NewClient(r.Client.(client.WithWatch), interceptor.Funcs{Delete: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.DeleteOption) error {
+		deletes++
+		return c.Delete(ctx, obj, opts...)
+	}})
+	newest := objs[total].(*ferryv1.Build)
+	more, err := r.pruneHistory(ctx, newest)
+	if err != nil || !more || deletes != pruneBatch {
+		t.Fatalf("first prune: more=%v, %d deletes, %v", more, deletes, err)
+	}
+	// What the first deleted is gone; the oldest went first.
+	if err := r.Get(ctx, client.ObjectKey{Namespace: "team", Name: "app-main-00"}, &ferryv1.Build{}); err == nil {
+		t.Error("the oldest Build is still there")
+	}
+	more, err = r.pruneHistory(ctx, newest)
+	if err != nil || more || deletes != total-2 {
+		t.Fatalf("second prune: more=%v, %d deletes in all, want %d, %v", more, deletes, total-2, err)
+	}
+	var left ferryv1.BuildList
+	if err := r.List(ctx, &left); err != nil || len(left.Items) != 2 || left.Items[0].Name != fmt.Sprintf("app-main-%02d", total-2) {
+		t.Errorf("left: %d Builds (%v)", len(left.Items), err)
+	}
+	// A Build the cache still shows after its deletion is not deleted again.
+	if !r.pruned.has("uid-00") {
+		t.Error("a deleted Build is not remembered")
+	}
 }
 
 var reconcileTerminal = reconcile.TerminalError(nil)

@@ -47,8 +47,10 @@ import (
 
 // Bounds of the steps; the whole test stays well under make e2e's timeout.
 const (
-	startTimeout   = 5 * time.Minute
-	buildTimeout   = 5 * time.Minute
+	startTimeout = 5 * time.Minute
+	// A first Build through Tekton compiles Go's standard library into the Project's new step
+	// cache: about 2-3 minutes on 2 cores, more when the machine is shared.
+	buildTimeout   = 10 * time.Minute
 	rolloutTimeout = 2 * time.Minute
 	stopTimeout    = time.Minute
 )
