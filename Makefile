@@ -46,6 +46,14 @@ controlplane-assets:
 		echo "control-plane binaries: $(FERRY_CONTROLPLANE_ASSETS)" >&2; \
 	fi
 
+# Tekton Triggers' EventListener sink and core interceptors, which `make bench` compares Ferry's GitLab
+# receiver with: built into $(FERRY_CONTROLPLANE_ASSETS) (once; cached per version), only for the
+# benchmarks, since tests and CI do not need them. A directory that is not this checkout's is built
+# into as well: the binaries are added beside the control plane, which is left as it is.
+.PHONY: triggers
+triggers: ## Build (once; cached per version) Tekton Triggers' sink and interceptors for the benchmarks.
+	hack/controlplane/build.sh $(FERRY_CONTROLPLANE_ASSETS) triggers
+
 ##@ Development
 
 # The packages whose +kubebuilder:rbac markers make the manager's role. The UI's markers
@@ -76,7 +84,7 @@ lint: $(GOLANGCI_LINT) ## Run go vet and golangci-lint.
 .PHONY: verify
 verify: manifests generate ## Regenerate everything and fail if the tree changed (stale generated files or go.mod).
 	$(GO) mod tidy
-	for d in hack/tools hack/controlplane/kubernetes hack/controlplane/etcd hack/controlplane/kwok hack/controlplane/tekton; do (cd $$d && $(GO) mod tidy); done
+	for d in hack/tools hack/controlplane/kubernetes hack/controlplane/etcd hack/controlplane/kwok hack/controlplane/tekton hack/controlplane/triggers; do (cd $$d && $(GO) mod tidy); done
 	@if [ -n "$$(git status --porcelain)" ]; then \
 		echo "Generated files or go.mod are out of date; run 'make manifests generate' and 'go mod tidy', then commit:"; \
 		git status --porcelain; git --no-pager diff --stat; exit 1; \
@@ -111,7 +119,7 @@ BENCH_PKGS = $(shell grep -rl --include='*_test.go' --exclude-dir=.git --exclude
 BENCH_FLAGS ?= -benchtime=1x
 
 .PHONY: bench
-bench: controlplane-assets ## Run every benchmark and print the figures of every issue in one table.
+bench: controlplane-assets triggers ## Run every benchmark and print the figures of every issue in one table.
 	@if [ -z "$(strip $(BENCH_PKGS))" ]; then echo "no benchmarks yet"; exit 0; fi; \
 	$(GO) test -run '^$$' -bench . $(BENCH_FLAGS) -timeout 60m $(BENCH_PKGS) 2>&1 | $(GO) run ./hack/benchtable
 

@@ -4,13 +4,17 @@
 # webhook and helper binaries — from Go modules only (no downloads outside the Go module proxy), into a
 # git-ignored cache. Each binary is rebuilt only when its pinned version changes, so only a new machine pays.
 #
-# Usage: hack/controlplane/build.sh [OUTPUT_DIR]   (default: bin/controlplane)
+# Usage: hack/controlplane/build.sh [OUTPUT_DIR] [SET]   (default: bin/controlplane, controlplane)
+# SET is controlplane (what tests and `ferry dev` run) or triggers: Tekton Triggers' EventListener sink
+# and core interceptors with Triggers' CRDs (in OUTPUT_DIR/triggers-crds), which only `make bench` runs
+# to compare Ferry's GitLab receiver with (about 4 minutes on 2 cores the first time).
 # Prints the output directory as its last line; point KUBEBUILDER_ASSETS or FERRY_CONTROLPLANE_ASSETS at it.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
 out=${1:-$root/bin/controlplane}
+set_name=${2:-controlplane}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 
@@ -20,9 +24,14 @@ k8s_version=v1.35.4
 etcd_version=v3.6.6
 kwok_version=v0.8.0
 tekton_version=v1.15.1
+triggers_version=v0.36.0
+
+# The interceptors are Triggers' cmd/interceptors with a listen address (hack/controlplane/triggers/
+# interceptors): rebuilt when that source changes too.
+interceptors_version="$triggers_version+$(sha256sum "$here/triggers/interceptors/main.go" | cut -c1-12)"
 
 # name | module dir | package | version | extra ldflags
-targets=(
+controlplane_targets=(
   "etcd|etcd|go.etcd.io/etcd/server/v3|$etcd_version|"
   "kwok|kwok|sigs.k8s.io/kwok/cmd/kwok|$kwok_version|"
   "kube-apiserver|kubernetes|k8s.io/kubernetes/cmd/kube-apiserver|$k8s_version|k8s"
@@ -40,6 +49,18 @@ targets=(
   "tekton-workingdirinit|tekton|github.com/tektoncd/pipeline/cmd/workingdirinit|$tekton_version|"
   "tekton-sidecarlogresults|tekton|github.com/tektoncd/pipeline/cmd/sidecarlogresults|$tekton_version|"
 )
+triggers_targets=(
+  "triggers-eventlistenersink|triggers|github.com/tektoncd/triggers/cmd/eventlistenersink|$triggers_version|"
+  "triggers-interceptors|triggers|github.com/ferryci/ferry/hack/controlplane/triggers/interceptors|$interceptors_version|"
+)
+case "$set_name" in
+  controlplane) targets=("${controlplane_targets[@]}") ;;
+  triggers) targets=("${triggers_targets[@]}") ;;
+  *)
+    echo "unknown set $set_name: controlplane or triggers" >&2
+    exit 2
+    ;;
+esac
 
 k8s_ldflags() {
   local v=$1 minor
@@ -59,13 +80,30 @@ for t in "${targets[@]}"; do
   fi
   ldflags="-s -w"
   [[ "$kind" == k8s ]] && ldflags=$(k8s_ldflags "$version")
-  echo "[$i/$total] $name $version: building (first time only; kube-* take ~2 minutes each, tekton-controller ~8, on 2 cores)..." >&2
+  echo "[$i/$total] $name $version: building (first time only; kube-* take ~2 minutes each, tekton-controller ~8, triggers-* ~2, on 2 cores)..." >&2
   start=$(date +%s)
   (cd "$here/$dir" && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags "$ldflags" -o "$out/$name.tmp" "$pkg")
   mv "$out/$name.tmp" "$out/$name"
   echo "$version" >"$stamp"
   echo "[$i/$total] $name $version: built in $(($(date +%s) - start))s" >&2
 done
+
+if [[ "$set_name" == triggers ]]; then
+  # Triggers' CRDs, from the same module, for the benchmark to install into its API server.
+  crds="$out/triggers-crds"
+  if [[ ! -d "$crds" || "$(cat "$out/.triggers-crds.version" 2>/dev/null)" != "$triggers_version" ]]; then
+    triggers_dir=$(cd "$here/triggers" && GOFLAGS=-mod=mod go list -m -f '{{.Dir}}' github.com/tektoncd/triggers)
+    rm -rf "$crds.tmp"
+    mkdir -p "$crds.tmp"
+    cp "$triggers_dir"/config/300-*.yaml "$crds.tmp/"
+    chmod 644 "$crds.tmp"/*.yaml
+    rm -rf "$crds"
+    mv "$crds.tmp" "$crds"
+    echo "$triggers_version" >"$out/.triggers-crds.version"
+  fi
+  echo "$out"
+  exit 0
+fi
 
 # ferry-pause: PID 1 of a real node's namespaces and of its pod sandboxes (the pause image). Ferry's
 # own source, so it is rebuilt when that source changes.
