@@ -109,7 +109,7 @@ func TestPushThroughTekton(t *testing.T) {
 			return false, nil
 		}
 		pods := &corev1.PodList{}
-		if err := tekton.List(context.Background(), pods, client.InNamespace(running.Namespace), client.MatchingLabels{ferryv1.TektonPipelineRunLabel: buildplan.PipelineRunName(running.Name, running.UID)}); err != nil {
+		if err := tekton.List(context.Background(), pods, client.InNamespace(running.Namespace), client.MatchingLabels{ferryv1.TektonPipelineRunLabel: buildplan.PipelineRunName(running.Name, running.UID)}, taskRunPods); err != nil {
 			return false, err
 		}
 		return len(pods.Items) == 1 && pods.Items[0].Status.Phase == corev1.PodRunning, nil
@@ -125,7 +125,7 @@ func TestPushThroughTekton(t *testing.T) {
 			return false, nil
 		}
 		pods := &corev1.PodList{}
-		if err := tekton.List(context.Background(), pods, client.InNamespace(running.Namespace), client.MatchingLabels{ferryv1.TektonPipelineRunLabel: cur.Name}); err != nil {
+		if err := tekton.List(context.Background(), pods, client.InNamespace(running.Namespace), client.MatchingLabels{ferryv1.TektonPipelineRunLabel: cur.Name}, taskRunPods); err != nil {
 			return false, err
 		}
 		for _, p := range pods.Items {
@@ -137,6 +137,10 @@ func TestPushThroughTekton(t *testing.T) {
 	})
 	d.stop(t)
 }
+
+// taskRunPods selects the pods of TaskRuns, leaving out the affinity assistant Tekton runs beside a
+// PipelineRun whose workspace is a claim (the step cache).
+var taskRunPods = client.HasLabels{"tekton.dev/taskRun"}
 
 func tektonClient(t testing.TB, kubeconfig string) client.Client {
 	t.Helper()
@@ -165,7 +169,9 @@ func stepLog(t testing.TB, kubeconfig, namespace, pipelineRun, step string) stri
 	if err != nil {
 		t.Fatal(err)
 	}
-	pods, err := cs.CoreV1().Pods(namespace).List(context.Background(), metav1.ListOptions{LabelSelector: ferryv1.TektonPipelineRunLabel + "=" + pipelineRun})
+	// The TaskRun's pod: with the step cache (a claim) Tekton also runs an affinity assistant pod
+	// for the PipelineRun, which has no TaskRun.
+	pods, err := cs.CoreV1().Pods(namespace).List(context.Background(), metav1.ListOptions{LabelSelector: ferryv1.TektonPipelineRunLabel + "=" + pipelineRun + ",tekton.dev/taskRun"})
 	if err != nil || len(pods.Items) != 1 {
 		t.Fatalf("pods of PipelineRun %s: %v (%d)", pipelineRun, err, len(pods.Items))
 	}
