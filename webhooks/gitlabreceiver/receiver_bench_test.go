@@ -360,34 +360,11 @@ func residentMemory() uint64 {
 // run does total calls of fn from concurrency goroutines and returns each call's latency and the
 // wall time.
 func run(concurrency, total int, fn func() error) ([]time.Duration, time.Duration, error) {
-	var next atomic.Int64
-	lat := make([]time.Duration, total)
-	var firstErr error
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	start := time.Now()
-	for range concurrency {
-		wg.Go(func() {
-			for {
-				i := next.Add(1) - 1
-				if i >= int64(total) {
-					return
-				}
-				t0 := time.Now()
-				err := fn()
-				lat[i] = time.Since(t0)
-				if err != nil {
-					mu.Lock()
-					if firstErr == nil {
-						firstErr = err
-					}
-					mu.Unlock()
-				}
-			}
-		})
-	}
-	wg.Wait()
-	return lat, time.Since(start), firstErr
+	return runTimed(concurrency, total, func() (time.Duration, error) {
+		t0 := time.Now()
+		err := fn()
+		return time.Since(t0), err
+	})
 }
 
 func percentile(d []time.Duration, p int) time.Duration {
