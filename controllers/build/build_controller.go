@@ -80,7 +80,8 @@ type Reconciler struct {
 	catalogVersion string
 	catalogCache   *catalog.Catalog
 	catalogExpiry  time.Time
-	pruned         prunedSet
+	// pruned and cancelled are the Builds this manager deleted and asked to cancel lately.
+	pruned, cancelled claims
 }
 
 // +kubebuilder:rbac:groups=ferry.dev,resources=builds,verbs=get;list;watch;patch;delete
@@ -153,7 +154,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ct
 	if err != nil || run == nil {
 		return ctrl.Result{}, err
 	}
-	if b.Spec.Cancelled && !run.Done() {
+	if b.Spec.Cancelled && !run.Done() && !run.CancelRequested {
 		if err := r.Executor.Cancel(ctx, b); err != nil {
 			return ctrl.Result{}, err
 		}

@@ -131,14 +131,20 @@ func (r *Reconciler) supersedeOlder(ctx context.Context, p *ferryv1.Project, b *
 }
 
 // cancelSuperseded cancels a Build that the Build newer superseded, in its spec as a person would.
-// old is read, never changed (it may be the cache's object).
+// old is read, never changed (it may be the cache's object). A Build this manager already asked
+// to cancel is not asked again while the cache has not seen it: in a burst, every newer Build and
+// the superseded one itself would otherwise each send the same patch.
 func (r *Reconciler) cancelSuperseded(ctx context.Context, old *ferryv1.Build, newer string) error {
+	if !r.cancelled.claim(old.UID, r.now().Time) {
+		return nil
+	}
 	body, err := json.Marshal(map[string]any{"spec": map[string]any{"cancelled": true, "cancelReason": SupersededPrefix + newer}})
 	if err != nil {
 		return err
 	}
 	target := &ferryv1.Build{ObjectMeta: metav1.ObjectMeta{Namespace: old.Namespace, Name: old.Name}}
 	if err := r.Patch(ctx, target, client.RawPatch(types.MergePatchType, body)); client.IgnoreNotFound(err) != nil {
+		r.cancelled.release(old.UID)
 		return fmt.Errorf("failed to cancel superseded Build %s: %w", old.Name, err)
 	}
 	ctrl.LoggerFrom(ctx).Info("Cancelled a superseded Build", "superseded", old.Name, "by", newer)
@@ -157,7 +163,8 @@ const pruneRetry = time.Second
 // at most pruneBatch of the others with their PipelineRuns; more reports that some are left. The
 // PipelineRun is deleted first, explicitly: its owner reference would take it too, but only where
 // a garbage collector runs. Builds this manager already deleted are skipped while the cache has
-// not seen them go, so workers pruning at once do not delete the same Builds again.
+// not seen them go, and each is claimed before its deletion, so workers pruning at once do not
+// delete the same Builds twice.
 func (r *Reconciler) pruneHistory(ctx context.Context, b *ferryv1.Build) (more bool, err error) {
 	p := &ferryv1.Project{}
 	if err := r.Get(ctx, types.NamespacedName{Namespace: b.Namespace, Name: b.Spec.Project}, p); err != nil {
@@ -201,7 +208,11 @@ func (r *Reconciler) pruneHistory(ctx context.Context, b *ferryv1.Build) (more b
 		if deleted == pruneBatch {
 			return true, nil
 		}
+		if !r.pruned.claim(old.UID, r.now().Time) {
+			continue // another worker deletes it
+		}
 		if err := r.deleteBuild(ctx, old, limit); err != nil {
+			r.pruned.release(old.UID)
 			return false, err
 		}
 		deleted++
@@ -222,7 +233,6 @@ func (r *Reconciler) deleteBuild(ctx context.Context, old *ferryv1.Build, limit 
 	if err := r.Delete(ctx, gone, client.PropagationPolicy(metav1.DeletePropagationBackground), client.Preconditions{UID: &old.UID}); client.IgnoreNotFound(err) != nil {
 		return fmt.Errorf("failed to delete Build %s: %w", old.Name, err)
 	}
-	r.pruned.add(old.UID, r.now().Time)
 	if f, ok := r.Executor.(ForgettingExecutor); ok {
 		if err := f.Forget(ctx, client.ObjectKeyFromObject(gone)); err != nil {
 			ctrl.LoggerFrom(ctx).Error(err, "Failed to remove what the executor kept of a deleted Build", "deleted", old.Name)
@@ -232,33 +242,47 @@ func (r *Reconciler) deleteBuild(ctx context.Context, old *ferryv1.Build, limit 
 	return nil
 }
 
-// prunedSet remembers the Builds this manager deleted for a while: long enough for its cache to
-// see them go, short enough to stay small.
-type prunedSet struct {
+// claims remembers, for a while, the Builds on which this manager already acted (deleted, asked
+// to cancel): long enough for its cache to see the change, short enough to stay small. Workers
+// reconciling at once claim a Build before acting, so only one of them sends the request.
+type claims struct {
 	mu   sync.Mutex
 	uids map[types.UID]time.Time
 }
 
-// prunedMemory is how long a deleted Build is remembered.
-const prunedMemory = time.Minute
+// claimMemory is how long a claim is kept.
+const claimMemory = time.Minute
 
-func (s *prunedSet) add(uid types.UID, now time.Time) {
+// claim marks uid as acted on and reports whether this caller is the one to act: false when a
+// claim younger than claimMemory exists.
+func (s *claims) claim(uid types.UID, now time.Time) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.uids == nil {
 		s.uids = map[types.UID]time.Time{}
 	}
+	if at, ok := s.uids[uid]; ok && now.Sub(at) <= claimMemory {
+		return false
+	}
 	if len(s.uids) >= 1024 {
 		for u, at := range s.uids {
-			if now.Sub(at) > prunedMemory {
+			if now.Sub(at) > claimMemory {
 				delete(s.uids, u)
 			}
 		}
 	}
 	s.uids[uid] = now
+	return true
 }
 
-func (s *prunedSet) has(uid types.UID) bool {
+// release forgets a claim whose action failed, so that it is tried again.
+func (s *claims) release(uid types.UID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.uids, uid)
+}
+
+func (s *claims) has(uid types.UID) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	_, ok := s.uids[uid]

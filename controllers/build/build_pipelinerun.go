@@ -224,7 +224,8 @@ func (e *TektonExecutor) Cancel(ctx context.Context, b *ferryv1.Build) error {
 // (Unknown runs, True succeeded — reason Succeeded or Completed —, False failed), and the reason
 // only tells which failure: Cancelled (also seen with Unknown while cancelling), PipelineRunTimeout.
 func stateFromPipelineRun(pr *pipelinev1.PipelineRun, tr *pipelinev1.TaskRun) *RunState {
-	s := &RunState{Exists: true, Name: pr.Name, Kind: pipelineRunKind, Phase: PhaseRunning, StartTime: pr.Status.StartTime, CompletionTime: pr.Status.CompletionTime}
+	s := &RunState{Exists: true, Name: pr.Name, Kind: pipelineRunKind, Phase: PhaseRunning, StartTime: pr.Status.StartTime, CompletionTime: pr.Status.CompletionTime,
+		CancelRequested: pr.Spec.Status == pipelinev1.PipelineRunSpecStatusCancelled}
 	if raw := pr.Annotations[ferryv1.DeployAnnotation]; raw != "" {
 		deploy := &ferryv1.DeploySpec{}
 		if json.Unmarshal([]byte(raw), deploy) == nil {

@@ -57,6 +57,9 @@ type RunState struct {
 	Deploy *ferryv1.DeploySpec
 	// LogURL is where the run's logs can be read, when the executor keeps them.
 	LogURL string
+	// CancelRequested: the run was already asked to stop (a PipelineRun whose spec says
+	// Cancelled); it need not be asked again.
+	CancelRequested bool
 }
 
 // Done reports whether the run finished.

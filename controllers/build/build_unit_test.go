@@ -182,24 +182,30 @@ func TestReconcileUnit(t *testing.T) {
 			t.Errorf("message %q", msg)
 		}
 	})
-	t.Run("cancelled while running", func(t *testing.T) {
-		b := unitBuild(func(b *ferryv1.Build) { b.Spec.Cancelled = true })
-		cancels := 0
-		ex := &FakeExecutor{
-			ObserveFn: func(context.Context, *ferryv1.Build) (*RunState, error) {
-				return &RunState{Exists: true, Name: "pr", Phase: PhaseRunning}, nil
-			},
-			CancelFn: func(context.Context, *ferryv1.Build) error { cancels++; return nil },
-		}
-		r := unitReconciler(t, ex, "", nil, b, unitProject())
-		if _, err := r.Reconcile(ctx, requestFor(b)); err != nil {
-			t.Fatal(err)
-		}
-		got := r.get(t, b)
-		if cancels != 1 || unitCondition(got, ferryv1.ReadyCondition) != "Unknown/PipelineRunning" || got.Status.Executor != "fake" {
-			t.Errorf("%d cancels, status %+v", cancels, got.Status)
-		}
-	})
+	for _, requested := range []bool{false, true} {
+		t.Run(fmt.Sprintf("cancelled while running, run already asked to stop: %v", requested), func(t *testing.T) {
+			b := unitBuild(func(b *ferryv1.Build) { b.Spec.Cancelled = true })
+			cancels := 0
+			ex := &FakeExecutor{
+				ObserveFn: func(context.Context, *ferryv1.Build) (*RunState, error) {
+					return &RunState{Exists: true, Name: "pr", Phase: PhaseRunning, CancelRequested: requested}, nil
+				},
+				CancelFn: func(context.Context, *ferryv1.Build) error { cancels++; return nil },
+			}
+			r := unitReconciler(t, ex, "", nil, b, unitProject())
+			if _, err := r.Reconcile(ctx, requestFor(b)); err != nil {
+				t.Fatal(err)
+			}
+			want := 1
+			if requested {
+				want = 0
+			}
+			got := r.get(t, b)
+			if cancels != want || unitCondition(got, ferryv1.ReadyCondition) != "Unknown/PipelineRunning" || got.Status.Executor != "fake" {
+				t.Errorf("%d cancels (want %d), status %+v", cancels, want, got.Status)
+			}
+		})
+	}
 	t.Run("supersede", func(t *testing.T) {
 		p := unitProject()
 		p.Spec.Triggers.Supersede = true
@@ -309,4 +315,69 @@ func (r *Reconciler) get(t *testing.T, b *ferryv1.Build) *ferryv1.Build {
 		t.Fatal(err)
 	}
 	return got
+}
+
+// TestClaimsUnit: workers reconciling at once act on a Build once. A Build another worker is
+// deleting is skipped by a prune, a superseded Build is asked to cancel once however many newer
+// Builds find it while the cache still shows it running, and a request that failed is sent again.
+func TestClaimsUnit(t *testing.T) {
+	ctx := context.Background()
+	p := unitProject()
+	p.Spec.BuildHistoryLimit = 1
+	old := unitBuild(func(b *ferryv1.Build) {
+		b.Name, b.UID = "app-main-0", "uid-0"
+		done := metav1.NewTime(b.CreationTimestamp.Time)
+		b.Status.CompletionTime = &done
+	})
+	newer := unitBuild(func(b *ferryv1.Build) {
+		b.Name, b.UID = "app-main-1", "uid-1"
+		b.CreationTimestamp = metav1.NewTime(b.CreationTimestamp.Add(time.Minute))
+		done := metav1.NewTime(b.CreationTimestamp.Time)
+		b.Status.CompletionTime = &done
+	})
+	running := unitBuild(func(b *ferryv1.Build) { b.Name, b.UID = "app-main-2", "uid-2" })
+	deletes, patches := 0, 0
+	var failPatch error
+	r := unitReconciler(t, &FakeExecutor{}, "", nil, p, old, newer, running)
+	r.Client = interceptor.NewClient(r.Client.(client.WithWatch), interceptor.Funcs{
+		Delete: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.DeleteOption) error {
+			deletes++
+			return c.Delete(ctx, obj, opts...)
+		},
+		Patch: func(ctx context.Context, c client.WithWatch, obj client.Object, patch client.Patch, opts ...client.PatchOption) error {
+			patches++
+			if failPatch != nil {
+				return failPatch
+			}
+			return c.Patch(ctx, obj, patch, opts...)
+		},
+	})
+
+	// Another worker claimed the oldest Build: this prune leaves it to that worker.
+	if !r.pruned.claim(old.UID, time.Now()) {
+		t.Fatal("a first claim was refused")
+	}
+	if more, err := r.pruneHistory(ctx, newer); err != nil || more || deletes != 0 {
+		t.Fatalf("prune beside another worker: more=%v, %d deletes, %v", more, deletes, err)
+	}
+	r.pruned.release(old.UID)
+	if _, err := r.pruneHistory(ctx, newer); err != nil || deletes != 1 {
+		t.Fatalf("prune: %d deletes, %v", deletes, err)
+	}
+
+	// The first request to cancel fails: it is sent again by the next newer Build that finds it,
+	// and then never again while the cache still shows the Build uncancelled.
+	failPatch = errors.New("etcdserver: request timed out")
+	if err := r.cancelSuperseded(ctx, running, "app-main-3"); err == nil {
+		t.Fatal("a failed patch was not reported")
+	}
+	failPatch = nil
+	for _, by := range []string{"app-main-3", "app-main-4", "app-main-5"} {
+		if err := r.cancelSuperseded(ctx, running, by); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := r.get(t, running); patches != 2 || !got.Spec.Cancelled || got.Spec.CancelReason != SupersededPrefix+"app-main-3" {
+		t.Errorf("%d patches (want the failed one and one more), spec %+v", patches, got.Spec)
+	}
 }
