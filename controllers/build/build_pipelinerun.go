@@ -176,18 +176,28 @@ func (e *TektonExecutor) ensureStepCache(ctx context.Context, namespace, project
 	if err := controllerutil.SetControllerReference(owner, pvc, e.Scheme); err != nil {
 		return "", err
 	}
-	err := e.Client.Create(ctx, pvc)
-	switch {
-	case err == nil:
-		return pvc.Name, nil
-	case apierrors.IsForbidden(err), apierrors.IsInvalid(err):
-		return "", &RunRefusedError{What: "the step cache, PersistentVolumeClaim " + pvc.Name + ",", Err: err}
-	case !apierrors.IsAlreadyExists(err):
-		return "", fmt.Errorf("failed to create the step cache, PersistentVolumeClaim %s: %w", pvc.Name, err)
-	}
+	// The claim exists from the Project's first Build on: read it first (one request per Build),
+	// create it when it is missing.
 	existing := &corev1.PersistentVolumeClaim{}
-	if err := e.APIReader.Get(ctx, client.ObjectKeyFromObject(pvc), existing); err != nil {
-		return "", err
+	err := e.APIReader.Get(ctx, client.ObjectKeyFromObject(pvc), existing)
+	if apierrors.IsNotFound(err) {
+		err = e.Client.Create(ctx, pvc)
+		switch {
+		case err == nil:
+			return pvc.Name, nil
+		case apierrors.IsForbidden(err), apierrors.IsInvalid(err):
+			return "", &RunRefusedError{What: "the step cache, PersistentVolumeClaim " + pvc.Name + ",", Err: err}
+		case !apierrors.IsAlreadyExists(err):
+			return "", fmt.Errorf("failed to create the step cache, PersistentVolumeClaim %s: %w", pvc.Name, err)
+		}
+		// Created since it was read (another Build of the Project): read what is there.
+		err = e.APIReader.Get(ctx, client.ObjectKeyFromObject(pvc), existing)
+	}
+	switch {
+	case apierrors.IsForbidden(err):
+		return "", &RunRefusedError{What: "reading the step cache, PersistentVolumeClaim " + pvc.Name + ",", Err: err}
+	case err != nil:
+		return "", fmt.Errorf("failed to read the step cache, PersistentVolumeClaim %s: %w", pvc.Name, err)
 	}
 	if !metav1.IsControlledBy(existing, owner) {
 		return "", &RunRefusedError{What: "the step cache, PersistentVolumeClaim " + pvc.Name + ",", Err: fmt.Errorf("a claim of that name exists and does not belong to Project %s: delete or rename it", project)}

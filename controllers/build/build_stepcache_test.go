@@ -15,6 +15,7 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
 	"github.com/ferryci/ferry/internal/buildplan"
@@ -35,7 +36,15 @@ func TestTektonStepCacheUnit(t *testing.T) {
 	app, other := unitProject(), unitProject()
 	other.Name, other.UID = "other", "other-uid"
 	foreign := &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: StepCacheClaimName("other")}}
-	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(app, other, foreign).Build()
+	claimCreates := 0
+	c := interceptor.NewClient(fake.NewClientBuilder().WithScheme(scheme).WithObjects(app, other, foreign).Build(), interceptor.Funcs{
+		Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
+			if _, ok := obj.(*corev1.PersistentVolumeClaim); ok {
+				claimCreates++
+			}
+			return c.Create(ctx, obj, opts...)
+		},
+	})
 	cached := &TektonExecutor{Client: c, APIReader: c, Scheme: scheme, Cache: StepCache{Vars: []string{"GOCACHE", "GOMODCACHE"}}}
 	ctx := context.Background()
 
@@ -67,6 +76,10 @@ func TestTektonStepCacheUnit(t *testing.T) {
 			if got := cacheClaim(pr); got != "ferry-cache-app" {
 				t.Errorf("%s: cache workspace bound to %q", build, got)
 			}
+		}
+		// The second Build read the claim the first created.
+		if claimCreates != 1 {
+			t.Errorf("%d creates of the claim, want 1", claimCreates)
 		}
 		pvc := &corev1.PersistentVolumeClaim{}
 		if err := c.Get(ctx, types.NamespacedName{Namespace: "team", Name: "ferry-cache-app"}, pvc); err != nil {

@@ -38,7 +38,11 @@ func TestManifestsResolveTektonsRelease(t *testing.T) {
 	}
 	lastCRD, firstOther := -1, len(objs)
 	deployments := map[string]bool{}
+	coschedule := "(no feature-flags ConfigMap)"
 	for i, u := range objs {
+		if u.GetKind() == "ConfigMap" && u.GetName() == featureFlags {
+			coschedule, _, _ = unstructured.NestedString(u.Object, "data", "coschedule")
+		}
 		switch u.GetKind() {
 		case "CustomResourceDefinition":
 			lastCRD = i
@@ -69,6 +73,10 @@ func TestManifestsResolveTektonsRelease(t *testing.T) {
 	}
 	if lastCRD > firstOther {
 		t.Errorf("a CRD (object %d) comes after another object (%d)", lastCRD, firstOther)
+	}
+	// No affinity assistant pod beside each Build with a step cache.
+	if coschedule != "disabled" {
+		t.Errorf("feature-flags coschedule = %q, want disabled", coschedule)
 	}
 	for _, d := range []string{"tekton-pipelines-controller", "tekton-pipelines-webhook", "tekton-events-controller"} {
 		if !deployments[d] {

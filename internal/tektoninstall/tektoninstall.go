@@ -240,10 +240,28 @@ func Manifests(configDir string, images map[string]string) ([]*unstructured.Unst
 			if err := resolve(u, images); err != nil {
 				return nil, fmt.Errorf("%s: %s %s: %w", f, u.GetKind(), u.GetName(), err)
 			}
+			if err := configure(u); err != nil {
+				return nil, fmt.Errorf("%s: %s %s: %w", f, u.GetKind(), u.GetName(), err)
+			}
 			objs = append(objs, u)
 		}
 	}
 	return objs, nil
+}
+
+// featureFlags is the ConfigMap of Tekton's feature flags.
+const featureFlags = "feature-flags"
+
+// configure sets what Ferry changes in Tekton's configuration. coschedule is "disabled": by
+// default ("workspaces") Tekton runs an affinity assistant pod, a StatefulSet, beside every
+// PipelineRun with a claim as a workspace (a Build with a step cache), to put the TaskRuns that
+// share the claim on one node; a Ferry pipeline has one task, whose pod the claim's own node
+// affinity places, so the assistant would only cost a pod per Build.
+func configure(u *unstructured.Unstructured) error {
+	if u.GetKind() != "ConfigMap" || u.GetName() != featureFlags {
+		return nil
+	}
+	return unstructured.SetNestedField(u.Object, "disabled", "data", "coschedule")
 }
 
 // order is a file's place: the namespace, CRDs, then the rest by name.
