@@ -17,11 +17,13 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
 	"github.com/ferryci/ferry/internal/baseimage"
 	"github.com/ferryci/ferry/internal/controlplane"
 	"github.com/ferryci/ferry/internal/releasetest"
@@ -88,27 +90,15 @@ func BenchmarkFerryImage(b *testing.B) {
 	b.ReportMetric(took.Seconds()/float64(b.N), "make-image-s")
 }
 
-// BenchmarkManagerMemoryWithBuilds measures the resident memory of the image's `ferry manager`
-// once it has reconciled 1,000 finished Builds of 50 Projects (goal: at most 150 MiB).
+// BenchmarkManagerMemoryWithBuilds starts the image's `ferry manager` (every controller) on a
+// cluster holding finished Builds and 5,000 Secrets and ConfigMaps that are not Ferry's, and
+// measures, once its Build controller has reconciled every Build and has nothing queued, its
+// resident memory (goals: at most 150 MiB with 1,000 Builds of 50 Projects, at most 300 MiB with
+// 10,000 of 100 Projects; only Ferry's objects are cached) and its reconcile rate from the start.
 func BenchmarkManagerMemoryWithBuilds(b *testing.B) {
 	benchOnce.Do(func() { benchSetup, benchErr = setUpBench() })
 	if benchErr != nil {
 		b.Fatal(benchErr)
-	}
-	const projects, perProject = 50, 20 // 20: within the default history limit, so none is pruned
-	buildsOnce.Do(func() {
-		// Two thousand writes: without client-side throttling.
-		cfg := rest.CopyConfig(benchSetup.hub.Config)
-		cfg.QPS, cfg.Burst = 1000, 1000
-		c, err := client.New(cfg, client.Options{Scheme: benchSetup.hub.Client.Scheme()})
-		if err != nil {
-			buildsErr = err
-			return
-		}
-		buildsErr = createBuilds(b, c, projects, perProject)
-	})
-	if buildsErr != nil {
-		b.Fatal(buildsErr)
 	}
 	var image benchBinary
 	for _, bin := range benchSetup.binaries {
@@ -116,46 +106,176 @@ func BenchmarkManagerMemoryWithBuilds(b *testing.B) {
 			image = bin
 		}
 	}
-	var rss float64
-	for range b.N {
-		rss = managerAfterReconciles(b, image.path, benchSetup.hub.KubeconfigPath, projects*perProject)
+	// Thousands of writes: without client-side throttling.
+	cfg := rest.CopyConfig(benchSetup.hub.Config)
+	cfg.QPS, cfg.Burst = -1, 0
+	c, err := client.New(cfg, client.Options{Scheme: benchSetup.hub.Client.Scheme()})
+	if err != nil {
+		b.Fatal(err)
 	}
-	b.ReportMetric(rss, "image-manager-rss-1000-builds-MiB")
+	if err := once("unrelated", func() error { return createUnrelated(c, "bench-unrelated", 2500) }); err != nil {
+		b.Fatal(err)
+	}
+	// Each level adds its Builds to the ones before: 1,000 of 50 Projects, then 10,000 of 100.
+	levels := []struct {
+		name                 string
+		projects, perProject int
+	}{
+		{"1000-builds", 50, 20},
+		{"10000-builds", 50, 180},
+	}
+	total := 0
+	for i, l := range levels {
+		total += l.projects * l.perProject
+		n := total
+		ns := fmt.Sprintf("bench-builds-%d", i)
+		b.Run(l.name, func(b *testing.B) {
+			b.StopTimer()
+			if err := once(ns, func() error { return createBuilds(c, ns, l.projects, l.perProject) }); err != nil {
+				b.Fatal(err)
+			}
+			b.StartTimer()
+			var rss, rate float64
+			for range b.N {
+				rss, rate = managerAfterReconciles(b, image.path, benchSetup.hub.KubeconfigPath, n)
+			}
+			b.ReportMetric(rss, "image-manager-rss-MiB")
+			b.ReportMetric(rate, "build-reconciles-per-s")
+		})
+	}
+}
+
+// once runs create the first time it is asked for key, and returns its error every time.
+func once(key string, create func() error) error {
+	createdMu.Lock()
+	defer createdMu.Unlock()
+	if err, ok := created[key]; ok {
+		return err
+	}
+	err := create()
+	created[key] = err
+	return err
 }
 
 var (
-	buildsOnce sync.Once
-	buildsErr  error
+	createdMu sync.Mutex
+	created   = map[string]error{}
 )
 
-// createBuilds creates Projects, each with finished Builds.
-func createBuilds(b *testing.B, c client.Client, projects, perProject int) error {
+// createBuilds creates a namespace of Projects, each with finished Builds (within its history
+// limit, so that none is pruned), perProject of them, from several writers at once.
+func createBuilds(c client.Client, namespace string, projects, perProject int) error {
 	ctx := context.Background()
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "bench-builds"}}
-	if err := c.Create(ctx, ns); err != nil {
+	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}); err != nil {
 		return err
 	}
+	type job struct{ project, build string }
+	jobs := make(chan job)
+	errs := make(chan error, 1)
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Go(func() {
+			for j := range jobs {
+				if err := createFinishedBuild(ctx, c, namespace, j.project, j.build); err != nil {
+					select {
+					case errs <- err:
+					default:
+					}
+				}
+			}
+		})
+	}
 	for p := range projects {
-		name := fmt.Sprintf("app-%02d", p)
-		if err := c.Create(ctx, releasetest.Project(ns.Name, name)); err != nil {
+		name := fmt.Sprintf("app-%03d", p)
+		project := releasetest.Project(namespace, name)
+		project.Spec.BuildHistoryLimit = int32(max(perProject, defaultHistoryLimit))
+		if err := c.Create(ctx, project); err != nil {
+			close(jobs)
+			wg.Wait()
 			return err
 		}
 		for i := range perProject {
-			releasetest.CreateBuild(b, c, ns.Name, fmt.Sprintf("%s-%02d", name, i), name, "refs/heads/main",
-				releasetest.Image(fmt.Sprintf("%s-%d", name, i)), "alice", releasetest.Deploy(1, nil))
+			jobs <- job{project: name, build: fmt.Sprintf("%s-%03d", name, i)}
 		}
+	}
+	close(jobs)
+	wg.Wait()
+	select {
+	case err := <-errs:
+		return err
+	default:
+		return nil
+	}
+}
+
+// defaultHistoryLimit is the Projects' default buildHistoryLimit.
+const defaultHistoryLimit = 20
+
+// createFinishedBuild creates a Build that succeeded, as the Build controller leaves one.
+func createFinishedBuild(ctx context.Context, c client.Client, namespace, project, name string) error {
+	b := &ferryv1.Build{
+		ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name, Labels: map[string]string{ferryv1.ProjectLabel: project}},
+		Spec: ferryv1.BuildSpec{
+			Project: project, Revision: releasetest.Revision(name), Ref: "refs/heads/main",
+			Trigger: ferryv1.BuildTrigger{Kind: ferryv1.TriggerPush, User: "alice"},
+		},
+	}
+	if err := c.Create(ctx, b); err != nil {
+		return fmt.Errorf("failed to create Build %s: %w", name, err)
+	}
+	now := metav1.Now()
+	b.Status = ferryv1.BuildStatus{
+		ObservedGeneration: b.Generation, Image: releasetest.Image(name), Deploy: releasetest.Deploy(1, nil),
+		StartTime: &now, CompletionTime: &now,
+	}
+	meta.SetStatusCondition(&b.Status.Conditions, metav1.Condition{Type: ferryv1.ReadyCondition, Status: metav1.ConditionTrue, Reason: ferryv1.SucceededReason, Message: "image pushed"})
+	if err := c.Status().Update(ctx, b); err != nil {
+		return fmt.Errorf("failed to set the status of Build %s: %w", name, err)
 	}
 	return nil
 }
 
+// createUnrelated creates n Secrets and n ConfigMaps of 4 KiB each that are not Ferry's: the
+// manager's memory must not grow with them.
+func createUnrelated(c client.Client, namespace string, n int) error {
+	ctx := context.Background()
+	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}); err != nil {
+		return err
+	}
+	payload := strings.Repeat("x", 4096)
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for w := range 16 {
+		wg.Go(func() {
+			for i := w; i < n; i += 16 {
+				name := fmt.Sprintf("unrelated-%04d", i)
+				for _, o := range []client.Object{
+					&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name}, StringData: map[string]string{"data": payload}},
+					&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: name}, Data: map[string]string{"data": payload}},
+				} {
+					if err := c.Create(ctx, o); err != nil {
+						errs <- err
+						return
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	return <-errs
+}
+
 // managerAfterReconciles runs `ferry manager` until its Build controller has reconciled n Builds
-// and has nothing queued, and returns its resident memory then.
-func managerAfterReconciles(b *testing.B, ferry, kubeconfig string, n int) float64 {
+// and has nothing queued, and returns its resident memory then and its reconciles per second
+// from its start.
+func managerAfterReconciles(b *testing.B, ferry, kubeconfig string, n int) (rss, perSecond float64) {
 	b.Helper()
 	metrics := testutil.FreeAddr(b)
 	cmd := exec.Command(ferry, "manager", "--kubeconfig", kubeconfig, "--namespace", "ferry-system",
 		"--metrics-bind-address", metrics, "--health-probe-bind-address", "0", "--receiver-bind-address", "0",
 		"--ui-bind-address", "0", "--webhook-port", "0", "--leader-elect=false", "--executor", "tekton", "--zap-log-level", "error")
+	started := time.Now()
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
@@ -164,7 +284,8 @@ func managerAfterReconciles(b *testing.B, ferry, kubeconfig string, n int) float
 		_ = cmd.Wait()
 	}()
 	var last string
-	if err := wait.PollUntilContextTimeout(context.Background(), 200*time.Millisecond, 5*time.Minute, true, func(context.Context) (bool, error) {
+	var reconciled float64
+	if err := wait.PollUntilContextTimeout(context.Background(), 200*time.Millisecond, 15*time.Minute, true, func(context.Context) (bool, error) {
 		resp, err := http.Get("http://" + metrics + "/metrics") //nolint:noctx // metrics of a local process
 		if err != nil {
 			return false, nil
@@ -175,14 +296,14 @@ func managerAfterReconciles(b *testing.B, ferry, kubeconfig string, n int) float
 		if err != nil {
 			return false, nil
 		}
-		reconciled := buildControllerSum(families["controller_runtime_reconcile_total"])
+		reconciled = buildControllerSum(families["controller_runtime_reconcile_total"])
 		depth := buildControllerSum(families["workqueue_depth"])
 		last = fmt.Sprintf("%.0f reconciles, %.0f queued", reconciled, depth)
 		return reconciled >= float64(n) && depth == 0, nil
 	}); err != nil {
 		b.Fatalf("the manager did not reconcile %d Builds: %v (last: %s)", n, err, last)
 	}
-	return rssMiB(cmd.Process.Pid)
+	return rssMiB(cmd.Process.Pid), reconciled / time.Since(started).Seconds()
 }
 
 // buildControllerSum adds up the samples of a counter or gauge that belong to the Build controller.
