@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -20,6 +21,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
 	"knative.dev/pkg/apis"
 	duckv1 "knative.dev/pkg/apis/duck/v1"
@@ -27,39 +29,76 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
+	"github.com/ferryci/ferry/internal/gitlabsim"
 	"github.com/ferryci/ferry/internal/manager"
 	"github.com/ferryci/ferry/internal/testutil"
 )
 
-// BenchmarkBurstToOneBranch: 2,000 pushes' Builds to one branch of one Project (supersede on,
-// the default history limit of 20) created over one minute against the real API server, with the
-// Build controller of a manager whose every API request is counted. Tekton's part is played by
-// this benchmark: a PipelineRun asked to cancel is reported Cancelled at once (its pods would
-// stop). The creators and the simulated Tekton are not throttled on the client and watch rather
-// than poll, so that the API server's load is the controller's. Steady state: every Build older than the burst's last second cancelled and finished, the
-// history pruned to its limit, the controller idle.
+// BenchmarkBurstToOneBranch: 2,000 pushes to one branch of one Project (supersede on, the default
+// history limit of 20) over one minute, each a GitLab Push Hook of a new commit that the GitLab
+// simulator delivers to the receiver of a manager running the Build controller, against the real
+// API server, with the manager's every API request counted. Tekton's part is played by this
+// benchmark: a PipelineRun asked to cancel is reported Cancelled at once (its pods would stop).
+// The simulated Tekton is not throttled on the client and it and the benchmark watch rather than
+// poll, so that the API server's load is Ferry's. Steady state: every Build older than the
+// burst's last second cancelled and finished, the history pruned to its limit, the controller
+// idle.
 //
 // Builds created in one second do not supersede each other (creation times have a resolution of
 // a second), so those of the burst's last second all run.
 //
-// Figures: s_to_steady_state (after the last Build was created; goal ≤ 60), api_requests_per_build
-// (the manager's requests of every kind, over the Builds created; goal bounded and independent of
-// the Project's Build count), s_creating (the burst itself), process_cpu_s (this process: the
-// manager, the creators and the simulated Tekton), apiserver_etcd_cpu_s (the API server's and
-// etcd's). The manager's requests by verb and resource are logged.
+// Figures: s_to_steady_state (after the last delivery was answered; goal ≤ 60),
+// api_requests_per_build (the manager's requests of every kind — the receiver's creates, the
+// controller's reads and writes — over the Builds; goal bounded and independent of the Project's
+// Build count), receiver_p50_ms and receiver_p99_ms (a delivery's answer, during the burst),
+// deliveries_failed (any answer but 201), other_project_start_quiet_s and
+// other_project_start_during_burst_s (from a Build's creation until its PipelineRun, for a Build
+// of another Project of the namespace, before the burst and in its middle: a burst must not
+// delay another Project's Build beyond its share), s_pushing (the burst itself), process_cpu_s (this
+// process: the manager, the GitLab simulator and the simulated Tekton), apiserver_etcd_cpu_s (the
+// API server's and etcd's). The manager's requests by verb and resource are logged.
 func BenchmarkBurstToOneBranch(b *testing.B) {
-	const builds, over = 2000, time.Minute
+	const pushes, over = 2000, time.Minute
 	for range b.N {
 		b.StopTimer()
-		e := newEnv(b, func(p *ferryv1.Project) { p.Spec.Triggers.Supersede = true })
-		sha := e.commit(okFile)
+		gl := gitlabsim.New()
+		b.Cleanup(gl.Close)
+		e := newEnv(b, func(p *ferryv1.Project) {
+			p.Spec.Triggers.Supersede = true
+			p.Spec.GitLab.URL = gl.URL
+		})
+		token := "burst-" + e.ns
+		if err := e.c.Create(context.Background(), &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Namespace: e.ns, Name: e.project.Spec.GitLab.WebhookSecretRef.Name},
+			Data:       map[string][]byte{"token": []byte(token)},
+		}); err != nil {
+			b.Fatal(err)
+		}
+		// Every push is of a new commit, in the git server (the Builds that start read their
+		// pipeline file there) and in GitLab.
+		pid := gl.AddProject(gitlabsim.Project{PathWithNamespace: e.repo})
+		shas, err := e.git.CommitSeries(e.repo, "main", pushes, func(i int) map[string]string {
+			return map[string]string{".ferry.yaml": okFile, "main.go": fmt.Sprintf("package main // %d\n", i)}
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		for i, sha := range shas {
+			c := gitlabsim.Commit{ID: sha, Message: fmt.Sprintf("Commit %d", i+1)}
+			if i > 0 {
+				c.ParentIDs = []string{shas[i-1]}
+			}
+			if _, err := gl.AddCommit(pid, c); err != nil {
+				b.Fatal(err)
+			}
+		}
 		var requests requestCounter
-		startCountingManager(b, &requests)
+		receiver := startCountingManager(b, &requests)
+		if err := gl.AddHook(pid, gitlabsim.Hook{URL: receiver, Token: token, PushEvents: true}); err != nil {
+			b.Fatal(err)
+		}
 		ctx, cancel := context.WithCancel(context.Background())
 		b.Cleanup(cancel)
-		// Creators and the simulated Tekton are not throttled on the client (client-go's
-		// default is 5 requests a second), and they watch as the manager does: polling lists
-		// of thousands of Builds would load the API server the controller is measured against.
 		cfg := rest.CopyConfig(testutil.CurrentHub(b).Config)
 		cfg.QPS = -1
 		c, err := client.New(cfg, client.Options{Scheme: manager.Scheme()})
@@ -68,20 +107,52 @@ func BenchmarkBurstToOneBranch(b *testing.B) {
 		}
 		seen := watchingCache(ctx, b, e.ns)
 		go playTekton(ctx, seen, c)
+		// Another Project of the namespace, whose Builds must not wait behind the burst.
+		other := e.project.DeepCopy()
+		other.ObjectMeta = metav1.ObjectMeta{Namespace: e.ns, Name: "other"}
+		other.Spec.GitLab.ProjectPath = "team/other"
+		if err := c.Create(ctx, other); err != nil {
+			b.Fatal(err)
+		}
+		otherStart := func(name string) time.Duration {
+			began := time.Now()
+			if err := c.Create(ctx, &ferryv1.Build{ObjectMeta: metav1ObjectMeta(e.ns, name), Spec: ferryv1.BuildSpec{Project: other.Name, Revision: shas[0], Ref: "refs/heads/main"}}); err != nil {
+				b.Error(err)
+				return 0
+			}
+			// Called from the pushing goroutines too: no t.Fatal here.
+			if err := wait.PollUntilContextTimeout(ctx, 10*time.Millisecond, 5*time.Minute, true, func(context.Context) (bool, error) {
+				bd := &ferryv1.Build{}
+				err := seen.Get(ctx, client.ObjectKey{Namespace: e.ns, Name: name}, bd)
+				return err == nil && bd.Status.PipelineRunRef != nil, nil
+			}); err != nil {
+				b.Errorf("Build %s of another Project did not start: %v", name, err)
+			}
+			return time.Since(began)
+		}
+		quiet := otherStart("other-quiet")
+		var duringBurst time.Duration
+
 		cpuBefore, serverCPUBefore := processCPU(), childrenCPU()
 		b.StartTimer()
 		start := time.Now()
-		tick := time.NewTicker(over / builds)
+		tick := time.NewTicker(over / pushes)
 		var wg sync.WaitGroup
-		for i := range builds {
+		latencies := make([]time.Duration, pushes)
+		var failed atomic.Int64
+		for i, sha := range shas {
 			<-tick.C
+			if i == pushes/2 {
+				wg.Go(func() { duringBurst = otherStart("other-during-burst") })
+			}
 			wg.Go(func() {
-				build := &ferryv1.Build{
-					ObjectMeta: metav1ObjectMeta(e.ns, fmt.Sprintf("burst-%04d", i)),
-					Spec:       ferryv1.BuildSpec{Project: e.project.Name, Revision: sha, Ref: "refs/heads/main"},
-				}
-				if err := c.Create(ctx, build); err != nil {
-					b.Error(err)
+				began := time.Now()
+				ds, err := gl.Push(ctx, pid, gitlabsim.PushSpec{Branch: "main", To: sha, User: "alice"})
+				latencies[i] = time.Since(began)
+				if err != nil || len(ds) != 1 || ds[0].Status != http.StatusCreated {
+					if failed.Add(1) <= 3 {
+						b.Logf("push %d: %v %+v", i, err, ds)
+					}
 				}
 			})
 		}
@@ -100,6 +171,7 @@ func BenchmarkBurstToOneBranch(b *testing.B) {
 			}
 			// Builds created in the same second do not supersede each other: those of the
 			// burst's last second all run.
+			list.Items = slices.DeleteFunc(list.Items, func(bd ferryv1.Build) bool { return bd.Spec.Project != e.project.Name })
 			var newest metav1.Time
 			for _, bd := range list.Items {
 				if newest.Before(&bd.CreationTimestamp) {
@@ -122,7 +194,8 @@ func BenchmarkBurstToOneBranch(b *testing.B) {
 			lastRunning = running
 			state = fmt.Sprintf("%d Builds: %d finished, %d of the last second running, %d older unfinished; queue %v, active %v", len(list.Items), finished, running, stray, depth, active)
 			if time.Now().After(nextTrace) {
-				b.Logf("%5.1f s after the last Build: %s", time.Since(last).Seconds(), state)
+				// Progress while it settles (b.Logf would show only the first lines, at the end).
+				fmt.Fprintf(os.Stderr, "%5.1f s after the last push: %s\n", time.Since(last).Seconds(), state)
 				nextTrace = time.Now().Add(5 * time.Second)
 			}
 			return finished <= 20 && stray == 0 && depth == 0 && active == 0, fmt.Errorf("%s", state)
@@ -132,16 +205,23 @@ func BenchmarkBurstToOneBranch(b *testing.B) {
 		b.Logf("settled: %s", state)
 		b.Logf("the manager's requests: %s", requests.summary())
 		b.ReportMetric(settled.Seconds(), "s_to_steady_state")
-		b.ReportMetric(float64(requests.total.Load())/builds, "api_requests_per_build")
-		b.ReportMetric(created.Seconds(), "s_creating")
+		b.ReportMetric(float64(requests.total.Load())/pushes, "api_requests_per_build")
+		slices.Sort(latencies)
+		b.ReportMetric(float64(latencies[pushes/2].Microseconds())/1000, "receiver_p50_ms")
+		b.ReportMetric(float64(latencies[pushes*99/100].Microseconds())/1000, "receiver_p99_ms")
+		b.ReportMetric(float64(failed.Load()), "deliveries_failed")
+		b.ReportMetric(quiet.Seconds(), "other_project_start_quiet_s")
+		b.ReportMetric(duringBurst.Seconds(), "other_project_start_during_burst_s")
+		b.ReportMetric(created.Seconds(), "s_pushing")
 		b.ReportMetric(processCPU()-cpuBefore, "process_cpu_s")
 		b.ReportMetric(childrenCPU()-serverCPUBefore, "apiserver_etcd_cpu_s")
 		b.ReportMetric(float64(lastRunning), "builds_of_the_last_second_running")
 	}
 }
 
-// startCountingManager starts a manager with the Build controller whose API requests are counted.
-func startCountingManager(b *testing.B, requests *requestCounter) {
+// startCountingManager starts a manager with the Build controller and the GitLab receiver, whose
+// API requests are counted, and returns the receiver's URL.
+func startCountingManager(b *testing.B, requests *requestCounter) string {
 	b.Helper()
 	h := testutil.CurrentHub(b)
 	cfg := rest.CopyConfig(h.Config)
@@ -151,7 +231,8 @@ func startCountingManager(b *testing.B, requests *requestCounter) {
 			return rt.RoundTrip(r)
 		})
 	})
-	m, err := manager.New(cfg, manager.Options{Controllers: []string{"build"}, FerryImage: ferryImage, Namespace: testutil.FerryNamespace, MetricsAddr: "0", ProbeAddr: "0"})
+	addr := testutil.FreeAddr(b)
+	m, err := manager.New(cfg, manager.Options{Controllers: []string{"build"}, FerryImage: ferryImage, Namespace: testutil.FerryNamespace, MetricsAddr: "0", ProbeAddr: "0", ReceiverAddr: addr})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -169,6 +250,7 @@ func startCountingManager(b *testing.B, requests *requestCounter) {
 		return m.GetCache().WaitForCacheSync(ctx), nil
 	})
 	requests.reset()
+	return "http://" + addr + "/hooks/gitlab"
 }
 
 // requestCounter counts API requests, in total and by verb and resource.

@@ -151,8 +151,17 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ct
 		log.FromContext(ctx).Info("Waiting to create the Build's run", "error", ue.Error())
 		return ctrl.Result{RequeueAfter: executorRetry}, nil
 	}
-	if err != nil || run == nil {
+	if err != nil {
 		return ctrl.Result{}, err
+	}
+	if run == nil {
+		// Ended without a run (cancelled before it started, a pipeline file that cannot run):
+		// finished like any other, it prunes the history too; in a burst of pushes these are
+		// most of the Builds.
+		if isFinished(b) {
+			return r.finished(ctx, b)
+		}
+		return ctrl.Result{}, nil
 	}
 	if b.Spec.Cancelled && !run.Done() && !run.CancelRequested {
 		if err := r.Executor.Cancel(ctx, b); err != nil {
@@ -161,7 +170,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ct
 	}
 	setRunStatus(b, run, planFacts{repository: project.Spec.Image.Repository, tags: imageTags(b)}, r.now())
 	if isFinished(b) {
-		return r.prune(ctx, b)
+		return r.finished(ctx, b)
 	}
 	return ctrl.Result{}, nil
 }
@@ -174,6 +183,18 @@ func (r *Reconciler) prune(ctx context.Context, b *ferryv1.Build) (ctrl.Result, 
 		return ctrl.Result{RequeueAfter: pruneRetry}, nil
 	}
 	return ctrl.Result{}, err
+}
+
+// finished prunes the history from the reconcile in which the Build finished, and comes back once
+// more to prune again: Builds finishing at once each prune from a cache that may not show the
+// others finished yet, and nothing else would bring the last of them back to see the history
+// beyond its limit. That second reconcile reads the cache only, unless it deletes.
+func (r *Reconciler) finished(ctx context.Context, b *ferryv1.Build) (ctrl.Result, error) {
+	result, err := r.prune(ctx, b)
+	if err == nil && result.RequeueAfter == 0 {
+		result.RequeueAfter = pruneRetry
+	}
+	return result, err
 }
 
 // staleRetry is how soon a reconcile that read a Build older than the API server's runs again.

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -379,5 +380,38 @@ func TestClaimsUnit(t *testing.T) {
 	}
 	if got := r.get(t, running); patches != 2 || !got.Spec.Cancelled || got.Spec.CancelReason != SupersededPrefix+"app-main-3" {
 		t.Errorf("%d patches (want the failed one and one more), spec %+v", patches, got.Spec)
+	}
+}
+
+// TestCancelledBeforeStartPrunesUnit: a Build that ends without a run (cancelled before it
+// started) prunes the Project's history like any finished Build: in a burst of pushes these are
+// most of the Builds, and the history must not wait for the few that ran. It prunes once more a
+// moment later.
+func TestCancelledBeforeStartPrunesUnit(t *testing.T) {
+	ctx := context.Background()
+	p := unitProject()
+	p.Spec.BuildHistoryLimit = 1
+	oldest := unitBuild(func(b *ferryv1.Build) {
+		b.Name, b.UID = "app-main-0", "uid-0"
+		b.CreationTimestamp = metav1.NewTime(b.CreationTimestamp.Add(-time.Hour))
+		done := metav1.NewTime(b.CreationTimestamp.Time)
+		b.Status.CompletionTime = &done
+	})
+	cancelled := unitBuild(func(b *ferryv1.Build) { b.Spec.Cancelled, b.Spec.CancelReason = true, "by alice" })
+	r := unitReconciler(t, &FakeExecutor{}, "", errors.New("the source must not be read"), p, oldest, cancelled)
+	// The reconcile in which it finishes comes back once to prune again (Builds finishing at once
+	// each see the others unfinished in the cache); that one does not come back.
+	res, err := r.Reconcile(ctx, requestFor(cancelled))
+	if err != nil || res.RequeueAfter != pruneRetry {
+		t.Fatalf("finishing reconcile: %+v, %v; want a requeue after %s", res, err, pruneRetry)
+	}
+	if got := r.get(t, cancelled); got.Status.CompletionTime == nil {
+		t.Fatalf("the cancelled Build did not finish: %+v", got.Status)
+	}
+	if err := r.Get(ctx, client.ObjectKeyFromObject(oldest), &ferryv1.Build{}); !apierrors.IsNotFound(err) {
+		t.Errorf("the Build beyond the history limit is still there: %v", err)
+	}
+	if res, err := r.Reconcile(ctx, requestFor(cancelled)); err != nil || !res.IsZero() {
+		t.Errorf("reconcile of a finished Build: %+v, %v; want done", res, err)
 	}
 }

@@ -1,6 +1,7 @@
 package gitserver
 
 import (
+	"fmt"
 	"net/url"
 	"os"
 	"os/exec"
@@ -183,5 +184,49 @@ func TestAnonymousPushRefused(t *testing.T) {
 	}
 	if out, err := gitCLI(t, app, "push", "--quiet", "origin", "HEAD:main"); err == nil {
 		t.Fatalf("anonymous push succeeded:\n%s", out)
+	}
+}
+
+// TestCommitSeries: a series of commits lands on the branch's head, each on the one before, with
+// the files of each on top of the tree before it; a path that could escape is refused.
+func TestCommitSeries(t *testing.T) {
+	s := startServer(t, Options{})
+	if err := s.CreateRepo("team/app", RepoOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	first, err := s.Commit("team/app", Commit{Files: map[string]string{"README": "one\n"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	shas, err := s.CommitSeries("team/app", "main", 3, func(i int) map[string]string {
+		return map[string]string{"n.txt": fmt.Sprintf("%d\n", i)}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if head, err := s.Head("team/app", "main"); err != nil || len(shas) != 3 || head != shas[2] {
+		t.Fatalf("head = %s, %v; series %v", head, err, shas)
+	}
+	dir := t.TempDir()
+	if out, err := gitCLI(t, dir, "clone", "--quiet", s.RepoURL("team/app"), "app"); err != nil {
+		t.Fatalf("git clone: %v\n%s", err, out)
+	}
+	app := filepath.Join(dir, "app")
+	parents := []string{first, shas[0], shas[1]}
+	for i, sha := range shas {
+		if out, err := gitCLI(t, app, "rev-parse", sha+"^"); err != nil || strings.TrimSpace(out) != parents[i] {
+			t.Errorf("parent of commit %d = %q, %v; want %s", i, out, err, parents[i])
+		}
+		if out, err := gitCLI(t, app, "show", sha+":n.txt"); err != nil || out != fmt.Sprintf("%d\n", i) {
+			t.Errorf("n.txt at commit %d = %q, %v", i, out, err)
+		}
+		if out, err := gitCLI(t, app, "show", sha+":README"); err != nil || out != "one\n" {
+			t.Errorf("README at commit %d = %q, %v", i, out, err)
+		}
+	}
+	for _, bad := range []string{"../escape", "/abs", ".git/config", "a\nM 100644 inline b"} {
+		if _, err := s.CommitSeries("team/app", "main", 1, func(int) map[string]string { return map[string]string{bad: "x"} }); err == nil {
+			t.Errorf("path %q was accepted", bad)
+		}
 	}
 }
