@@ -1,5 +1,5 @@
-// Package gitlab is Ferry's client for the parts of GitLab's REST API it uses: commit statuses and
-// merge request notes. It wraps gitlab.com/gitlab-org/api/client-go with what a reporter needs:
+// Package gitlab is Ferry's client for the parts of GitLab's REST API it uses: commit statuses,
+// merge request notes and project members' roles. It wraps gitlab.com/gitlab-org/api/client-go with what a reporter needs:
 // retries with backoff on 5xx, 429 and connection errors (honouring Retry-After), GitLab's commit
 // status state machine (a repeated state is "already reported", not a failure), and a transport
 // that sends the Project's token only to the Project's own GitLab host and refuses redirects
@@ -100,6 +100,9 @@ type API interface {
 	FindMergeRequestNote(ctx context.Context, project ProjectRef, iid int64, marker string) (bool, error)
 	// CreateMergeRequestNote adds a note to a merge request (iid is the project-local number).
 	CreateMergeRequestNote(ctx context.Context, project ProjectRef, iid int64, body string) error
+	// MemberAccess returns a user's role in the project, inherited memberships included; NoAccess
+	// when the user is not a member.
+	MemberAccess(ctx context.Context, project ProjectRef, userID int64) (AccessLevel, error)
 }
 
 // ErrAlreadyReported is GitLab's HTTP 400 "Cannot transition status via :run from :running": the
