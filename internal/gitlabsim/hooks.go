@@ -65,6 +65,17 @@ func (s *Server) AddHook(projectID int64, h Hook) error {
 	return nil
 }
 
+// SetHookURL points every hook of a project at url (a receiver that moved).
+func (s *Server) SetHookURL(projectID int64, url string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if p := s.projects[projectID]; p != nil {
+		for i := range p.hooks {
+			p.hooks[i].URL = url
+		}
+	}
+}
+
 // PushSpec describes a branch push.
 type PushSpec struct {
 	Branch string
