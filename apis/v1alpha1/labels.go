@@ -74,6 +74,10 @@ const (
 	// back; people read it to find the Release of a Build.
 	ReleasedAnnotation = "ferry.dev/released-as"
 
+	// RerunOfAnnotation on a Build names the Build whose commit and ref it builds again.
+	// `ferry build rerun` sets it; people read it.
+	RerunOfAnnotation = "ferry.dev/rerun-of"
+
 	// ReleaseFinalizer is the Release controller's finalizer on a Release: it lets the controller
 	// take an unfinished rollout back before the Release goes, because a Release writes into other
 	// clusters, which owner references cannot reach. The controller adds and removes it.
