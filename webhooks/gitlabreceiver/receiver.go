@@ -2,8 +2,16 @@
 // against the webhook Secret of the Project it names, decides whether the event builds (tracked
 // branch or tag, merge request opened or updated with new commits, not a deletion), and creates
 // the Build. Nothing else happens in the request: the Build controller does the work, so the answer
-// comes in milliseconds, far within GitLab's 10 s. The Build's name derives from the delivery, so
-// retries, redeliveries and parallel duplicates make one Build.
+// comes in milliseconds, far within GitLab's 10 s. The Build's name derives from the Project, ref
+// and commit, so retries, redeliveries, parallel duplicates and later deliveries of the same commit
+// (a re-push, GitLab's "Test" button) make one Build; the answer tells a redelivery ("already
+// received") from a reuse ("reused").
+//
+// A merge request from a fork, or by a user without the Developer role (read through GitLab's
+// members API), does not build until a member comments /ok-to-test for its commit. Comments on
+// merge requests (Note Hook) carry commands — /retest, /retest force, /cancel, /ok-to-test — that
+// run in the background (commands.go: roles from GitLab, one reply note per comment, retried on
+// GitLab's 429 and 5xx without acting twice).
 //
 // Every answer to an event Ferry does not build is a 2xx with a short reason, because GitLab
 // disables hooks that keep failing; 4xx is kept for a wrong token (401), an oversized body (413),
