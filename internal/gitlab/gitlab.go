@@ -272,8 +272,12 @@ func (c *Client) FindMergeRequestNote(ctx context.Context, project ProjectRef, i
 	return false, nil
 }
 
-// CreateMergeRequestNote adds a note to a merge request.
+// CreateMergeRequestNote adds a note to a merge request. A 5xx answer is not retried here (GitLab
+// may have saved the note before its proxy failed, and a retry would post it twice): the caller
+// looks for the note (FindMergeRequestNote) before it tries again. 429 is retried, since GitLab's
+// rate limiter refuses before anything is saved.
 func (c *Client) CreateMergeRequestNote(ctx context.Context, project ProjectRef, iid int64, body string) error {
+	ctx = context.WithValue(ctx, noRetryOn5xx{}, true)
 	_, _, err := c.api.Notes.CreateMergeRequestNote(project.pid(), iid, &gl.CreateMergeRequestNoteOptions{Body: &body}, gl.WithContext(ctx))
 	if err != nil {
 		return fmt.Errorf("failed to add a note to merge request !%d of %s: %w", iid, project, convert(err))
@@ -344,8 +348,15 @@ func checkRetry(ctx context.Context, resp *http.Response, err error) (bool, erro
 	if resp.StatusCode == http.StatusTooManyRequests {
 		return true, nil
 	}
+	if ctx.Value(noRetryOn5xx{}) != nil {
+		return false, nil
+	}
 	return resp.StatusCode == 0 || (resp.StatusCode >= 500 && resp.StatusCode != http.StatusNotImplemented), nil
 }
+
+// noRetryOn5xx in a request's context keeps 5xx answers from being retried (see
+// CreateMergeRequestNote).
+type noRetryOn5xx struct{}
 
 // backoff waits as long as Retry-After (or RateLimit-Reset) asks, else exponentially with jitter,
 // never longer than max.

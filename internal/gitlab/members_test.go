@@ -48,3 +48,34 @@ func TestMemberAccess(t *testing.T) {
 }
 
 func jsonInt(n int64) string { return strconv.FormatInt(n, 10) }
+
+// TestNoteIsNotPostedTwice: a 5xx answer to creating a note is not retried (GitLab may have saved
+// it); a 429 is.
+func TestNoteIsNotPostedTwice(t *testing.T) {
+	fake, id := newFake(t)
+	iid, err := fake.AddMergeRequest(id, gitlabsim.MergeRequest{SourceBranch: "f"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newClient(t, fake.URL, fastRetries)
+	project := gitlab.ProjectRef{ID: id}
+	fake.Inject(gitlabsim.Fault{Method: http.MethodPost, PathContains: "/notes", Status: http.StatusBadGateway, Times: 1})
+	err = c.CreateMergeRequestNote(context.Background(), project, iid, "hello")
+	noToken(t, err)
+	if err == nil || gitlab.IsPermanent(err) {
+		t.Errorf("502: %v", err)
+	}
+	fake.Inject(gitlabsim.Fault{Method: http.MethodPost, PathContains: "/notes", Status: http.StatusTooManyRequests, Times: 1, RetryAfter: "0"})
+	if err := c.CreateMergeRequestNote(context.Background(), project, iid, "hello"); err != nil {
+		t.Errorf("429 then 201: %v", err)
+	}
+	posts := 0
+	for _, call := range fake.Calls() {
+		if call.Method == http.MethodPost {
+			posts++
+		}
+	}
+	if posts != 3 || len(fake.Notes(id, iid)) != 1 {
+		t.Errorf("%d POSTs (want 3: 502, 429, 201) and %d notes (want 1)", posts, len(fake.Notes(id, iid)))
+	}
+}
