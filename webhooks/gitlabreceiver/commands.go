@@ -48,11 +48,11 @@ const commandAttempts = 3
 // defaultTokenKey is the key of the GitLab token Secret when tokenSecretRef names none.
 const defaultTokenKey = "token"
 
-// handleNote answers a Note Hook: commands on a merge request run in the background (they call
+// handleNote answers a Note Hook, decoded into n (or err, see decodeNote): commands on a merge
+// request run in the background (they call
 // GitLab, which may be slow or rate-limited), and the answer says they were accepted; the reply
 // note on the merge request says what happened.
-func (r *Receiver) handleNote(env *envelope, payload []byte, projects []authenticated) (int, answer) {
-	n, err := decodeNote(env, payload)
+func (r *Receiver) handleNote(n *noteCommands, err error, projects []authenticated) (int, answer) {
 	var bad *payloadError
 	if errors.As(err, &bad) {
 		return http.StatusBadRequest, answer{Result: resultBadRequest, Error: bad.msg}

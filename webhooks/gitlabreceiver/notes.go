@@ -129,8 +129,8 @@ type noteCommands struct {
 }
 
 // decodeNote reads a Note Hook: the comment's commands, or why it has none to run (an *ignored),
-// or why the payload is unusable (a *payloadError). projectID is the GitLab project the delivery
-// is authenticated for.
+// or why the payload is unusable (a *payloadError). env names the GitLab project the delivery is
+// authenticated for; a comment on another project's merge request runs nothing.
 func decodeNote(env *envelope, body []byte) (*noteCommands, error) {
 	if env.ObjectKind != "" && env.ObjectKind != "note" {
 		return nil, badPayload("X-Gitlab-Event %q does not match the body's object_kind %q", noteHook, env.ObjectKind)

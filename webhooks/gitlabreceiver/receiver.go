@@ -434,8 +434,10 @@ func (r *Receiver) handle(w http.ResponseWriter, req *http.Request, start time.T
 		return http.StatusBadRequest, answer{Result: resultBadRequest, Error: "the payload names its project twice, differently (project and project_id must name one project)"}
 	}
 	if isNote {
+		n, err := decodeNote(full, payload)
+		// The comment is decoded (into strings of its own): the body goes back to the pool.
 		r.done(b)
-		return r.handleNote(full, payload, authenticated)
+		return r.handleNote(n, err, authenticated)
 	}
 	if kind = eventKind(header, full); kind == "" {
 		return http.StatusOK, answer{Result: resultIgnored, Reason: ignoredEventReason(header, full)}
