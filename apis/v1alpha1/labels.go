@@ -74,6 +74,10 @@ const (
 	// back; people read it to find the Release of a Build.
 	ReleasedAnnotation = "ferry.dev/released-as"
 
+	// RerunOfAnnotation on a Build names the Build whose commit and ref it builds again.
+	// `ferry build rerun` sets it; people read it.
+	RerunOfAnnotation = "ferry.dev/rerun-of"
+
 	// ReleaseFinalizer is the Release controller's finalizer on a Release: it lets the controller
 	// take an unfinished rollout back before the Release goes, because a Release writes into other
 	// clusters, which owner references cannot reach. The controller adds and removes it.
@@ -95,6 +99,19 @@ const (
 	// is the reported state). The reporter sets it and reads it, so that a restart never posts the
 	// note twice.
 	GitLabNoteAnnotation = "gitlab.ferry.dev/merge-request-note"
+
+	// GitLabOKToTestAnnotation names the GitLab user who allowed a merge request's commit to build
+	// with /ok-to-test (a merge request from a fork, or by someone without the Developer role, does
+	// not build until a member says so). The receiver sets it on the Build it then creates; that
+	// Build is the record of the permission: it is the commit's Build on the merge request's ref,
+	// so every later delivery of that commit reuses it, and a new push (another commit) has none.
+	GitLabOKToTestAnnotation = "gitlab.ferry.dev/ok-to-test-by"
+
+	// GitLabCommandNoteAnnotation is the ID of the merge request comment whose command (/retest,
+	// /ok-to-test) created the Build. The receiver sets it and reads it, so that a command run again
+	// (GitLab redelivers the comment, or the reply note failed) reports that Build instead of making
+	// another.
+	GitLabCommandNoteAnnotation = "gitlab.ferry.dev/command-note"
 )
 
 // Annotations the Build controller puts on the PipelineRun of a Build.

@@ -18,7 +18,7 @@ type buildFlags struct {
 	insecure                                          bool
 }
 
-func newBuildCommand() *cobra.Command {
+func newBuildCommand(g *globalFlags) *cobra.Command {
 	fl := &buildFlags{}
 	cmd := &cobra.Command{
 		Use:   "build",
@@ -56,6 +56,7 @@ Progress goes to stderr; the last line on stdout is REPOSITORY@sha256:….`,
 	f.StringVar(&fl.dockerConfig, "docker-config", "", "directory with the Docker config.json (default $DOCKER_CONFIG or ~/.docker)")
 	f.BoolVar(&fl.insecure, "insecure-registry", false, "allow plain HTTP and unverified TLS to the registries (loopback registries never need it)")
 	_ = cmd.MarkFlagRequired("image")
+	cmd.AddCommand(newRerunCommand(g))
 	return cmd
 }
 

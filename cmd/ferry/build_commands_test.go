@@ -182,3 +182,44 @@ func TestCancelCommand(t *testing.T) {
 		t.Errorf("unknown Build: %v", err)
 	}
 }
+
+func TestBuildRerun(t *testing.T) {
+	hub := testutil.CurrentHub(t)
+	ns := testutil.Namespace(t, hub.Client)
+	ctx := context.Background()
+	old := &ferryv1.Build{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "shop-0123456-abcdef12",
+			Labels:      map[string]string{ferryv1.ProjectLabel: "shop", ferryv1.TriggerKindLabel: "MergeRequest"},
+			Annotations: map[string]string{ferryv1.GitLabSourceBranchAnnotation: "feature", ferryv1.GitLabOKToTestAnnotation: "alice"}},
+		Spec: ferryv1.BuildSpec{Project: "shop", Revision: renderSHA, Ref: "refs/merge-requests/3/head",
+			Trigger: ferryv1.BuildTrigger{Kind: ferryv1.TriggerMergeRequest, MergeRequestIID: 3, User: "bob"}},
+	}
+	if err := hub.Client.Create(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	out, _, err := runFerry(t, "build", "rerun", old.Name, "-n", ns, "--kubeconfig", hub.KubeconfigPath)
+	if err != nil || !strings.Contains(out, "commit 0123456 of refs/merge-requests/3/head again, as Build "+old.Name+" was") {
+		t.Fatalf("rerun: %q, %v", out, err)
+	}
+	var list ferryv1.BuildList
+	if err := hub.Client.List(ctx, &list, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Items) != 2 {
+		t.Fatalf("%d Builds after a rerun, want 2", len(list.Items))
+	}
+	for _, b := range list.Items {
+		if b.Name == old.Name {
+			continue
+		}
+		if b.Spec.Revision != old.Spec.Revision || b.Spec.Ref != old.Spec.Ref || b.Spec.Project != "shop" || b.Spec.Cancelled ||
+			b.Annotations[ferryv1.RerunOfAnnotation] != old.Name || b.Annotations[ferryv1.GitLabSourceBranchAnnotation] != "feature" ||
+			b.Annotations[ferryv1.GitLabOKToTestAnnotation] != "" || b.Labels[ferryv1.ProjectLabel] != "shop" ||
+			b.Spec.Trigger.Kind == ferryv1.TriggerMergeRequest || b.Spec.Trigger.User == "bob" || !strings.HasPrefix(b.Name, old.Name+"-rerun-") {
+			t.Errorf("rerun Build = %+v %+v", b.ObjectMeta, b.Spec)
+		}
+	}
+	if _, _, err := runFerry(t, "build", "rerun", "nope", "-n", ns, "--kubeconfig", hub.KubeconfigPath); err == nil || !strings.Contains(err.Error(), "not found") {
+		t.Errorf("unknown Build: %v", err)
+	}
+}

@@ -174,6 +174,10 @@ func describeWebhook(p *ferryv1.Project, receiverURL string) webhookSetup {
 	}
 	if p.Spec.Triggers.MergeRequests {
 		s.Events = append(s.Events, "Merge request events")
+		if p.Spec.GitLab.TokenSecretRef != nil {
+			// Merge request commands (/retest, /cancel, /ok-to-test) arrive as comments.
+			s.Events = append(s.Events, "Comments")
+		}
 	}
 	branches := p.Spec.Triggers.Branches
 	if len(branches) == 0 {

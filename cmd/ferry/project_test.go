@@ -55,7 +55,7 @@ func TestProjectWebhookCommand(t *testing.T) {
 	for _, want := range []string{
 		"https://gitlab.example.com/team/shop/-/hooks",
 		"URL:           https://ferry.example.com/hooks/gitlab",
-		"Push events, Tag push events, Merge request events",
+		"Push events, Tag push events, Merge request events, Comments",
 		`regular expression ^(main|release/.*)$`,
 		"kubectl -n " + ns + " create secret generic shop-webhook --from-literal=token=",
 		"Secret " + ns + "/shop-gitlab (key \"token\") is missing",

@@ -50,7 +50,7 @@ several clusters, stopping at approval gates that release managers answer in a w
 		newDevCommand(),
 	)
 	root.AddCommand(newAssembleCommand())
-	root.AddCommand(newBuildCommand())
+	root.AddCommand(newBuildCommand(g))
 	root.AddCommand(newRebaseCommand())
 	return root
 }

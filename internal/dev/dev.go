@@ -738,9 +738,20 @@ func (e *env) startGit(context.Context) error {
 		}
 		if err := e.gitlab.AddHook(id, gitlabsim.Hook{
 			URL: "http://" + receiverAddr + "/hooks/gitlab", Token: e.webhookSecret(name),
-			PushEvents: true, TagPushEvents: true, MergeRequestsEvents: true,
+			PushEvents: true, TagPushEvents: true, MergeRequestsEvents: true, NoteEvents: true,
 		}); err != nil {
 			return err
+		}
+		// Roles decide who may run merge request commands and whose merge requests build
+		// without /ok-to-test: the developer pushes, the others maintain.
+		for _, p := range People {
+			role := gitlabsim.MaintainerAccess
+			if p.Name == developer {
+				role = gitlabsim.DeveloperAccess
+			}
+			if err := e.gitlab.SetRole(id, p.Name, role); err != nil {
+				return err
+			}
 		}
 	}
 	e.mirror = m

@@ -8,6 +8,7 @@ type FakeAPI struct {
 	SetCommitStatusFn        func(ctx context.Context, project ProjectRef, sha string, status CommitStatus) error
 	FindMergeRequestNoteFn   func(ctx context.Context, project ProjectRef, iid int64, marker string) (bool, error)
 	CreateMergeRequestNoteFn func(ctx context.Context, project ProjectRef, iid int64, body string) error
+	MemberAccessFn           func(ctx context.Context, project ProjectRef, userID int64) (AccessLevel, error)
 }
 
 var _ API = (*FakeAPI)(nil)
@@ -34,4 +35,12 @@ func (f *FakeAPI) CreateMergeRequestNote(ctx context.Context, project ProjectRef
 		return nil
 	}
 	return f.CreateMergeRequestNoteFn(ctx, project, iid, body)
+}
+
+// MemberAccess calls MemberAccessFn; without one every user has NoAccess.
+func (f *FakeAPI) MemberAccess(ctx context.Context, project ProjectRef, userID int64) (AccessLevel, error) {
+	if f.MemberAccessFn == nil {
+		return NoAccess, nil
+	}
+	return f.MemberAccessFn(ctx, project, userID)
 }

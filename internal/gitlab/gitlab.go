@@ -1,5 +1,5 @@
-// Package gitlab is Ferry's client for the parts of GitLab's REST API it uses: commit statuses and
-// merge request notes. It wraps gitlab.com/gitlab-org/api/client-go with what a reporter needs:
+// Package gitlab is Ferry's client for the parts of GitLab's REST API it uses: commit statuses,
+// merge request notes and project members' roles. It wraps gitlab.com/gitlab-org/api/client-go with what a reporter needs:
 // retries with backoff on 5xx, 429 and connection errors (honouring Retry-After), GitLab's commit
 // status state machine (a repeated state is "already reported", not a failure), and a transport
 // that sends the Project's token only to the Project's own GitLab host and refuses redirects
@@ -100,6 +100,9 @@ type API interface {
 	FindMergeRequestNote(ctx context.Context, project ProjectRef, iid int64, marker string) (bool, error)
 	// CreateMergeRequestNote adds a note to a merge request (iid is the project-local number).
 	CreateMergeRequestNote(ctx context.Context, project ProjectRef, iid int64, body string) error
+	// MemberAccess returns a user's role in the project, inherited memberships included; NoAccess
+	// when the user is not a member.
+	MemberAccess(ctx context.Context, project ProjectRef, userID int64) (AccessLevel, error)
 }
 
 // ErrAlreadyReported is GitLab's HTTP 400 "Cannot transition status via :run from :running": the
@@ -269,8 +272,12 @@ func (c *Client) FindMergeRequestNote(ctx context.Context, project ProjectRef, i
 	return false, nil
 }
 
-// CreateMergeRequestNote adds a note to a merge request.
+// CreateMergeRequestNote adds a note to a merge request. A 5xx answer is not retried here (GitLab
+// may have saved the note before its proxy failed, and a retry would post it twice): the caller
+// looks for the note (FindMergeRequestNote) before it tries again. 429 is retried, since GitLab's
+// rate limiter refuses before anything is saved.
 func (c *Client) CreateMergeRequestNote(ctx context.Context, project ProjectRef, iid int64, body string) error {
+	ctx = context.WithValue(ctx, noRetryOn5xx{}, true)
 	_, _, err := c.api.Notes.CreateMergeRequestNote(project.pid(), iid, &gl.CreateMergeRequestNoteOptions{Body: &body}, gl.WithContext(ctx))
 	if err != nil {
 		return fmt.Errorf("failed to add a note to merge request !%d of %s: %w", iid, project, convert(err))
@@ -341,8 +348,15 @@ func checkRetry(ctx context.Context, resp *http.Response, err error) (bool, erro
 	if resp.StatusCode == http.StatusTooManyRequests {
 		return true, nil
 	}
+	if ctx.Value(noRetryOn5xx{}) != nil {
+		return false, nil
+	}
 	return resp.StatusCode == 0 || (resp.StatusCode >= 500 && resp.StatusCode != http.StatusNotImplemented), nil
 }
+
+// noRetryOn5xx in a request's context keeps 5xx answers from being retried (see
+// CreateMergeRequestNote).
+type noRetryOn5xx struct{}
 
 // backoff waits as long as Retry-After (or RateLimit-Reset) asks, else exponentially with jitter,
 // never longer than max.

@@ -1,7 +1,7 @@
 // Package gitlabsim simulates GitLab for `ferry dev` and for tests: it serves the parts of GitLab's
 // REST API v4 that Ferry uses (commit statuses with GitLab's state machine, merge request notes,
-// projects, repository commits and compare) and sends GitLab-shaped webhooks (push, tag push, merge
-// request) to the hooks registered on its projects.
+// projects, project members' roles, repository commits and compare) and sends GitLab-shaped
+// webhooks (push, tag push, merge request, note) to the hooks registered on its projects.
 //
 // It speaks the real protocol: project IDs or URL-encoded paths in the URL (a raw "/" in a path
 // routes nowhere, as in GitLab), PRIVATE-TOKEN or Bearer authentication, GitLab's error bodies, the
@@ -78,6 +78,7 @@ type project struct {
 	mergeRequests map[int64]*MergeRequest
 	notes         map[int64][]*Note // MR iid → notes
 	hooks         []Hook
+	roles         map[string]int // username → access_level
 }
 
 type tag struct {
@@ -241,6 +242,7 @@ func (s *Server) handler() http.Handler {
 	route("GET /api/v4/projects/{id}/merge_requests/{iid}", true, s.getMergeRequest)
 	route("GET /api/v4/projects/{id}/merge_requests/{iid}/notes", true, s.listNotes)
 	route("POST /api/v4/projects/{id}/merge_requests/{iid}/notes", true, s.postNote)
+	route("GET /api/v4/projects/{id}/members/all/{user_id}", true, s.getMemberAll)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.record(r, nil, nil, http.StatusNotFound)
 		writeJSON(w, http.StatusNotFound, map[string]string{"error": "404 Not Found"})

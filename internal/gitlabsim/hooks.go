@@ -31,8 +31,9 @@ type Hook struct {
 	// SigningToken (whsec_<base64>) makes the simulator sign deliveries the Standard Webhooks way:
 	// webhook-id, webhook-timestamp and webhook-signature "v1,<base64 HMAC-SHA256>".
 	SigningToken string
-	// PushEvents, TagPushEvents and MergeRequestsEvents are the ticked triggers.
-	PushEvents, TagPushEvents, MergeRequestsEvents bool
+	// PushEvents, TagPushEvents, MergeRequestsEvents and NoteEvents ("Comments") are the ticked
+	// triggers.
+	PushEvents, TagPushEvents, MergeRequestsEvents, NoteEvents bool
 }
 
 // Delivery is one webhook request and its answer.
@@ -62,6 +63,17 @@ func (s *Server) AddHook(projectID int64, h Hook) error {
 	}
 	p.hooks = append(p.hooks, h)
 	return nil
+}
+
+// SetHookURL points every hook of a project at url (a receiver that moved).
+func (s *Server) SetHookURL(projectID int64, url string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if p := s.projects[projectID]; p != nil {
+		for i := range p.hooks {
+			p.hooks[i].URL = url
+		}
+	}
 }
 
 // PushSpec describes a branch push.
@@ -165,6 +177,9 @@ func (s *Server) PushTag(ctx context.Context, projectID int64, spec TagSpec) ([]
 // OpenMergeRequest registers a merge request and delivers a Merge Request Hook with action open.
 func (s *Server) OpenMergeRequest(ctx context.Context, projectID int64, mr MergeRequest, user string) (int64, []Delivery, error) {
 	s.mu.Lock()
+	if mr.Author.ID == 0 {
+		mr.Author = s.hookUser(user)
+	}
 	iid, err := s.addMergeRequest(projectID, mr)
 	s.mu.Unlock()
 	if err != nil {
@@ -426,6 +441,7 @@ func (s *Server) mergeRequestPayload(p *project, mr *MergeRequest, action, oldre
 		"target_branch":         mr.TargetBranch,
 		"source_project_id":     mr.SourceProjectID,
 		"target_project_id":     mr.TargetProjectID,
+		"author_id":             mr.Author.ID,
 		"merge_status":          "can_be_merged",
 		"detailed_merge_status": "mergeable",
 		"draft":                 false,

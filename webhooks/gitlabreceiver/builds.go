@@ -20,12 +20,13 @@ const maxNameLength = 63
 
 var deliveryIDPattern = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,128}$`)
 
-// BuildName is the deterministic name of the Build a delivery creates:
-// <project>-<sha[:7]>-<hash8>. The hash covers the Project, the event kind, the ref, the commit and
-// the delivery's key when it has one: its webhook-id when the Project's Secret has a signing token
-// (the signature covers it, so a replay under another key is refused or names the same Build),
-// else its Idempotency-Key (GitLab ≥ 17.4 keeps it across retries and "Resend Request", and sends
-// it as webhook-id too). Without a key, the same push of the same commit names the same Build.
+// BuildName is the deterministic name of a Build: <project>-<sha[:7]>-<hash8>. The hash covers the
+// Project, the event kind, the ref, the commit and a run key. Webhook deliveries use no run key:
+// every delivery of one commit to one ref — GitLab's retries and "Resend Request", its "Test"
+// button, a re-push of the same commit, a parallel duplicate — names the same Build, which is
+// created once and reused after (a Build is as reproducible as its image). What asks to build the
+// same commit again names a new run: "/retest force" and "/retest" after a failure use the
+// command's note ID, `ferry build rerun` a name of its own.
 func BuildName(project string, kind ferryv1.TriggerKind, ref, revision, deliveryKey string) string {
 	h := sha256.New()
 	for _, part := range []string{"ferry-build/v1", project, string(kind), ref, revision, deliveryKey} {
@@ -44,9 +45,10 @@ func BuildName(project string, kind ferryv1.TriggerKind, ref, revision, delivery
 	return prefix + suffix
 }
 
-// deliveryID is what the Build records as trigger.deliveryID: the delivery's key (see BuildName)
-// when it is a plain token, else a digest of it, else (older GitLab) a digest of what named the
-// Build.
+// deliveryID is what the Build records as trigger.deliveryID: the delivery's key (its signed
+// webhook-id, else its Idempotency-Key) when it is a plain token, else a digest of it, else (older
+// GitLab) a digest of what named the Build. It tells a redelivery (the same key) from another
+// delivery of the same commit.
 func deliveryID(deliveryKey, buildName string) string {
 	switch {
 	case deliveryIDPattern.MatchString(deliveryKey):
@@ -58,9 +60,16 @@ func deliveryID(deliveryKey, buildName string) string {
 	return "derived:" + buildName
 }
 
-// newBuild is the Build a delivery named by deliveryKey (see BuildName) makes for Project p.
+// newBuild is the Build a delivery with deliveryKey (see deliveryID) makes for Project p: the one
+// Build of its commit and ref.
 func newBuild(p *ferryv1.Project, t *trigger, deliveryKey string) *ferryv1.Build {
-	name := BuildName(p.Name, t.kind, t.ref, t.revision, deliveryKey)
+	return newRun(p, t, "", deliveryID(deliveryKey, BuildName(p.Name, t.kind, t.ref, t.revision, "")))
+}
+
+// newRun is a Build of Project p for the trigger under run key runKey (see BuildName), recording
+// delivery as its trigger.deliveryID.
+func newRun(p *ferryv1.Project, t *trigger, runKey, delivery string) *ferryv1.Build {
+	name := BuildName(p.Name, t.kind, t.ref, t.revision, runKey)
 	b := &ferryv1.Build{
 		ObjectMeta: metav1.ObjectMeta{
 			Name:      name,
@@ -85,7 +94,7 @@ func newBuild(p *ferryv1.Project, t *trigger, deliveryKey string) *ferryv1.Build
 			Ref:      t.ref,
 			Trigger: ferryv1.BuildTrigger{
 				Kind:       t.kind,
-				DeliveryID: deliveryID(deliveryKey, name),
+				DeliveryID: delivery,
 				User:       text.Truncate(t.user.name, 255),
 				UserID:     max(t.user.id, 0),
 			},

@@ -111,7 +111,7 @@ var corpus = []corpusCase{
 	ignoredBecause(`merge request action "merge" is not built`).in("go-gitlab/group_merge_request.json"),
 	ignoredBecause(`"Job Hook" events are not built`).in("go-gitlab/job.json"),
 	created(ferryv1.TriggerMergeRequest, docsSHA, "refs/merge-requests/1/head").mr(1).by("user1").identified(1, "user1@example.com").in("go-gitlab/merge_request.json"),
-	ignoredBecause(`"Note Hook" events are not built`).in("go-gitlab/note_merge_request.json"),
+	ignoredBecause("the comment has no command").in("go-gitlab/note_merge_request.json"),
 	ignoredBecause(`"Pipeline Hook" events are not built`).in("go-gitlab/pipeline.json"),
 	created(ferryv1.TriggerPush, docsSHA, "refs/heads/master").by("jsmith").identified(4, "john@example.com").in("go-gitlab/push.json"),
 	created(ferryv1.TriggerMergeRequest, "0ab96a10266b95b4b533dcfd98738015fbe70889", "refs/merge-requests/2/head").mr(2).by("test").identified(2, "test@test.test").in("go-gitlab/service_merge_request.json"),

@@ -40,6 +40,10 @@ func TestGitLabToBuildAndBack(t *testing.T) {
 	fake.AddUser("ferry-bot", "glpat-e2e-api-token")
 	fake.AddUser("alice", "alice-token")
 	gid := fake.AddProject(gitlabsim.Project{PathWithNamespace: "team/shop"})
+	// alice may push: her merge requests build without /ok-to-test.
+	if err := fake.SetRole(gid, "alice", gitlabsim.DeveloperAccess); err != nil {
+		t.Fatal(err)
+	}
 	c1, _ := fake.AddCommit(gid, gitlabsim.Commit{Message: "initial"})
 	c2, _ := fake.AddCommit(gid, gitlabsim.Commit{Message: "add feature", ParentIDs: []string{c1}})
 	c3, _ := fake.AddCommit(gid, gitlabsim.Commit{Message: "work on branch", ParentIDs: []string{c2}})

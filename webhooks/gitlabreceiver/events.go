@@ -118,6 +118,9 @@ type trigger struct {
 	sourceBranch    string
 	sourceProjectID int64
 	targetProjectID int64
+	// authorID is the merge request's author (object_attributes.author_id), whose role decides
+	// whether it builds before a member says /ok-to-test.
+	authorID int64
 }
 
 // gitlabUser is who caused an event: user_username, user_id and user_email of a push, the user
@@ -212,6 +215,7 @@ type mergeRequestPayload struct {
 		SourceBranch    string `json:"source_branch"`
 		SourceProjectID int64  `json:"source_project_id"`
 		TargetProjectID int64  `json:"target_project_id"`
+		AuthorID        int64  `json:"author_id"`
 		LastCommit      struct {
 			ID string `json:"id"`
 		} `json:"last_commit"`
@@ -308,19 +312,27 @@ func mergeRequestTrigger(ev *mergeRequestPayload) (*trigger, error) {
 	}
 	t := &trigger{
 		kind:            ferryv1.TriggerMergeRequest,
-		ref:             fmt.Sprintf("refs/merge-requests/%d/head", a.IID),
+		ref:             mergeRequestRef(a.IID),
 		name:            a.TargetBranch,
 		revision:        a.LastCommit.ID,
 		mergeRequestIID: a.IID,
 		sourceBranch:    a.SourceBranch,
 		sourceProjectID: a.SourceProjectID,
 		targetProjectID: a.TargetProjectID,
+		authorID:        a.AuthorID,
 	}
 	if ev.User != nil {
 		t.user = gitlabUser{ev.User.Username, ev.User.ID, ev.User.Email}
+		if t.authorID == 0 && a.Action == "open" {
+			// Who opens a merge request is its author.
+			t.authorID = ev.User.ID
+		}
 	}
 	return t, nil
 }
+
+// mergeRequestRef is the ref GitLab keeps a merge request's head under.
+func mergeRequestRef(iid int64) string { return fmt.Sprintf("refs/merge-requests/%d/head", iid) }
 
 // validRef applies the Build's rules for refs (the API server's CEL rules, checked here so that the
 // answer can say why).

@@ -111,7 +111,8 @@ func TestDecodeTrigger(t *testing.T) {
 		{name: "tag deleted, stored with after set", header: "Tag Push Hook", body: tagPush("refs/tags/xyz", sha1, "null"), ignored: "tag xyz was deleted"},
 		{name: "header and body disagree", header: "Tag Push Hook", body: push("refs/heads/main", sha1, q(sha1)), badInput: `does not match the body's object_kind "push"`},
 		{name: "MR open", header: "Merge Request Hook", body: mr("open", "", 3, sha1),
-			want: &trigger{kind: ferryv1.TriggerMergeRequest, ref: "refs/merge-requests/3/head", name: "main", revision: sha1, user: gitlabUser{"bob", 9, "[REDACTED]"}, mergeRequestIID: 3, sourceBranch: "feat/x", sourceProjectID: 7, targetProjectID: 1}},
+			// Who opens a merge request is its author.
+			want: &trigger{kind: ferryv1.TriggerMergeRequest, ref: "refs/merge-requests/3/head", name: "main", revision: sha1, user: gitlabUser{"bob", 9, "[REDACTED]"}, mergeRequestIID: 3, sourceBranch: "feat/x", sourceProjectID: 7, targetProjectID: 1, authorID: 9}},
 		{name: "MR reopen", header: "Merge Request Hook", body: mr("reopen", "", 3, sha1), want: &trigger{kind: ferryv1.TriggerMergeRequest, ref: "refs/merge-requests/3/head", name: "main", revision: sha1, user: gitlabUser{"bob", 9, "[REDACTED]"}, mergeRequestIID: 3, sourceBranch: "feat/x", sourceProjectID: 7, targetProjectID: 1}},
 		{name: "MR update with new commits", header: "Merge Request Hook", body: mr("update", sha2, 3, sha1), want: &trigger{kind: ferryv1.TriggerMergeRequest, ref: "refs/merge-requests/3/head", name: "main", revision: sha1, user: gitlabUser{"bob", 9, "[REDACTED]"}, mergeRequestIID: 3, sourceBranch: "feat/x", sourceProjectID: 7, targetProjectID: 1}},
 		{name: "MR update without new commits", header: "Merge Request Hook", body: mr("update", "", 3, sha1), ignored: "updated without new commits"},

@@ -11,7 +11,7 @@ import (
 var (
 	deliveries = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ferry_gitlab_webhook_deliveries_total",
-		Help: "GitLab webhook deliveries by event and result (created, duplicate, ignored, unauthorized, too_large, timeout, bad_request, busy, error).",
+		Help: "GitLab webhook deliveries by event and result (created, duplicate, reused, accepted, ignored, unauthorized, too_large, timeout, bad_request, busy, error).",
 	}, []string{"event", "result"})
 	latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "ferry_gitlab_webhook_duration_seconds",

@@ -109,6 +109,7 @@ func libraryTrigger(header string, kind ferryv1.TriggerKind, body []byte) (*trig
 		o := ev.ObjectAttributes
 		a.IID, a.Action, a.OldRev, a.TargetBranch, a.SourceBranch = o.IID, o.Action, o.OldRev, o.TargetBranch, o.SourceBranch
 		a.SourceProjectID, a.TargetProjectID, a.LastCommit.ID = o.SourceProjectID, o.TargetProjectID, o.LastCommit.ID
+		a.AuthorID = o.AuthorID
 		return mergeRequestTrigger(p)
 	}
 	return nil, ignore("%s events are not built", header)

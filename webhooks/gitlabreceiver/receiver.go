@@ -2,8 +2,16 @@
 // against the webhook Secret of the Project it names, decides whether the event builds (tracked
 // branch or tag, merge request opened or updated with new commits, not a deletion), and creates
 // the Build. Nothing else happens in the request: the Build controller does the work, so the answer
-// comes in milliseconds, far within GitLab's 10 s. The Build's name derives from the delivery, so
-// retries, redeliveries and parallel duplicates make one Build.
+// comes in milliseconds, far within GitLab's 10 s. The Build's name derives from the Project, ref
+// and commit, so retries, redeliveries, parallel duplicates and later deliveries of the same commit
+// (a re-push, GitLab's "Test" button) make one Build; the answer tells a redelivery ("already
+// received") from a reuse ("reused").
+//
+// A merge request from a fork, or by a user without the Developer role (read through GitLab's
+// members API), does not build until a member comments /ok-to-test for its commit. Comments on
+// merge requests (Note Hook) carry commands — /retest, /retest force, /cancel, /ok-to-test — that
+// run in the background (commands.go: roles from GitLab, one reply note per comment, retried on
+// GitLab's 429 and 5xx without acting twice).
 //
 // Every answer to an event Ferry does not build is a 2xx with a short reason, because GitLab
 // disables hooks that keep failing; 4xx is kept for a wrong token (401), an oversized body (413),
@@ -37,6 +45,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
+	"github.com/ferryci/ferry/internal/gitlab"
 )
 
 // Path is where the receiver accepts deliveries.
@@ -80,12 +89,15 @@ type Options struct {
 	SignatureTolerance time.Duration
 	// RequestTimeout bounds the API calls of one delivery. Default 8 s, within GitLab's 10 s.
 	RequestTimeout time.Duration
+	// NewGitLabAPI makes the GitLab clients that merge request commands and the /ok-to-test check
+	// use. Default: gitlab.New with production retries.
+	NewGitLabAPI func(baseURL, token string) (gitlab.API, error)
 }
 
 // The receiver finds Projects in every namespace, reads their webhook Secrets one at a time, and
 // creates Builds.
 // +kubebuilder:rbac:groups=ferry.dev,resources=projects,verbs=get;list;watch
-// +kubebuilder:rbac:groups=ferry.dev,resources=builds,verbs=create
+// +kubebuilder:rbac:groups=ferry.dev,resources=builds,verbs=create;get;list;patch
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get
 
 // Receiver is a manager Runnable serving POST /hooks/gitlab on its own listener. Every replica runs
@@ -94,6 +106,8 @@ type Receiver struct {
 	opts   Options
 	cache  cache.Cache
 	reader client.Reader
+	// apiReader reads Builds (to reuse one, to answer a command) without a cache.
+	apiReader client.Reader
 	// createBuild POSTs a Build to the API server.
 	createBuild func(context.Context, *ferryv1.Build) error
 	secrets     *secretCache
@@ -103,6 +117,16 @@ type Receiver struct {
 	limits  *limits
 	addr    atomic.Pointer[string]
 	bufPool sync.Pool
+
+	// patchBuild patches a Build (/cancel).
+	patchBuild func(context.Context, client.Object, client.Patch, ...client.PatchOption) error
+	// newAPI makes GitLab clients (Options.NewGitLabAPI).
+	newAPI func(baseURL, token string) (gitlab.API, error)
+	// jobs are the merge request commands running in the background, jobKeys their keys.
+	jobs        sync.WaitGroup
+	jobKeys     sync.Map
+	jobsCtx     context.Context
+	stopJobsCtx context.CancelFunc
 }
 
 // New registers the receiver's Project index with the manager and returns the receiver; add it
@@ -121,6 +145,7 @@ func New(mgr ctrl.Manager, opts Options) (*Receiver, error) {
 	}
 	r := newReceiver(opts, mgr.GetClient(), mgr.GetAPIReader(), create, mgr.GetLogger().WithName("gitlab-receiver"))
 	r.cache = mgr.GetCache()
+	r.patchBuild = mgr.GetClient().Patch
 	return r, nil
 }
 
@@ -157,9 +182,18 @@ func withDefaults(opts Options) (Options, error) {
 // newReceiver returns a receiver that finds Projects with reader (which must have the Project
 // index), reads webhook Secrets with apiReader and creates Builds with create.
 func newReceiver(opts Options, reader, apiReader client.Reader, create func(context.Context, *ferryv1.Build) error, log logr.Logger) *Receiver {
+	newAPI := opts.NewGitLabAPI
+	if newAPI == nil {
+		newAPI = func(baseURL, token string) (gitlab.API, error) { return gitlab.New(baseURL, token, gitlab.Options{}) }
+	}
+	jobsCtx, stop := context.WithCancel(context.Background())
 	return &Receiver{
+		newAPI:      newAPI,
+		jobsCtx:     jobsCtx,
+		stopJobsCtx: stop,
 		opts:        opts,
 		reader:      reader,
+		apiReader:   apiReader,
 		createBuild: create,
 		secrets:     newSecretCache(apiReader, opts.SecretTTL),
 		limits:      newLimits(opts),
@@ -258,6 +292,7 @@ func (r *Receiver) Start(ctx context.Context) error {
 		}
 		r.log.Info("Closed deliveries still being received 10s after the receiver began to stop")
 	}
+	r.stopJobs(10 * time.Second)
 	return nil
 }
 
@@ -275,6 +310,8 @@ type answer struct {
 const (
 	resultCreated      = "created"
 	resultDuplicate    = "duplicate"
+	resultReused       = "reused"
+	resultAccepted     = "accepted"
 	resultIgnored      = "ignored"
 	resultUnauthorized = "unauthorized"
 	resultTooLarge     = "too_large"
@@ -349,7 +386,8 @@ func (r *Receiver) handle(w http.ResponseWriter, req *http.Request, start time.T
 	d.body = b
 	d.complete = b.complete
 	kind := eventKind(header, env)
-	if kind == "" {
+	isNote := strings.EqualFold(header, noteHook)
+	if kind == "" && !isNote {
 		// A system hook event Ferry does not build: nothing to authenticate either.
 		return http.StatusOK, answer{Result: resultIgnored, Reason: ignoredEventReason(header, env)}
 	}
@@ -394,6 +432,12 @@ func (r *Receiver) handle(w http.ResponseWriter, req *http.Request, start time.T
 	}
 	if full.project() != key {
 		return http.StatusBadRequest, answer{Result: resultBadRequest, Error: "the payload names its project twice, differently (project and project_id must name one project)"}
+	}
+	if isNote {
+		n, err := decodeNote(full, payload)
+		// The comment is decoded (into strings of its own): the body goes back to the pool.
+		r.done(b)
+		return r.handleNote(n, err, authenticated)
 	}
 	if kind = eventKind(header, full); kind == "" {
 		return http.StatusOK, answer{Result: resultIgnored, Reason: ignoredEventReason(header, full)}
@@ -510,7 +554,7 @@ func (r *Receiver) verifySignatures(h http.Header, body []byte, candidates []can
 // mayBuild says whether deliveries with this X-Gitlab-Event header can build; only system hooks
 // need their body's event_name to tell.
 func mayBuild(header string) bool {
-	for _, h := range []string{pushHook, tagPushHook, mergeRequestHook, systemHook} {
+	for _, h := range []string{pushHook, tagPushHook, mergeRequestHook, systemHook, noteHook} {
 		if strings.EqualFold(header, h) {
 			return true
 		}
@@ -530,13 +574,15 @@ func ignoredEventReason(header string, env *envelope) string {
 		}
 		return fmt.Sprintf("system hook event %q is not built (only push and tag_push are)", name)
 	default:
-		return fmt.Sprintf("%q events are not built (Ferry builds Push Hook, Tag Push Hook and Merge Request Hook)", header)
+		return fmt.Sprintf("%q events are not built (Ferry builds Push Hook, Tag Push Hook and Merge Request Hook, and runs commands of Note Hook)", header)
 	}
 }
 
-// createBuilds creates one Build per Project that tracks the trigger.
+// createBuilds creates one Build per Project that tracks the trigger. A Build of the commit on the
+// ref that already exists answers the delivery: "already received" when this very delivery made it
+// (a retry or "Resend Request"), else "reused".
 func (r *Receiver) createBuilds(ctx context.Context, h http.Header, t *trigger, projects []authenticated) (int, answer) {
-	var created, duplicates, reasons []string
+	var created, duplicates, reused, reasons []string
 	for i := range projects {
 		p := &projects[i].project
 		if err := tracked(p, t); err != nil {
@@ -546,6 +592,26 @@ func (r *Receiver) createBuilds(ctx context.Context, h http.Header, t *trigger, 
 		delivery := projects[i].deliveryID
 		b := newBuild(p, t, delivery)
 		nn := b.Namespace + "/" + b.Name
+		if t.kind == ferryv1.TriggerMergeRequest {
+			hold, err := r.needsOKToTest(ctx, p, t)
+			if err != nil {
+				r.log.Error(err, "Failed to decide whether a merge request may build", "project", klog.KObj(p))
+				return http.StatusServiceUnavailable, answer{Result: resultError, Builds: created,
+					Error: "Ferry could not read the merge request author's role from GitLab; GitLab may redeliver (nothing is built twice)"}
+			}
+			if hold != "" {
+				exists, err := r.buildExists(ctx, b)
+				if err != nil {
+					return http.StatusServiceUnavailable, answer{Result: resultError, Builds: created, Error: "Ferry could not read its Builds; GitLab may redeliver"}
+				}
+				if !exists {
+					r.awaitOKToTest(p, t, hold)
+					reasons = append(reasons, reasonFor(p, hold, len(projects)))
+					continue
+				}
+				// A member said /ok-to-test for this commit: its Build is there.
+			}
+		}
 		err := r.createBuild(ctx, b)
 		switch {
 		case err == nil:
@@ -553,8 +619,17 @@ func (r *Receiver) createBuilds(ctx context.Context, h http.Header, t *trigger, 
 			r.log.Info("Build created", "build", klog.KObj(b), "kind", t.kind, "ref", t.ref, "revision", t.revision,
 				"delivery", delivery, "webhook", h.Get("X-Gitlab-Webhook-UUID"))
 		case apierrors.IsAlreadyExists(err):
-			duplicates = append(duplicates, nn)
-			r.log.V(1).Info("Delivery already received", "build", klog.KObj(b), "delivery", delivery)
+			same, getErr := r.sameDelivery(ctx, b)
+			if getErr != nil {
+				r.log.Error(getErr, "Failed to read an existing Build", "build", klog.KObj(b))
+			}
+			if same || getErr != nil {
+				duplicates = append(duplicates, nn)
+				r.log.V(1).Info("Delivery already received", "build", klog.KObj(b), "delivery", delivery)
+			} else {
+				reused = append(reused, nn)
+				r.log.Info("Build reused: its commit already has a Build on the ref", "build", klog.KObj(b), "delivery", delivery)
+			}
 		case apierrors.IsInvalid(err), apierrors.IsBadRequest(err):
 			r.log.Error(err, "The API server refused a Build", "build", klog.KObj(b))
 			reasons = append(reasons, reasonFor(p, "the API server refused the Build: "+err.Error(), len(projects)))
@@ -566,11 +641,32 @@ func (r *Receiver) createBuilds(ctx context.Context, h http.Header, t *trigger, 
 	}
 	switch {
 	case len(created) > 0:
-		return http.StatusCreated, answer{Result: resultCreated, Builds: append(created, duplicates...), Reason: strings.Join(reasons, "; ")}
+		return http.StatusCreated, answer{Result: resultCreated, Builds: append(append(created, reused...), duplicates...), Reason: strings.Join(reasons, "; ")}
+	case len(reused) > 0:
+		return http.StatusOK, answer{Result: resultReused, Builds: append(reused, duplicates...), Reason: strings.Join(reasons, "; "),
+			Message: "commit " + t.revision[:7] + " already has a Build on " + t.ref + ": reused, not built again (/retest force on a merge request, or ferry build rerun, builds it again)"}
 	case len(duplicates) > 0:
 		return http.StatusOK, answer{Result: resultDuplicate, Builds: duplicates, Message: "already received"}
 	}
 	return http.StatusOK, answer{Result: resultIgnored, Reason: strings.Join(reasons, "; ")}
+}
+
+// sameDelivery says whether the existing Build named like b was made by the delivery b comes from.
+func (r *Receiver) sameDelivery(ctx context.Context, b *ferryv1.Build) (bool, error) {
+	cur := &ferryv1.Build{}
+	if err := r.apiReader.Get(ctx, client.ObjectKeyFromObject(b), cur); err != nil {
+		return false, err
+	}
+	return cur.Spec.Trigger.DeliveryID == b.Spec.Trigger.DeliveryID, nil
+}
+
+// buildExists says whether a Build named like b exists.
+func (r *Receiver) buildExists(ctx context.Context, b *ferryv1.Build) (bool, error) {
+	err := r.apiReader.Get(ctx, client.ObjectKeyFromObject(b), &ferryv1.Build{})
+	if apierrors.IsNotFound(err) {
+		return false, nil
+	}
+	return err == nil, err
 }
 
 // reasonFor prefixes a reason with the Project when a delivery matched several.
