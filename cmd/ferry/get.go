@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -34,7 +35,8 @@ func newGetCommand(g *globalFlags) *cobra.Command {
 		Long: `List Builds, Releases or Approvals in a namespace, as a table or as JSON or YAML.
 
 A Release's table shows each environment of its path: ok, waiting for approvals (given/needed),
-rolling out, rolled back, rejected, expired, locked or pending.`,
+rolling out, rolled back, rejected, expired, locked, frozen, waiting for a deploy window (with
+when it opens) or pending.`,
 		Example: `  ferry get releases -n team-shop
   ferry get approvals -n team-shop -o yaml
   ferry get release shop-api-main-42 -o json`,
@@ -195,7 +197,11 @@ func envState(es *ferryv1.ReleaseEnvironmentStatus) string {
 	case standing.WaitingBetweenBatches:
 		return "waiting"
 	case standing.Locked:
-		return "locked"
+		return "locked" + opensAt(s)
+	case standing.WaitingForWindow:
+		return "waiting-for-window" + opensAt(s)
+	case standing.Frozen:
+		return "frozen" + opensAt(s)
 	case standing.RollingOut:
 		return "rolling-out"
 	case standing.RollingBack:
@@ -212,6 +218,14 @@ func envState(es *ferryv1.ReleaseEnvironmentStatus) string {
 		return "superseded"
 	}
 	return strings.ToLower(s.Reason)
+}
+
+// opensAt says when a closed environment opens, "(opens 2026-06-02T09:00:00Z)"; "" when unknown.
+func opensAt(s standing.Standing) string {
+	if s.OpensAt == nil {
+		return ""
+	}
+	return "(opens " + s.OpensAt.UTC().Format(time.RFC3339) + ")"
 }
 
 func approvalTable(items []ferryv1.Approval) [][]string {

@@ -49,6 +49,8 @@ type Blocker struct {
 	Kind BlockerKind
 	// Window is the open Deny window (DenyWindowBlocker).
 	Window *Window
+	// Allow names the Allow windows (OutsideAllowWindows).
+	Allow []string
 	// Freeze is the freeze in force (FreezeBlocker).
 	Freeze *Freeze
 	// Until is when this blocker lets go: the end of the Deny window's opening or of the freeze,
@@ -62,10 +64,11 @@ func (b Blocker) Describe() string {
 	case DenyWindowBlocker:
 		return b.Window.Describe() + " is open until " + formatTime(b.Until)
 	case OutsideAllowWindows:
+		names := strings.Join(b.Allow, ", ")
 		if b.Until.IsZero() {
-			return "no allow window opens within five years"
+			return "no allow window (" + names + ") opens within five years"
 		}
-		return "outside the allow windows until " + formatTime(b.Until)
+		return "outside the allow windows (" + names + ") until " + formatTime(b.Until)
 	}
 	f := b.Freeze
 	var s string
@@ -146,7 +149,8 @@ func blockers(windows []Window, freezes []Freeze, t time.Time) []Blocker {
 			out = append(out, Blocker{Kind: FreezeBlocker, Freeze: f, Until: f.End})
 		}
 	}
-	hasAllow, allowOpen := false, false
+	var allow []string
+	allowOpen := false
 	var nextAllow time.Time
 	for i := range windows {
 		w := &windows[i]
@@ -157,7 +161,7 @@ func blockers(windows []Window, freezes []Freeze, t time.Time) []Blocker {
 			}
 			continue
 		}
-		hasAllow = true
+		allow = append(allow, w.Name)
 		if active {
 			allowOpen = true
 			continue
@@ -166,8 +170,8 @@ func blockers(windows []Window, freezes []Freeze, t time.Time) []Blocker {
 			nextAllow = next
 		}
 	}
-	if hasAllow && !allowOpen {
-		out = append(out, Blocker{Kind: OutsideAllowWindows, Until: nextAllow})
+	if len(allow) > 0 && !allowOpen {
+		out = append(out, Blocker{Kind: OutsideAllowWindows, Allow: allow, Until: nextAllow})
 	}
 	return out
 }

@@ -54,7 +54,7 @@ func TestEvaluate(t *testing.T) {
 
 		{name: "inside an allow window", windows: officeHours, now: "2026-06-01T10:00:00Z", open: true, next: "2026-06-01T17:00:00Z"},
 		{name: "an allow window opens at its start", windows: officeHours, now: "2026-06-01T09:00:00Z", open: true, next: "2026-06-01T17:00:00Z"},
-		{name: "an allow window is closed at its end", windows: officeHours, now: "2026-06-01T17:00:00Z", next: "2026-06-02T09:00:00Z", why: "outside the allow windows until 2026-06-02T09:00:00Z"},
+		{name: "an allow window is closed at its end", windows: officeHours, now: "2026-06-01T17:00:00Z", next: "2026-06-02T09:00:00Z", why: "outside the allow windows (office) until 2026-06-02T09:00:00Z"},
 		{name: "after office hours on Friday opens on Monday", windows: officeHours, now: "2026-06-05T18:00:00Z", next: "2026-06-08T09:00:00Z"},
 
 		// A deny window blocks inside its range and nowhere else (Argo CD's bug blocked outside it).
