@@ -177,6 +177,7 @@ type EnvironmentFreeze struct {
 	// +required
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=512
+	// +kubebuilder:validation:XValidation:rule="self.trim().size() > 0",message="reason must say why"
 	Reason string `json:"reason"`
 }
 

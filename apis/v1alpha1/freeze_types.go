@@ -20,6 +20,7 @@ type FreezeSpec struct {
 	// +required
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=1024
+	// +kubebuilder:validation:XValidation:rule="self.trim().size() > 0",message="reason must say why"
 	Reason string `json:"reason"`
 
 	// environmentSelector selects the Environments, by their labels, that the freeze stops. An empty
