@@ -23,6 +23,7 @@ var getKinds = map[string]string{
 	"builds": "builds", "build": "builds", "fb": "builds",
 	"releases": "releases", "release": "releases", "frel": "releases",
 	"approvals": "approvals", "approval": "approvals", "fapr": "approvals",
+	"windows": "windows", "window": "windows",
 }
 
 func newGetCommand(g *globalFlags) *cobra.Command {
@@ -30,22 +31,28 @@ func newGetCommand(g *globalFlags) *cobra.Command {
 	var output string
 	var allNamespaces bool
 	cmd := &cobra.Command{
-		Use:   "get builds|releases|approvals [NAME]",
-		Short: "List Builds, Releases or Approvals",
+		Use:   "get builds|releases|approvals|windows [NAME]",
+		Short: "List Builds, Releases, Approvals, or the deploy windows of Environments",
 		Long: `List Builds, Releases or Approvals in a namespace, as a table or as JSON or YAML.
 
 A Release's table shows each environment of its path: ok, waiting for approvals (given/needed),
 rolling out, rolled back, rejected, expired, locked, frozen, waiting for a deploy window (with
-when it opens) or pending.`,
+when it opens) or pending.
+
+"windows" shows, per Environment (they are cluster-wide: -n does not apply), whether a rollout
+may start now, what keeps it closed (deny windows, being outside the allow windows, freezes, the
+lock) and when that changes next.`,
 		Example: `  ferry get releases -n team-shop
   ferry get approvals -n team-shop -o yaml
-  ferry get release shop-api-main-42 -o json`,
+  ferry get release shop-api-main-42 -o json
+  ferry get windows
+  ferry get windows prod -o yaml`,
 		Args:      cobra.RangeArgs(1, 2),
-		ValidArgs: []string{"builds", "releases", "approvals"},
+		ValidArgs: []string{"builds", "releases", "approvals", "windows"},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			kind, ok := getKinds[strings.ToLower(args[0])]
 			if !ok {
-				return fmt.Errorf("unknown resource %q: ferry get lists builds, releases or approvals", args[0])
+				return fmt.Errorf("unknown resource %q: ferry get lists builds, releases or approvals (or windows)", args[0])
 			}
 			if output != "" && output != "json" && output != "yaml" {
 				return fmt.Errorf("unknown output format %q: use -o json or -o yaml (or nothing for a table)", output)
@@ -73,6 +80,8 @@ when it opens) or pending.`,
 
 func runGet(ctx context.Context, c client.Client, w io.Writer, kind, ns, name, output string, all bool, opts []client.ListOption) error {
 	switch kind {
+	case "windows":
+		return runGetWindows(ctx, c, w, name, output)
 	case "builds":
 		list := &ferryv1.BuildList{}
 		if err := getOrList(ctx, c, ns, name, list, &ferryv1.Build{}, opts); err != nil {
