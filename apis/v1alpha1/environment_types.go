@@ -108,9 +108,9 @@ type EnvironmentSpec struct {
 type WindowKind string
 
 const (
-	// AllowWindow: when an Environment has Allow windows, rollouts start only inside one.
+	// AllowWindow lets rollouts start: when an Environment has Allow windows, only inside one.
 	AllowWindow WindowKind = "Allow"
-	// DenyWindow: no rollout starts while the window is open.
+	// DenyWindow keeps every rollout from starting while the window is open.
 	DenyWindow WindowKind = "Deny"
 )
 

@@ -36,11 +36,11 @@ func (f Freeze) activeAt(t time.Time) bool {
 type BlockerKind string
 
 const (
-	// DenyWindowBlocker: a Deny window is open.
+	// DenyWindowBlocker is an open Deny window.
 	DenyWindowBlocker BlockerKind = "DenyWindow"
-	// OutsideAllowWindows: the Environment has Allow windows and none is open.
+	// OutsideAllowWindows means the Environment has Allow windows and none is open.
 	OutsideAllowWindows BlockerKind = "OutsideAllowWindows"
-	// FreezeBlocker: a freeze, a cluster-wide Freeze or the lock is in force.
+	// FreezeBlocker is a freeze, a cluster-wide Freeze or the lock in force.
 	FreezeBlocker BlockerKind = "Freeze"
 )
 
