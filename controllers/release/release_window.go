@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
@@ -47,6 +48,9 @@ func (r *Reconciler) deployWindow(ctx context.Context, rel *ferryv1.Release, env
 	if err != nil {
 		// Admission refuses such windows; one that got in keeps the environment closed.
 		es.WindowOpensAt = nil
+		if prev := meta.FindStatusCondition(es.Conditions, ferryv1.ReadyCondition); prev == nil || prev.Message != err.Error() {
+			r.Recorder.Eventf(rel, nil, corev1.EventTypeWarning, ferryv1.WaitingForWindowReason, "Wait", "Environment %s: %s", env.Name, err.Error())
+		}
 		setEnvWaiting(es, ferryv1.WaitingForWindowReason, err.Error(), gen, now)
 		return wait(0), nil
 	}
@@ -68,6 +72,9 @@ func (r *Reconciler) deployWindow(ctx context.Context, rel *ferryv1.Release, env
 			r.Recorder.Eventf(rel, nil, corev1.EventTypeNormal, ferryv1.BreakGlassReason, "BreakGlass", "Environment %s: %s broke glass (%s) through: %s", env.Name, bg.Spec.Approver.Username, bg.Spec.Comment, msg)
 		}
 		return proceed(), nil
+	}
+	if prev := meta.FindStatusCondition(es.Conditions, ferryv1.ReadyCondition); prev == nil || prev.Reason != reason {
+		r.Recorder.Eventf(rel, nil, corev1.EventTypeNormal, reason, "Wait", "Environment %s: %s", env.Name, msg)
 	}
 	setEnvWaiting(es, reason, msg, gen, now)
 	if st.OpensAt.IsZero() {

@@ -135,16 +135,45 @@ func TestDeployWindowUnit(t *testing.T) {
 			if got != tc.opensAt {
 				t.Errorf("windowOpensAt %q, want %q", got, tc.opensAt)
 			}
+			if reason := ready.Reason; reason == ferryv1.WaitingForWindowReason || reason == ferryv1.FrozenReason || reason == ferryv1.EnvironmentLockedReason {
+				// The wait is an event once, not at every look.
+				select {
+				case e := <-r.Recorder.(*events.FakeRecorder).Events:
+					if !strings.Contains(e, reason) || !strings.Contains(e, ready.Message) {
+						t.Errorf("event %q, want %s: %s", e, reason, ready.Message)
+					}
+				default:
+					t.Errorf("no %s event", reason)
+				}
+				if _, err := r.beforeRollout(context.Background(), rel, p, unitEnv(tc.env), es, now); err != nil {
+					t.Fatal(err)
+				}
+				select {
+				case e := <-r.Recorder.(*events.FakeRecorder).Events:
+					t.Errorf("a second look emitted %q", e)
+				default:
+				}
+			}
 			switch {
 			case tc.breakGlas == "" && es.BreakGlass != nil:
 				t.Errorf("break-glass recorded: %+v", es.BreakGlass)
 			case tc.breakGlas != "" && (es.BreakGlass == nil || es.BreakGlass.User != tc.breakGlas || es.BreakGlass.Reason != "hotfix for the outage" || !strings.Contains(es.BreakGlass.Overrode, "quarter-end")):
 				t.Errorf("break-glass record %+v, want %s's", es.BreakGlass, tc.breakGlas)
 			case tc.breakGlas != "":
-				if e := <-r.Recorder.(*events.FakeRecorder).Events; !strings.Contains(e, "BreakGlass") || !strings.Contains(e, tc.breakGlas+" broke glass (hotfix for the outage)") {
+				if e := nextEvent(r); !strings.Contains(e, "BreakGlass") || !strings.Contains(e, tc.breakGlas+" broke glass (hotfix for the outage)") {
 					t.Errorf("event %q", e)
 				}
 			}
 		})
+	}
+}
+
+// nextEvent is the next event the reconciler recorded, "" when there is none.
+func nextEvent(r *Reconciler) string {
+	select {
+	case e := <-r.Recorder.(*events.FakeRecorder).Events:
+		return e
+	default:
+		return ""
 	}
 }

@@ -217,7 +217,7 @@ func (snap *snapshot) decorate(g *gateView, id auth.Identity, now metav1.Time) {
 	}
 	for i := range snap.approvals {
 		a := &snap.approvals[i]
-		if a.Namespace == g.Namespace && a.Spec.Release == g.Release && a.Spec.Environment == g.Environment && a.Spec.Batch == g.Batch && a.Spec.Approver != nil && a.Spec.Approver.Username == id.User {
+		if a.Namespace == g.Namespace && a.Spec.Release == g.Release && a.Spec.Environment == g.Environment && a.Spec.Batch == g.Batch && !a.Spec.BreakGlass && a.Spec.Approver != nil && a.Spec.Approver.Username == id.User {
 			g.Mine = a
 		}
 	}
