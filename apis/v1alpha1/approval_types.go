@@ -17,6 +17,8 @@ const (
 
 // ApprovalSpec is one person's decision on one environment of one Release.
 // +kubebuilder:validation:XValidation:rule="self.decision != 'Reject' || (has(self.comment) && size(self.comment) > 0)",message="a rejection needs a comment saying why"
+// +kubebuilder:validation:XValidation:rule="!has(self.breakGlass) || !self.breakGlass || (has(self.comment) && size(self.comment.trim()) > 0)",message="a break-glass decision needs a comment saying why",fieldPath=".comment"
+// +kubebuilder:validation:XValidation:rule="!has(self.breakGlass) || !self.breakGlass || (self.decision == 'Approve' && (!has(self.batch) || self.batch == 0))",message="a break-glass decision approves an environment's start: decision Approve, no batch",fieldPath=".breakGlass"
 type ApprovalSpec struct {
 	// release is the name of the Release, in the Approval's namespace.
 	// +required
@@ -45,6 +47,13 @@ type ApprovalSpec struct {
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=10
 	Batch int32 `json:"batch,omitempty"`
+
+	// breakGlass lets this one Release start in this environment through a freeze or outside its
+	// deploy windows. It needs a comment saying why and a person the Environment's break-glass
+	// policy (or, without one, its approval policy) names. It does not count towards the approval
+	// gate.
+	// +optional
+	BreakGlass bool `json:"breakGlass,omitempty"`
 
 	// approver is who decided, as the API server authenticated the request that created the
 	// Approval. Ferry's admission webhook writes it; a value sent by a client is refused.
@@ -82,6 +91,7 @@ type Approver struct {
 // +kubebuilder:printcolumn:name="Release",type=string,JSONPath=`.spec.release`
 // +kubebuilder:printcolumn:name="Environment",type=string,JSONPath=`.spec.environment`
 // +kubebuilder:printcolumn:name="Decision",type=string,JSONPath=`.spec.decision`
+// +kubebuilder:printcolumn:name="Break Glass",type=boolean,JSONPath=`.spec.breakGlass`,priority=1
 // +kubebuilder:printcolumn:name="Approver",type=string,JSONPath=`.spec.approver.username`
 // +kubebuilder:printcolumn:name="Comment",type=string,JSONPath=`.spec.comment`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`

@@ -131,6 +131,22 @@ const (
 	// EnvironmentLockedReason: the environment's deploy lock is set, or another Release holds it.
 	EnvironmentLockedReason = "EnvironmentLocked"
 
+	// WaitingForWindowReason: the environment's deploy windows do not let a rollout start now (no
+	// Allow window is open, or a Deny window is); the message says which and when they open.
+	WaitingForWindowReason = "WaitingForWindow"
+
+	// FrozenReason: a freeze of the Environment, or a cluster-wide Freeze selecting it, keeps
+	// rollouts from starting; the message names it, its reason and when it ends.
+	FrozenReason = "Frozen"
+
+	// BreakGlassReason: a break-glass Approval let a Release start through a freeze or a closed
+	// deploy window.
+	BreakGlassReason = "BreakGlass"
+
+	// BreakGlassRefusedReason: a break-glass Approval was refused (its author is not named by the
+	// Environment's policy).
+	BreakGlassRefusedReason = "BreakGlassRefused"
+
 	// RollingOutReason: the workload is being applied and has not become healthy yet.
 	RollingOutReason = "RollingOut"
 

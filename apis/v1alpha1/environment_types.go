@@ -64,8 +64,31 @@ type EnvironmentSpec struct {
 	// +optional
 	Rollout RolloutStrategy `json:"rollout,omitempty"`
 
-	// locked stops every new rollout into this environment until it is cleared (a deploy freeze).
-	// Rollouts already running finish.
+	// windows are recurring deploy windows: when any Allow window exists, a rollout may start
+	// only while one is open; an open Deny window keeps every rollout from starting. A window
+	// closing never interrupts a rollout that started.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=32
+	Windows []DeployWindow `json:"windows,omitempty"`
+
+	// freezes are one-off periods in which no rollout starts in this environment. Rollouts already
+	// running finish. A cluster-wide Freeze stops several Environments at once.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=32
+	Freezes []EnvironmentFreeze `json:"freezes,omitempty"`
+
+	// breakGlass names the people who may let one Release through a freeze or a closed window
+	// with a break-glass Approval (spec.breakGlass and a comment saying why). When it is not set,
+	// the approval policy's users and groups may; with neither, nobody may.
+	// +optional
+	BreakGlass *BreakGlassPolicy `json:"breakGlass,omitempty"`
+
+	// locked stops every new rollout into this environment until it is cleared: a freeze with no
+	// end. Rollouts already running finish.
 	// +optional
 	Locked bool `json:"locked,omitempty"`
 
@@ -78,6 +101,104 @@ type EnvironmentSpec struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=256
 	Description string `json:"description,omitempty"`
+}
+
+// WindowKind says whether a deploy window lets rollouts start or keeps them from starting.
+// +kubebuilder:validation:Enum=Allow;Deny
+type WindowKind string
+
+const (
+	// AllowWindow lets rollouts start: when an Environment has Allow windows, only inside one.
+	AllowWindow WindowKind = "Allow"
+	// DenyWindow keeps every rollout from starting while the window is open.
+	DenyWindow WindowKind = "Deny"
+)
+
+// DeployWindow is a recurring period, from a cron schedule in a time zone, that lets rollouts start
+// (Allow) or keeps them from starting (Deny).
+// +kubebuilder:validation:XValidation:rule="duration(self.duration) > duration('0s')",message="duration must be positive",fieldPath=".duration"
+// +kubebuilder:validation:XValidation:rule="duration(self.duration) <= duration('168h')",message="duration must be at most 168h (a week)",fieldPath=".duration"
+type DeployWindow struct {
+	// name identifies the window in messages, for example "weekday-office-hours".
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	Name string `json:"name"`
+
+	// kind is Allow or Deny.
+	// +required
+	Kind WindowKind `json:"kind"`
+
+	// schedule is when the window opens: a five-field cron expression (minute hour day-of-month
+	// month day-of-week) read in timeZone, for example "0 9 * * 1-5". Descriptors (@daily) and a
+	// time zone inside the schedule (CRON_TZ=) are refused: timeZone says it.
+	// +required
+	// +kubebuilder:validation:MinLength=9
+	// +kubebuilder:validation:MaxLength=128
+	// +kubebuilder:validation:Pattern=`^[0-9A-Za-z*/,?-]+( +[0-9A-Za-z*/,?-]+){4}$`
+	Schedule string `json:"schedule"`
+
+	// duration is how long the window stays open each time it opens, in elapsed time (a window
+	// across a daylight-saving change lasts as long as any other), from 1s to 168h.
+	// +required
+	Duration metav1.Duration `json:"duration"`
+
+	// timeZone is the IANA time zone the schedule is read in, for example "Europe/Berlin".
+	// Default UTC. A start that falls into the hour skipped when clocks go forward opens the window
+	// when the clock jumps; a start that happens twice when clocks go back opens it the first time.
+	// +optional
+	// +kubebuilder:default=UTC
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=64
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9_+/-]+$`
+	TimeZone string `json:"timeZone,omitempty"`
+}
+
+// EnvironmentFreeze is a one-off period without new rollouts in one Environment.
+// +kubebuilder:validation:XValidation:rule="!has(self.end) || self.end > self.start",message="end must be after start",fieldPath=".end"
+type EnvironmentFreeze struct {
+	// name identifies the freeze in messages.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	Name string `json:"name"`
+
+	// start is when the freeze begins.
+	// +required
+	Start metav1.Time `json:"start"`
+
+	// end is when the freeze ends; without it the freeze lasts until it is removed.
+	// +optional
+	End *metav1.Time `json:"end,omitempty"`
+
+	// reason tells people why rollouts are frozen.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=512
+	// +kubebuilder:validation:XValidation:rule="self.trim().size() > 0",message="reason must say why"
+	Reason string `json:"reason"`
+}
+
+// BreakGlassPolicy names who may let one Release through a freeze or a closed window.
+// +kubebuilder:validation:XValidation:rule="(has(self.users) ? size(self.users) : 0) + (has(self.groups) ? size(self.groups) : 0) > 0",message="a break-glass policy must name at least one user or group"
+type BreakGlassPolicy struct {
+	// users are the usernames (as the API server authenticates them) who may break glass.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=100
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=253
+	Users []string `json:"users,omitempty"`
+
+	// groups are the groups (as the API server authenticates them) whose members may break glass.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=100
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=253
+	Groups []string `json:"groups,omitempty"`
 }
 
 // ApprovalPolicy decides whose Approvals count and how many are needed.

@@ -112,6 +112,16 @@ type ReleaseEnvironmentStatus struct {
 	// +kubebuilder:validation:MaxLength=1024
 	PreviousImage string `json:"previousImage,omitempty"`
 
+	// windowOpensAt, while the Release waits for the environment's deploy windows or freezes, is
+	// when they next let a rollout start; unset when that is not known (a freeze without an end).
+	// +optional
+	WindowOpensAt *metav1.Time `json:"windowOpensAt,omitempty"`
+
+	// breakGlass is the break-glass decision that let the rollout start through a freeze or a
+	// closed window, when one did.
+	// +optional
+	BreakGlass *BreakGlassRecord `json:"breakGlass,omitempty"`
+
 	// startTime is when the Release started waiting for or rolling out in this environment.
 	// +optional
 	StartTime *metav1.Time `json:"startTime,omitempty"`
@@ -160,6 +170,33 @@ type ApprovalRecord struct {
 	Decision Decision `json:"decision"`
 
 	// time is when the decision was made.
+	// +optional
+	Time *metav1.Time `json:"time,omitempty"`
+}
+
+// BreakGlassRecord is the break-glass decision a rollout started with, and what it overrode.
+type BreakGlassRecord struct {
+	// approval is the name of the Approval object.
+	// +required
+	// +kubebuilder:validation:MaxLength=253
+	Approval string `json:"approval"`
+
+	// user is who decided.
+	// +required
+	// +kubebuilder:validation:MaxLength=253
+	User string `json:"user"`
+
+	// reason is the decision's comment.
+	// +optional
+	// +kubebuilder:validation:MaxLength=2000
+	Reason string `json:"reason,omitempty"`
+
+	// overrode names the freezes and windows that kept the environment closed.
+	// +optional
+	// +kubebuilder:validation:MaxLength=2000
+	Overrode string `json:"overrode,omitempty"`
+
+	// time is when the rollout started through them.
 	// +optional
 	Time *metav1.Time `json:"time,omitempty"`
 }

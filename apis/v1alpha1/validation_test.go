@@ -41,7 +41,7 @@ func create(t *testing.T, c client.Client, ns, manifest string) (*unstructured.U
 	t.Helper()
 	u := decode(t, manifest)
 	switch u.GetKind() {
-	case "Cluster", "Environment":
+	case "Cluster", "Environment", "Freeze":
 		u.SetName(u.GetName() + "-" + ns)
 		t.Cleanup(func() { _ = c.Delete(context.Background(), u) })
 	default:
@@ -284,7 +284,7 @@ func TestSamplesApply(t *testing.T) {
 			kinds[u.GetKind()] = true
 		}
 	}
-	for _, kind := range []string{"Cluster", "Environment", "Project", "Build", "Release", "Approval"} {
+	for _, kind := range []string{"Cluster", "Environment", "Project", "Build", "Release", "Approval", "Freeze"} {
 		if !kinds[kind] {
 			t.Errorf("no sample of kind %s", kind)
 		}

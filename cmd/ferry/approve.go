@@ -18,9 +18,10 @@ import (
 // decisionFlags are the flags of `ferry approve` and `ferry reject`.
 type decisionFlags struct {
 	kubeFlags
-	env     string
-	message string
-	batch   int32
+	env        string
+	message    string
+	batch      int32
+	breakGlass bool
 }
 
 func (d *decisionFlags) bind(cmd *cobra.Command) {
@@ -35,7 +36,7 @@ func newApproveCommand(g *globalFlags) *cobra.Command {
 	d := &decisionFlags{}
 	var reRequest bool
 	cmd := &cobra.Command{
-		Use:   "approve RELEASE --env ENV [-m MESSAGE]",
+		Use:   "approve RELEASE --env ENV [-m MESSAGE] [--break-glass]",
 		Short: "Approve a Release for an environment",
 		Long: `Approve a Release for an environment: this creates an Approval as you. Ferry's admission webhook
 records who you are from your credentials, binds the decision to the Release's digest, and refuses
@@ -43,10 +44,15 @@ it (with the reason) when the environment's policy does not count you: not an el
 group member, your own Release when self-approval is forbidden, a second decision of yours, or a
 gate that expired or was rejected.
 
---rerequest asks again for an expired gate instead: it opens a new approval window.`,
+--rerequest asks again for an expired gate instead: it opens a new approval window.
+
+--break-glass lets this Release start in the environment through a freeze or outside its deploy
+windows, once; it needs -m saying why and a person the Environment's break-glass policy (or its
+approval policy) names. It is recorded on the Release and does not count towards the gate.`,
 		Example: `  ferry approve shop-api-main-42 --env prod -m "load test passed, CHG-1234"
   ferry approve shop-api-main-42 --env prod --batch 2
-  ferry approve shop-api-main-42 --env prod --rerequest`,
+  ferry approve shop-api-main-42 --env prod --rerequest
+  ferry approve shop-api-main-42 --env prod --break-glass -m "INC-4711: this is the fix"`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, ns, err := d.client(g)
@@ -56,11 +62,15 @@ gate that expired or was rejected.
 			if reRequest {
 				return runReRequest(cmd.Context(), c, cmd.OutOrStdout(), ns, args[0], d.env)
 			}
+			if d.breakGlass && strings.TrimSpace(d.message) == "" {
+				return fmt.Errorf("a break-glass decision needs a message saying why: -m MESSAGE")
+			}
 			return runDecision(cmd.Context(), c, cmd.OutOrStdout(), ns, args[0], d, ferryv1.DecisionApprove)
 		},
 	}
 	d.bind(cmd)
 	cmd.Flags().BoolVar(&reRequest, "rerequest", false, "re-request an expired approval gate instead of approving")
+	cmd.Flags().BoolVar(&d.breakGlass, "break-glass", false, "let this Release through the environment's freezes and closed deploy windows (needs -m)")
 	return cmd
 }
 
@@ -104,6 +114,7 @@ func runDecision(ctx context.Context, c client.Client, w io.Writer, ns, release 
 			Decision:    decision,
 			Comment:     d.message,
 			Batch:       d.batch,
+			BreakGlass:  d.breakGlass,
 		},
 	}
 	if err := c.Create(ctx, a); err != nil {
@@ -118,6 +129,9 @@ func runDecision(ctx context.Context, c client.Client, w io.Writer, ns, release 
 		what = fmt.Sprintf("batch %d of environment %s", d.batch, d.env)
 	}
 	verb := map[ferryv1.Decision]string{ferryv1.DecisionApprove: "approved", ferryv1.DecisionReject: "rejected"}[decision]
+	if d.breakGlass {
+		verb = "let through by break-glass"
+	}
 	_, err := fmt.Fprintf(w, "approval/%s created: release %s %s for %s%s\n", a.Name, release, verb, what, who)
 	return err
 }

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -22,6 +23,7 @@ var getKinds = map[string]string{
 	"builds": "builds", "build": "builds", "fb": "builds",
 	"releases": "releases", "release": "releases", "frel": "releases",
 	"approvals": "approvals", "approval": "approvals", "fapr": "approvals",
+	"windows": "windows", "window": "windows",
 }
 
 func newGetCommand(g *globalFlags) *cobra.Command {
@@ -29,21 +31,28 @@ func newGetCommand(g *globalFlags) *cobra.Command {
 	var output string
 	var allNamespaces bool
 	cmd := &cobra.Command{
-		Use:   "get builds|releases|approvals [NAME]",
-		Short: "List Builds, Releases or Approvals",
+		Use:   "get builds|releases|approvals|windows [NAME]",
+		Short: "List Builds, Releases, Approvals, or the deploy windows of Environments",
 		Long: `List Builds, Releases or Approvals in a namespace, as a table or as JSON or YAML.
 
 A Release's table shows each environment of its path: ok, waiting for approvals (given/needed),
-rolling out, rolled back, rejected, expired, locked or pending.`,
+rolling out, rolled back, rejected, expired, locked, frozen, waiting for a deploy window (with
+when it opens) or pending.
+
+"windows" shows, per Environment (they are cluster-wide: -n does not apply), whether a rollout
+may start now, what keeps it closed (deny windows, being outside the allow windows, freezes, the
+lock) and when that changes next.`,
 		Example: `  ferry get releases -n team-shop
   ferry get approvals -n team-shop -o yaml
-  ferry get release shop-api-main-42 -o json`,
+  ferry get release shop-api-main-42 -o json
+  ferry get windows
+  ferry get windows prod -o yaml`,
 		Args:      cobra.RangeArgs(1, 2),
-		ValidArgs: []string{"builds", "releases", "approvals"},
+		ValidArgs: []string{"builds", "releases", "approvals", "windows"},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			kind, ok := getKinds[strings.ToLower(args[0])]
 			if !ok {
-				return fmt.Errorf("unknown resource %q: ferry get lists builds, releases or approvals", args[0])
+				return fmt.Errorf("unknown resource %q: ferry get lists builds, releases or approvals (or windows)", args[0])
 			}
 			if output != "" && output != "json" && output != "yaml" {
 				return fmt.Errorf("unknown output format %q: use -o json or -o yaml (or nothing for a table)", output)
@@ -71,6 +80,8 @@ rolling out, rolled back, rejected, expired, locked or pending.`,
 
 func runGet(ctx context.Context, c client.Client, w io.Writer, kind, ns, name, output string, all bool, opts []client.ListOption) error {
 	switch kind {
+	case "windows":
+		return runGetWindows(ctx, c, w, name, output)
 	case "builds":
 		list := &ferryv1.BuildList{}
 		if err := getOrList(ctx, c, ns, name, list, &ferryv1.Build{}, opts); err != nil {
@@ -195,7 +206,11 @@ func envState(es *ferryv1.ReleaseEnvironmentStatus) string {
 	case standing.WaitingBetweenBatches:
 		return "waiting"
 	case standing.Locked:
-		return "locked"
+		return "locked" + opensAt(s)
+	case standing.WaitingForWindow:
+		return "waiting-for-window" + opensAt(s)
+	case standing.Frozen:
+		return "frozen" + opensAt(s)
 	case standing.RollingOut:
 		return "rolling-out"
 	case standing.RollingBack:
@@ -212,6 +227,14 @@ func envState(es *ferryv1.ReleaseEnvironmentStatus) string {
 		return "superseded"
 	}
 	return strings.ToLower(s.Reason)
+}
+
+// opensAt says when a closed environment opens, "(opens 2026-06-02T09:00:00Z)"; "" when unknown.
+func opensAt(s standing.Standing) string {
+	if s.OpensAt == nil {
+		return ""
+	}
+	return "(opens " + s.OpensAt.UTC().Format(time.RFC3339) + ")"
 }
 
 func approvalTable(items []ferryv1.Approval) [][]string {

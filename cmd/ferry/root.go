@@ -45,6 +45,7 @@ several clusters, stopping at approval gates that release managers answer in a w
 		newGetCommand(g),
 		newApproveCommand(g),
 		newRejectCommand(g),
+		newFreezeCommand(g),
 		newRollbackCommand(g),
 		newReleaseCommand(g),
 		newDevCommand(),

@@ -237,7 +237,7 @@ func (r *Reconciler) reRequest(ctx context.Context, rel *ferryv1.Release, patche
 }
 
 // SetupWithManager registers the controller: it watches Releases, and the Approvals, Projects,
-// Environments, sibling Releases, Releases that let go of a deploy lock and Clusters (when one
+// Environments, Freezes, sibling Releases, Releases that let go of a deploy lock and Clusters (when one
 // becomes Ready again) that decide whether a Release can move on.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	ctx := context.Background()
@@ -269,6 +269,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 		})).
 		Watches(&ferryv1.Project{}, handler.EnqueueRequestsFromMapFunc(r.releasesOfProject)).
 		Watches(&ferryv1.Environment{}, handler.EnqueueRequestsFromMapFunc(r.unfinishedReleases)).
+		Watches(&ferryv1.Freeze{}, handler.EnqueueRequestsFromMapFunc(r.releasesBeforeRollout)).
 		Watches(&ferryv1.Release{}, handler.EnqueueRequestsFromMapFunc(r.siblings)).
 		Watches(&ferryv1.Release{}, r.lockReleased()).
 		Watches(&ferryv1.Cluster{}, handler.EnqueueRequestsFromMapFunc(r.releasesOnCluster), builder.WithPredicates(becameReady())).

@@ -18,7 +18,8 @@ import (
 )
 
 // reconcileEnvironment works on the first environment of the path the Release has not passed:
-// the checks before it may start (supersession, an older image, the deploy lock), the gate, then
+// the checks before it may start (supersession, an older image, deploy windows and freezes, the
+// deploy lock), the gate, then
 // the rollout. It proceeds once the environment succeeded and the next one may start.
 func (r *Reconciler) reconcileEnvironment(ctx context.Context, rel *ferryv1.Release, p *plan, es *ferryv1.ReleaseEnvironmentStatus, now metav1.Time) (step, error) {
 	gen := rel.Generation
@@ -52,13 +53,8 @@ func (r *Reconciler) beforeRollout(ctx context.Context, rel *ferryv1.Release, p 
 	if st, err := r.mustStop(ctx, rel, p, siblings, es, now); err != nil || !st.proceeds() {
 		return st, err
 	}
-	if env.Spec.Locked {
-		msg := "environment " + env.Name + " is locked"
-		if env.Spec.LockReason != "" {
-			msg += ": " + env.Spec.LockReason
-		}
-		setEnvWaiting(es, ferryv1.EnvironmentLockedReason, msg, gen, now)
-		return wait(0), nil
+	if st, err := r.deployWindow(ctx, rel, env, es, now); err != nil || !st.proceeds() {
+		return st, err
 	}
 	ns, targets, ok := r.targetNamespace(rel, env, es, now)
 	if !ok {

@@ -48,6 +48,28 @@ func Eligible(p *ferryv1.ApprovalPolicy, env, user string, groups []string) erro
 	return fmt.Errorf("user %q%s is not eligible to decide for environment %s: its approval policy admits %s", user, describeGroups(groups), env, DescribePolicy(p))
 }
 
+// BreakGlassPolicy is whom an Environment lets break glass: its breakGlass policy, else its approval
+// policy's users and groups; nil when it names nobody (then nobody may).
+func BreakGlassPolicy(env *ferryv1.Environment) *ferryv1.ApprovalPolicy {
+	if bg := env.Spec.BreakGlass; bg != nil {
+		return &ferryv1.ApprovalPolicy{Users: bg.Users, Groups: bg.Groups}
+	}
+	return env.Spec.Approval
+}
+
+// MayBreakGlass returns nil when user (with groups) may let a Release through env's freezes and
+// closed windows, else an error saying why not.
+func MayBreakGlass(env *ferryv1.Environment, user string, groups []string) error {
+	p := BreakGlassPolicy(env)
+	if p == nil {
+		return fmt.Errorf("environment %s names nobody who may break glass (neither spec.breakGlass nor spec.approval)", env.Name)
+	}
+	if err := Eligible(p, env.Name, user, groups); err != nil {
+		return fmt.Errorf("user %q%s may not break glass in environment %s: it admits %s", user, describeGroups(groups), env.Name, DescribePolicy(p))
+	}
+	return nil
+}
+
 // DescribePolicy says whom a policy admits, for messages.
 func DescribePolicy(p *ferryv1.ApprovalPolicy) string {
 	var parts []string
@@ -180,7 +202,8 @@ func Tally(p *ferryv1.ApprovalPolicy, approvals []ferryv1.Approval, release, env
 	seen := map[string]bool{}
 	for i := range sorted {
 		a := &sorted[i]
-		if a.Spec.Release != release || a.Spec.Environment != env || a.Spec.Batch != batch || a.Spec.Approver == nil || a.DeletionTimestamp != nil {
+		// A break-glass decision lets a Release through a freeze; it is not a vote on the gate.
+		if a.Spec.BreakGlass || a.Spec.Release != release || a.Spec.Environment != env || a.Spec.Batch != batch || a.Spec.Approver == nil || a.DeletionTimestamp != nil {
 			continue
 		}
 		user := a.Spec.Approver.Username

@@ -146,6 +146,8 @@ var stateWords = map[standing.State]string{
 	standing.Expired:                       "approval expired",
 	standing.Superseded:                    "superseded",
 	standing.Paused:                        "paused",
+	standing.WaitingForWindow:              "waiting for a deploy window",
+	standing.Frozen:                        "frozen",
 }
 
 func firstLine(s string) string {

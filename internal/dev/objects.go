@@ -177,7 +177,7 @@ func clusterObject(name string, real bool) *ferryv1.Cluster {
 
 // rbacObjects are the roles of the people: release managers decide gates with the role Ferry
 // installs (config/rbac/release_manager_role.yaml); everyone reads Builds, Releases, Approvals,
-// Projects, Environments and Clusters, and the examples' build logs (get pods/log in their
+// Projects, Environments, Clusters and Freezes, and the examples' build logs (get pods/log in their
 // namespace, which the UI asks before it shows a Build's log).
 func rbacObjects(repoDir string) ([]client.Object, error) {
 	data, err := os.ReadFile(filepath.Join(repoDir, "config", "rbac", "release_manager_role.yaml"))
@@ -196,7 +196,7 @@ func rbacObjects(repoDir string) ([]client.Object, error) {
 		TypeMeta:   metav1.TypeMeta{APIVersion: rbacv1.SchemeGroupVersion.String(), Kind: "ClusterRole"},
 		ObjectMeta: metav1.ObjectMeta{Name: "ferry-dev-viewer"},
 		Rules: []rbacv1.PolicyRule{
-			{APIGroups: []string{ferryv1.GroupVersion.Group}, Resources: []string{"builds", "releases", "approvals", "projects", "environments", "clusters"}, Verbs: read},
+			{APIGroups: []string{ferryv1.GroupVersion.Group}, Resources: []string{"builds", "releases", "approvals", "projects", "environments", "clusters", "freezes"}, Verbs: read},
 			{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: read},
 		},
 	}

@@ -44,6 +44,10 @@ const (
 	Superseded
 	// Paused means the rollout pauses between steps.
 	Paused
+	// WaitingForWindow means the environment's deploy windows do not let the rollout start yet.
+	WaitingForWindow
+	// Frozen means a freeze keeps the rollout from starting.
+	Frozen
 	// Other is any other reason, which Standing.Reason names.
 	Other
 )
@@ -61,6 +65,9 @@ type Standing struct {
 	// Gate is the environment's gate, which counts the approvals given and needed; it is set for
 	// WaitingForApproval, and may be nil then too.
 	Gate *ferryv1.GateStatus
+	// OpensAt is when the environment's windows and freezes next let the rollout start; set for
+	// WaitingForWindow, Frozen and Locked when it is known.
+	OpensAt *metav1.Time
 }
 
 // byReason is the State of the other reasons of a condition that is not True.
@@ -76,6 +83,8 @@ var byReason = map[string]State{
 	ferryv1.ExpiredReason:                       Expired,
 	ferryv1.SupersededReason:                    Superseded,
 	ferryv1.PausedReason:                        Paused,
+	ferryv1.WaitingForWindowReason:              WaitingForWindow,
+	ferryv1.FrozenReason:                        Frozen,
 }
 
 // Of says where the Release whose environment status es is stands in that environment. The
@@ -112,8 +121,11 @@ func from(c *metav1.Condition, es *ferryv1.ReleaseEnvironmentStatus) Standing {
 	case ok:
 		s.State = state
 	}
-	if s.State == WaitingForApproval {
+	switch s.State {
+	case WaitingForApproval:
 		s.Gate = es.Gate
+	case WaitingForWindow, Frozen, Locked:
+		s.OpensAt = es.WindowOpensAt
 	}
 	return s
 }

@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
+	"github.com/ferryci/ferry/internal/standing"
 	"github.com/ferryci/ferry/internal/ui/auth"
 )
 
@@ -100,6 +101,10 @@ type envView struct {
 	Start     *metav1.Time
 	End       *metav1.Time
 	Changes   *changesView
+	// OpensAt is when the environment's deploy windows and freezes let the waiting Release start.
+	OpensAt *metav1.Time
+	// BreakGlass is the break-glass decision the rollout started with, if any.
+	BreakGlass *ferryv1.BreakGlassRecord
 }
 
 // decisionView is one Approval of a Release.
@@ -162,6 +167,7 @@ func (s *Server) releaseView(ctx context.Context, snap *snapshot, rel *ferryv1.R
 		counted := map[string]bool{}
 		if es != nil {
 			ev.State, ev.Gate, ev.Start, ev.End = envState(es), es.Gate, es.StartTime, es.CompletionTime
+			ev.OpensAt, ev.BreakGlass = standing.Of(es).OpensAt, es.BreakGlass
 			if es.Gate != nil {
 				for _, rec := range es.Gate.Approvals {
 					counted[rec.Approval] = true

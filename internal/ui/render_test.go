@@ -53,7 +53,7 @@ func TestPagesRender(t *testing.T) {
 		"release": releaseData{Release: rel, State: state{"Waiting", toneWait, "m"}, Project: proj, Build: build, Envs: []envView{{
 			Name: "prod", State: state{"Rolling out", toneBusy, "m"}, HasGate: true, Policy: "members of rm", Gate: &ferryv1.GateStatus{RequiredApprovals: 2, WaitingSince: &now, ExpiresAt: &now},
 			Open: []gateView{g}, Decisions: []decisionView{{Approval: approval, Counted: true}}, Clusters: []clusterView{{Status: &cluster, State: state{"Rolling out", toneBusy, "m"}}},
-			Start: &now, End: &now, Changes: changes,
+			Start: &now, End: &now, Changes: changes, OpensAt: &now, BreakGlass: &ferryv1.BreakGlassRecord{Approval: "a", User: "sam", Reason: "INC-1"},
 		}}},
 		"environments": matrixData{Envs: []string{"prod"}, Rows: []matrixRow{{Project: proj, Cells: []matrixCell{{Env: "prod", OnPath: true, Running: &proj.Status.Environments[0], By: "dana", Approvers: []string{"rita"}, Health: state{"Healthy", toneOK, ""}, Rolling: rel, Waiting: rel, Batch: &cluster}}}}},
 		"builds":       buildsData{Rows: []buildRow{{Build: build, State: state{"Pipeline failed", toneBad, ""}}}, More: 1},
@@ -75,6 +75,13 @@ func TestPagesRender(t *testing.T) {
 		out := buf.String()
 		if strings.Contains(out, "<no>") || strings.Contains(out, "<b>") || strings.Contains(out, "<not>") {
 			t.Errorf("page %s does not escape what it shows", name)
+		}
+		if name == "release" {
+			for _, want := range []string{"Waiting for the environment's deploy windows and freezes: opens <time", "by sam's break-glass: INC-1"} {
+				if !strings.Contains(out, want) {
+					t.Errorf("the release page does not say %q", want)
+				}
+			}
 		}
 	}
 }

@@ -217,7 +217,7 @@ func (snap *snapshot) decorate(g *gateView, id auth.Identity, now metav1.Time) {
 	}
 	for i := range snap.approvals {
 		a := &snap.approvals[i]
-		if a.Namespace == g.Namespace && a.Spec.Release == g.Release && a.Spec.Environment == g.Environment && a.Spec.Batch == g.Batch && a.Spec.Approver != nil && a.Spec.Approver.Username == id.User {
+		if a.Namespace == g.Namespace && a.Spec.Release == g.Release && a.Spec.Environment == g.Environment && a.Spec.Batch == g.Batch && !a.Spec.BreakGlass && a.Spec.Approver != nil && a.Spec.Approver.Username == id.User {
 			g.Mine = a
 		}
 	}
@@ -284,11 +284,23 @@ func envState(es *ferryv1.ReleaseEnvironmentStatus) state {
 		return state{"Waiting for approval between batches", toneWait, s.Message}
 	case standing.RollingOut:
 		return state{"Rolling out", toneBusy, s.Message}
+	case standing.WaitingForWindow:
+		return state{"Waiting for window" + opensAt(s.OpensAt), toneWait, s.Message}
+	case standing.Frozen:
+		return state{"Frozen" + opensAt(s.OpensAt), toneWait, s.Message}
 	}
 	if s.Stopped {
 		return state{splitCamel(s.Reason), toneBad, s.Message}
 	}
 	return state{splitCamel(s.Reason), toneIdle, s.Message}
+}
+
+// opensAt is ", opens at <time>" for a known opening time, in UTC; "" when it is not known.
+func opensAt(t *metav1.Time) string {
+	if t == nil {
+		return ""
+	}
+	return ", opens at " + t.UTC().Format("2006-01-02 15:04 MST")
 }
 
 // clusterState says where a rollout stands on one cluster.

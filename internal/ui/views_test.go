@@ -131,6 +131,13 @@ func TestWaitingForMe(t *testing.T) {
 	}
 }
 
+// opening gives an environment status the time its deploy windows open.
+func opening(es *ferryv1.ReleaseEnvironmentStatus) *ferryv1.ReleaseEnvironmentStatus {
+	t := metav1.NewTime(time.Date(2026, 11, 23, 22, 0, 0, 0, time.UTC))
+	es.WindowOpensAt = &t
+	return es
+}
+
 func TestStates(t *testing.T) {
 	env := func(conds ...metav1.Condition) *ferryv1.ReleaseEnvironmentStatus {
 		return &ferryv1.ReleaseEnvironmentStatus{Conditions: conds}
@@ -149,6 +156,11 @@ func TestStates(t *testing.T) {
 		{env(condition(ferryv1.ApprovedCondition, metav1.ConditionTrue, ferryv1.ApprovedReason), condition(ferryv1.RolledOutCondition, metav1.ConditionUnknown, ferryv1.WaitingForApprovalReason)), "Waiting for approval between batches", toneWait},
 		{env(condition(ferryv1.RolledOutCondition, metav1.ConditionFalse, ferryv1.RolledBackReason)), "Rolled back", toneBad},
 		{env(condition(ferryv1.ReadyCondition, metav1.ConditionTrue, ferryv1.SucceededReason)), "Rolled out", toneOK},
+		{opening(env(condition(ferryv1.ReadyCondition, metav1.ConditionUnknown, ferryv1.WaitingForWindowReason))), "Waiting for window, opens at 2026-11-23 22:00 UTC", toneWait},
+		{env(condition(ferryv1.ReadyCondition, metav1.ConditionUnknown, ferryv1.WaitingForWindowReason)), "Waiting for window", toneWait},
+		{opening(env(condition(ferryv1.ReadyCondition, metav1.ConditionUnknown, ferryv1.FrozenReason))), "Frozen, opens at 2026-11-23 22:00 UTC", toneWait},
+		{env(condition(ferryv1.ReadyCondition, metav1.ConditionUnknown, ferryv1.FrozenReason)), "Frozen", toneWait},
+		{env(condition(ferryv1.ReadyCondition, metav1.ConditionUnknown, ferryv1.EnvironmentLockedReason)), "Environment locked", toneIdle},
 	}
 	for _, tc := range cases {
 		if got := envState(tc.es); got.Label != tc.label || got.Tone != tc.tone {

@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
@@ -40,6 +41,9 @@ type ApprovalWebhook struct {
 	Now func() time.Time
 	// Asserted believes the person Ferry's UI names; nil believes nobody.
 	Asserted *AssertedIdentities
+	// Recorder records refused break-glass decisions as events on their Release; nil records
+	// none.
+	Recorder events.EventRecorder
 }
 
 // +kubebuilder:webhook:path=/mutate-ferry-dev-v1alpha1-approval,mutating=true,failurePolicy=fail,sideEffects=None,groups=ferry.dev,resources=approvals,verbs=create,versions=v1alpha1,name=approvals.ferry.dev,admissionReviewVersions=v1
@@ -129,6 +133,9 @@ func (w *ApprovalWebhook) ValidateCreate(ctx context.Context, a *ferryv1.Approva
 			return nil, fmt.Errorf("environment %s not found", a.Spec.Environment)
 		}
 		return nil, fmt.Errorf("failed to read Environment %s: %w", a.Spec.Environment, err)
+	}
+	if a.Spec.BreakGlass {
+		return nil, w.checkBreakGlass(ctx, a, rel, env, user, what)
 	}
 	policy := env.Spec.Approval
 	if err := checkGateExists(env, a.Spec.Batch); err != nil {
@@ -393,9 +400,31 @@ func (w *ApprovalWebhook) checkFirstDecision(ctx context.Context, a *ferryv1.App
 		if other.Name == a.Name || other.Spec.Release != a.Spec.Release || other.Spec.Environment != a.Spec.Environment || other.Spec.Batch != a.Spec.Batch {
 			continue
 		}
+		if other.Spec.BreakGlass != a.Spec.BreakGlass {
+			// A break-glass decision and a vote on the gate are two different decisions.
+			continue
+		}
 		if other.Spec.Approver != nil && other.Spec.Approver.Username == user {
 			return fmt.Errorf("user %q already decided on %s (Approval %s: %s); one decision per person counts", user, what, other.Name, other.Spec.Decision)
 		}
 	}
 	return nil
+}
+
+// checkBreakGlass refuses a break-glass decision from someone the Environment's policy does not
+// let break glass, and records the refusal as an event on the Release. It does not look at the
+// rollout: a break-glass made while a rollout is in flight is recorded and applies when the
+// Release is about to start in the environment. Self-approval rules do not apply: the people
+// named for break-glass are trusted to unblock their own fix.
+func (w *ApprovalWebhook) checkBreakGlass(ctx context.Context, a *ferryv1.Approval, rel *ferryv1.Release, env *ferryv1.Environment, user *ferryv1.Approver, what string) error {
+	if err := approval.MayBreakGlass(env, user.Username, user.Groups); err != nil {
+		if w.Recorder != nil {
+			w.Recorder.Eventf(rel, nil, corev1.EventTypeWarning, ferryv1.BreakGlassRefusedReason, "BreakGlass", "Refused break-glass on environment %s by %s: %s", env.Name, user.Username, err)
+		}
+		return err
+	}
+	if rel.Status.CompletionTime != nil {
+		return fmt.Errorf("%s: release %s has finished: there is nothing left to let through", what, rel.Name)
+	}
+	return w.checkFirstDecision(ctx, a, user.Username, "break-glass on "+what)
 }

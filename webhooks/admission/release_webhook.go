@@ -333,9 +333,19 @@ func SetupWebhooks(mgr ctrl.Manager, opts Options) error {
 		Complete(); err != nil {
 		return err
 	}
-	approvals := &ApprovalWebhook{Reader: mgr.GetAPIReader(), Identities: opts.Identities, Asserted: asserted}
-	return ctrl.NewWebhookManagedBy(mgr, &ferryv1.Approval{}).
+	approvals := &ApprovalWebhook{Reader: mgr.GetAPIReader(), Identities: opts.Identities, Asserted: asserted, Recorder: mgr.GetEventRecorder("ferry-admission")}
+	if err := ctrl.NewWebhookManagedBy(mgr, &ferryv1.Approval{}).
 		WithDefaulter(approvals).
 		WithValidator(approvals).
+		Complete(); err != nil {
+		return err
+	}
+	if err := ctrl.NewWebhookManagedBy(mgr, &ferryv1.Environment{}).
+		WithValidator(&EnvironmentWebhook{}).
+		Complete(); err != nil {
+		return err
+	}
+	return ctrl.NewWebhookManagedBy(mgr, &ferryv1.Freeze{}).
+		WithValidator(&FreezeWebhook{}).
 		Complete()
 }
