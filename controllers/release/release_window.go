@@ -17,6 +17,7 @@ import (
 
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
 	"github.com/ferryci/ferry/internal/approval"
+	"github.com/ferryci/ferry/internal/text"
 	"github.com/ferryci/ferry/internal/window"
 )
 
@@ -68,7 +69,7 @@ func (r *Reconciler) deployWindow(ctx context.Context, rel *ferryv1.Release, env
 		es.WindowOpensAt = nil
 		if es.BreakGlass == nil || es.BreakGlass.Approval != bg.Name {
 			t := now
-			es.BreakGlass = &ferryv1.BreakGlassRecord{Approval: bg.Name, User: bg.Spec.Approver.Username, Reason: bg.Spec.Comment, Overrode: truncate(msg, 2000), Time: &t}
+			es.BreakGlass = &ferryv1.BreakGlassRecord{Approval: bg.Name, User: bg.Spec.Approver.Username, Reason: bg.Spec.Comment, Overrode: text.Truncate(msg, 2000), Time: &t}
 			r.Recorder.Eventf(rel, nil, corev1.EventTypeNormal, ferryv1.BreakGlassReason, "BreakGlass", "Environment %s: %s broke glass (%s) through: %s", env.Name, bg.Spec.Approver.Username, bg.Spec.Comment, msg)
 		}
 		return proceed(), nil
@@ -152,13 +153,6 @@ func (r *Reconciler) breakGlass(ctx context.Context, rel *ferryv1.Release, env *
 		}
 		return cmp.Compare(a.Name, b.Name)
 	}), nil
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n-3] + "..."
 }
 
 // releasesBeforeRollout are the unfinished Releases with an environment that has not started its
