@@ -7,15 +7,14 @@ import (
 	"github.com/spf13/cobra"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
-	"github.com/ferryci/ferry/internal/manager"
 )
 
 func newCancelCommand(g *globalFlags) *cobra.Command {
-	var namespace, reason string
+	var kf kubeFlags
+	var reason string
 	cmd := &cobra.Command{
 		Use:   "cancel BUILD",
 		Short: "Cancel a Build: its pipeline stops and it ends as Cancelled",
@@ -25,16 +24,7 @@ that already finished is left as it is.`,
 		Example: `  ferry cancel app-main-3f2c1a9 -n team-a --reason "broken dependency, fixing"`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := g.restConfig()
-			if err != nil {
-				return err
-			}
-			if namespace == "" {
-				if namespace, err = kubeconfigNamespace(g); err != nil {
-					return err
-				}
-			}
-			c, err := client.New(cfg, client.Options{Scheme: manager.Scheme()})
+			c, namespace, err := kf.client(g)
 			if err != nil {
 				return err
 			}
@@ -66,15 +56,7 @@ that already finished is left as it is.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVarP(&namespace, "namespace", "n", "", "the Build's namespace (default: the kubeconfig context's)")
+	kf.bind(cmd)
 	cmd.Flags().StringVar(&reason, "reason", "cancelled with ferry cancel", "why, recorded in the Build's spec.cancelReason")
 	return cmd
-}
-
-// namespace is the kubeconfig context's namespace, as kubectl picks it.
-func kubeconfigNamespace(g *globalFlags) (string, error) {
-	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	rules.ExplicitPath = g.kubeconfig
-	ns, _, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: g.context}).Namespace()
-	return ns, err
 }

@@ -7,10 +7,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
-	"github.com/ferryci/ferry/internal/manager"
 )
 
 // rerunAnnotations are the annotations of a Build that its rerun keeps: they say where GitLab
@@ -18,7 +16,7 @@ import (
 var rerunAnnotations = []string{ferryv1.GitLabSourceBranchAnnotation, ferryv1.GitLabSourceProjectAnnotation}
 
 func newRerunCommand(g *globalFlags) *cobra.Command {
-	var namespace string
+	var kf kubeFlags
 	cmd := &cobra.Command{
 		Use:   "rerun BUILD",
 		Short: "Build a Build's commit again, as a new Build",
@@ -29,16 +27,7 @@ Manual, by you, and names BUILD in its ferry.dev/rerun-of annotation.`,
 		Example: `  ferry build rerun shop-3f2c1a9-1a2b3c4d -n team-a`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := g.restConfig()
-			if err != nil {
-				return err
-			}
-			if namespace == "" {
-				if namespace, err = kubeconfigNamespace(g); err != nil {
-					return err
-				}
-			}
-			c, err := client.New(cfg, client.Options{Scheme: manager.Scheme()})
+			c, namespace, err := kf.client(g)
 			if err != nil {
 				return err
 			}
@@ -62,7 +51,7 @@ Manual, by you, and names BUILD in its ferry.dev/rerun-of annotation.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVarP(&namespace, "namespace", "n", "", "the Build's namespace (default: the kubeconfig context's)")
+	kf.bind(cmd)
 	return cmd
 }
 
