@@ -114,6 +114,14 @@ func TestFreezeAndWindowCommands(t *testing.T) {
 		t.Fatalf("freeze %+v: %v", f.Spec, err)
 	}
 	t.Cleanup(func() { _ = c.Delete(ctx, f) })
+	// `ferry get freezes` lists it: active, open-ended, what it selects, why.
+	if out := e.mustFerry("bob", "get", "freezes"); !regexp.MustCompile(`(?m)^incident-1\s+yes\s+2026-11-23T10:00:00Z\s+its end\s+tier=production\s+INC-1: database down$`).MatchString(out) {
+		t.Errorf("get freezes:\n%s", out)
+	}
+	var one map[string]any
+	if err := json.Unmarshal([]byte(e.mustFerry("bob", "get", "freeze", "incident-1", "-o", "json")), &one); err != nil || one["kind"] != "Freeze" {
+		t.Errorf("get freeze incident-1 -o json: %v %v", one["kind"], err)
+	}
 	states = getWindows()
 	if s := states["prod"]; s.Open || s.OpensAt != nil || !strings.Contains(strings.Join(s.Reasons, ";"), "Freeze incident-1 (INC-1: database down) has no end") || strings.Join(s.Freezes, ",") != "freeze/incident-1" {
 		t.Errorf("prod frozen: %+v", s)

@@ -11,11 +11,13 @@ import (
 
 	"github.com/spf13/cobra"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
 	"github.com/ferryci/ferry/internal/standing"
+	"github.com/ferryci/ferry/internal/text"
 )
 
 // getKinds are the resources `ferry get` lists, with the singular and short names it accepts.
@@ -24,6 +26,7 @@ var getKinds = map[string]string{
 	"releases": "releases", "release": "releases", "frel": "releases",
 	"approvals": "approvals", "approval": "approvals", "fapr": "approvals",
 	"windows": "windows", "window": "windows",
+	"freezes": "freezes", "freeze": "freezes",
 }
 
 func newGetCommand(g *globalFlags) *cobra.Command {
@@ -31,8 +34,8 @@ func newGetCommand(g *globalFlags) *cobra.Command {
 	var output string
 	var allNamespaces bool
 	cmd := &cobra.Command{
-		Use:   "get builds|releases|approvals|windows [NAME]",
-		Short: "List Builds, Releases, Approvals, or the deploy windows of Environments",
+		Use:   "get builds|releases|approvals|windows|freezes [NAME]",
+		Short: "List Builds, Releases, Approvals, Freezes, or the deploy windows of Environments",
 		Long: `List Builds, Releases or Approvals in a namespace, as a table or as JSON or YAML.
 
 A Release's table shows each environment of its path: ok, waiting for approvals (given/needed),
@@ -41,18 +44,20 @@ when it opens) or pending.
 
 "windows" shows, per Environment (they are cluster-wide: -n does not apply), whether a rollout
 may start now, what keeps it closed (deny windows, being outside the allow windows, freezes, the
-lock) and when that changes next.`,
+lock) and when that changes next. "freezes" lists the cluster-wide Freezes (-n does not apply): whether
+each stops rollouts now, from when until when, which Environments it selects and why.`,
 		Example: `  ferry get releases -n team-shop
   ferry get approvals -n team-shop -o yaml
   ferry get release shop-api-main-42 -o json
   ferry get windows
-  ferry get windows prod -o yaml`,
+  ferry get windows prod -o yaml
+  ferry get freezes`,
 		Args:      cobra.RangeArgs(1, 2),
-		ValidArgs: []string{"builds", "releases", "approvals", "windows"},
+		ValidArgs: []string{"builds", "releases", "approvals", "windows", "freezes"},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			kind, ok := getKinds[strings.ToLower(args[0])]
 			if !ok {
-				return fmt.Errorf("unknown resource %q: ferry get lists builds, releases or approvals (or windows)", args[0])
+				return fmt.Errorf("unknown resource %q: ferry get lists builds, releases or approvals (or windows, freezes)", args[0])
 			}
 			if output != "" && output != "json" && output != "yaml" {
 				return fmt.Errorf("unknown output format %q: use -o json or -o yaml (or nothing for a table)", output)
@@ -82,6 +87,16 @@ func runGet(ctx context.Context, c client.Client, w io.Writer, kind, ns, name, o
 	switch kind {
 	case "windows":
 		return runGetWindows(ctx, c, w, name, output)
+	case "freezes":
+		// Cluster-scoped: no namespace, and -A adds nothing.
+		list := &ferryv1.FreezeList{}
+		if err := getOrList(ctx, c, "", name, list, &ferryv1.Freeze{}, nil); err != nil {
+			return err
+		}
+		for i := range list.Items {
+			tidy(&list.Items[i], "Freeze")
+		}
+		return printList(w, output, name, list, len(list.Items), func(i int) client.Object { return &list.Items[i] }, false, freezeTable(list.Items, clock()))
 	case "builds":
 		list := &ferryv1.BuildList{}
 		if err := getOrList(ctx, c, ns, name, list, &ferryv1.Build{}, opts); err != nil {
@@ -158,6 +173,8 @@ func kindOfList(list client.ObjectList) string {
 		return "BuildList"
 	case *ferryv1.ReleaseList:
 		return "ReleaseList"
+	case *ferryv1.FreezeList:
+		return "FreezeList"
 	}
 	return "ApprovalList"
 }
@@ -253,6 +270,35 @@ func approvalTable(items []ferryv1.Approval) [][]string {
 			comment = comment[:57] + "..."
 		}
 		rows = append(rows, []string{a.Name, a.Spec.Release, a.Spec.Environment, batch, string(a.Spec.Decision), orNone(approver), orNone(comment), age(a.CreationTimestamp)})
+	}
+	return rows
+}
+
+// freezeTable lists Freezes, the soonest start first: whether each stops rollouts at now, its
+// period, the Environments (and namespaces) it selects, and its reason.
+func freezeTable(items []ferryv1.Freeze, now time.Time) [][]string {
+	slices.SortStableFunc(items, func(a, b ferryv1.Freeze) int { return a.Spec.Start.Compare(b.Spec.Start.Time) })
+	rows := [][]string{{"NAME", "ACTIVE", "FROM", "UNTIL", "ENVIRONMENTS", "REASON"}}
+	for _, f := range items {
+		active := "no"
+		switch {
+		case f.Spec.End != nil && !now.Before(f.Spec.End.Time):
+			active = "ended"
+		case !now.Before(f.Spec.Start.Time):
+			active = "yes"
+		}
+		until := "its end"
+		if f.Spec.End != nil {
+			until = f.Spec.End.UTC().Format(time.RFC3339)
+		}
+		selects := metav1.FormatLabelSelector(&f.Spec.EnvironmentSelector)
+		if selects == "<none>" {
+			selects = "all"
+		}
+		if f.Spec.NamespaceSelector != nil {
+			selects += " in namespaces " + metav1.FormatLabelSelector(f.Spec.NamespaceSelector)
+		}
+		rows = append(rows, []string{f.Name, active, f.Spec.Start.UTC().Format(time.RFC3339), until, selects, text.OneLine(f.Spec.Reason, 60)})
 	}
 	return rows
 }
