@@ -32,6 +32,17 @@ var (
 		Buckets: []float64{10, 60, 300, 900, 3600, 4 * 3600, 12 * 3600, 24 * 3600, 72 * 3600, 7 * 24 * 3600},
 	}, []string{"environment", "decision"})
 
+	windowWait = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "ferry_release_window_wait_seconds",
+		Help:    "Time an environment's rollout waited for its deploy windows or a freeze before it could start, by what let it go: opened, break_glass.",
+		Buckets: []float64{10, 60, 300, 900, 3600, 4 * 3600, 12 * 3600, 24 * 3600, 72 * 3600, 7 * 24 * 3600},
+	}, []string{"environment", "by"})
+
+	breakGlassTotal = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ferry_release_break_glass_total",
+		Help: "Break-glass Approvals that let a Release's rollout through a freeze or a closed deploy window, by environment.",
+	}, []string{"environment"})
+
 	rolloutDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "ferry_release_rollout_duration_seconds",
 		Help:    "Time from the start of a rollout in an environment to all its clusters healthy, or rolled back.",
@@ -40,7 +51,7 @@ var (
 )
 
 func init() {
-	metrics.Registry.MustRegister(releasesTotal, approvalWait, rolloutDuration)
+	metrics.Registry.MustRegister(releasesTotal, approvalWait, windowWait, breakGlassTotal, rolloutDuration)
 }
 
 func readyCondition(rel *ferryv1.Release) *metav1.Condition {

@@ -58,6 +58,7 @@ func (r *Reconciler) deployWindow(ctx context.Context, rel *ferryv1.Release, env
 	st := window.Evaluate(windows, frozen, now.Time)
 	if st.Open {
 		es.WindowOpensAt = nil
+		observeWindowWait(env, es, "opened", now)
 		return proceed(), nil
 	}
 	reason, msg := closedMessage(env, st)
@@ -71,6 +72,8 @@ func (r *Reconciler) deployWindow(ctx context.Context, rel *ferryv1.Release, env
 			t := now
 			es.BreakGlass = &ferryv1.BreakGlassRecord{Approval: bg.Name, User: bg.Spec.Approver.Username, Reason: bg.Spec.Comment, Overrode: text.Truncate(msg, 2000), Time: &t}
 			r.Recorder.Eventf(rel, nil, corev1.EventTypeNormal, ferryv1.BreakGlassReason, "BreakGlass", "Environment %s: %s broke glass (%s) through: %s", env.Name, bg.Spec.Approver.Username, bg.Spec.Comment, msg)
+			breakGlassTotal.WithLabelValues(env.Name).Inc()
+			observeWindowWait(env, es, "break_glass", now)
 		}
 		return proceed(), nil
 	}
@@ -87,6 +90,18 @@ func (r *Reconciler) deployWindow(ctx context.Context, rel *ferryv1.Release, env
 	// Look again when it opens, by the reconciler's clock; a Freeze or Environment change wakes
 	// the Release earlier.
 	return wait(max(st.OpensAt.Sub(now.Time), 0)), nil
+}
+
+// observeWindowWait records how long the environment waited for its windows or a freeze, when its
+// Ready condition still says it waits: from when it began to wait until what let it go. (A wait for
+// the lock is not counted: its reason, EnvironmentLocked, is also that of the deploy lock another
+// Release holds.)
+func observeWindowWait(env *ferryv1.Environment, es *ferryv1.ReleaseEnvironmentStatus, by string, now metav1.Time) {
+	ready := meta.FindStatusCondition(es.Conditions, ferryv1.ReadyCondition)
+	if ready == nil || (ready.Reason != ferryv1.WaitingForWindowReason && ready.Reason != ferryv1.FrozenReason) {
+		return
+	}
+	windowWait.WithLabelValues(env.Name, by).Observe(max(now.Sub(ready.LastTransitionTime.Time).Seconds(), 0))
 }
 
 // closedMessage is the reason and message of an environment that its windows or freezes keep

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -176,4 +178,66 @@ func nextEvent(r *Reconciler) string {
 	default:
 		return ""
 	}
+}
+
+// TestWindowWaitMetricsUnit: an environment that waited for a freeze records how long when the
+// freeze ends (by "opened"), and a break-glass is counted and records the wait it cut short.
+func TestWindowWaitMetricsUnit(t *testing.T) {
+	for _, tc := range []struct {
+		name, by   string
+		breakGlass bool
+	}{{name: "the freeze ends", by: "opened"}, {name: "break-glass", by: "break_glass", breakGlass: true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := "metrics-" + tc.by
+			end := metav1.NewTime(now.Add(2 * time.Hour))
+			frozen := func(e *ferryv1.Environment) {
+				e.Name = env
+				e.Spec.Freezes = []ferryv1.EnvironmentFreeze{{Name: "incident", Start: metav1.NewTime(now.Add(-time.Hour)), End: &end, Reason: "database incident"}}
+				e.Spec.BreakGlass = &ferryv1.BreakGlassPolicy{Users: []string{"bob"}}
+			}
+			r := unitReconciler(t)
+			rel := unitRelease("r1", 0)
+			es := &rel.Status.Environments[0]
+			waitsBefore := samples(t, windowWait.WithLabelValues(env, tc.by).(prometheus.Metric))
+			if _, err := r.deployWindow(context.Background(), rel, unitEnv(frozen), es, now); err != nil {
+				t.Fatal(err)
+			}
+			if got := cond(es.Conditions, ferryv1.ReadyCondition); got != "Unknown/"+ferryv1.FrozenReason {
+				t.Fatalf("Ready %s, want it frozen", got)
+			}
+			later := metav1.NewTime(now.Add(3 * time.Hour))
+			if tc.breakGlass {
+				later = metav1.NewTime(now.Add(30 * time.Minute))
+				a := approvalBy("bob", ferryv1.DecisionApprove)
+				a.Name += "-break-glass"
+				a.Spec.Environment, a.Spec.BreakGlass, a.Spec.Comment = env, true, "the fix for the incident"
+				if err := r.Create(context.Background(), a); err != nil {
+					t.Fatal(err)
+				}
+			}
+			breakGlassBefore := samples(t, breakGlassTotal.WithLabelValues(env))
+			if st, err := r.deployWindow(context.Background(), rel, unitEnv(frozen), es, later); err != nil || kindOf(st) != "proceed" {
+				t.Fatalf("after: %s, %v", kindOf(st), err)
+			}
+			if got := samples(t, windowWait.WithLabelValues(env, tc.by).(prometheus.Metric)); got != waitsBefore+1 {
+				t.Errorf("%v waits recorded by %s, want %v", got, tc.by, waitsBefore+1)
+			}
+			if got, want := samples(t, breakGlassTotal.WithLabelValues(env)), breakGlassBefore+map[bool]float64{true: 1}[tc.breakGlass]; got != want {
+				t.Errorf("break-glass counted %v, want %v", got, want)
+			}
+		})
+	}
+}
+
+// samples is a counter's value, or a histogram's number of observations.
+func samples(t *testing.T, m prometheus.Metric) float64 {
+	t.Helper()
+	var out dto.Metric
+	if err := m.Write(&out); err != nil {
+		t.Fatal(err)
+	}
+	if h := out.GetHistogram(); h != nil {
+		return float64(h.GetSampleCount())
+	}
+	return out.GetCounter().GetValue()
 }
