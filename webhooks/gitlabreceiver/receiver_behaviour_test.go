@@ -509,8 +509,11 @@ func TestSeveralProjectsForOneGitLabProject(t *testing.T) {
 	if err := e.c.Update(context.Background(), s); err != nil {
 		t.Fatal(err)
 	}
+	// Every try is a push of a new commit: a commit that already has a Build is reused, not built.
+	next := 100
+	newCommit := func() string { next++; return sha(next) }
 	testutil.EventuallyWithin(t, 15*time.Second, "both Projects to build", func() (bool, error) {
-		r := post(t, e.r.url, hdr("Push Hook", tokenA), pushBody("group/shop", "main", sha(3)))
+		r := post(t, e.r.url, hdr("Push Hook", tokenA), pushBody("group/shop", "main", newCommit()))
 		return r.status == http.StatusCreated && len(r.answer.Builds) == 2, fmt.Errorf("%d %s", r.status, r.body)
 	})
 	p := &ferryv1.Project{}
@@ -522,7 +525,7 @@ func TestSeveralProjectsForOneGitLabProject(t *testing.T) {
 		t.Fatal(err)
 	}
 	testutil.EventuallyWithin(t, 15*time.Second, "the second Project to ignore main", func() (bool, error) {
-		r := post(t, e.r.url, hdr("Push Hook", tokenA), pushBody("group/shop", "main", sha(4)))
+		r := post(t, e.r.url, hdr("Push Hook", tokenA), pushBody("group/shop", "main", newCommit()))
 		return r.status == http.StatusCreated && len(r.answer.Builds) == 1 && strings.Contains(r.answer.Reason, other+"/shop: branch main is not tracked"), fmt.Errorf("%d %s", r.status, r.body)
 	})
 }
