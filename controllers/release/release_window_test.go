@@ -41,13 +41,6 @@ func TestDeployWindowUnit(t *testing.T) {
 	namespace := func(team string) *corev1.Namespace {
 		return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: unitNS, Labels: map[string]string{"team": team}}}
 	}
-	breakGlass := func(user, env string, groups ...string) *ferryv1.Approval {
-		a := approvalBy(user, ferryv1.DecisionApprove)
-		a.Name += "-break-glass-" + env
-		a.Spec.Environment, a.Spec.BreakGlass, a.Spec.Comment = env, true, "hotfix for the outage"
-		a.Spec.Approver.Groups = groups
-		return a
-	}
 	policy := func(e *ferryv1.Environment) {
 		e.Spec.Freezes = []ferryv1.EnvironmentFreeze{{Name: "quarter-end", Start: metav1.NewTime(now.Add(-time.Hour)), Reason: "books close"}}
 		e.Spec.BreakGlass = &ferryv1.BreakGlassPolicy{Groups: []string{"sre"}}
@@ -208,10 +201,7 @@ func TestWindowWaitMetricsUnit(t *testing.T) {
 			later := metav1.NewTime(now.Add(3 * time.Hour))
 			if tc.breakGlass {
 				later = metav1.NewTime(now.Add(30 * time.Minute))
-				a := approvalBy("bob", ferryv1.DecisionApprove)
-				a.Name += "-break-glass"
-				a.Spec.Environment, a.Spec.BreakGlass, a.Spec.Comment = env, true, "the fix for the incident"
-				if err := r.Create(context.Background(), a); err != nil {
+				if err := r.Create(context.Background(), breakGlass("bob", env)); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -240,4 +230,13 @@ func samples(t *testing.T, m prometheus.Metric) float64 {
 		return float64(h.GetSampleCount())
 	}
 	return out.GetCounter().GetValue()
+}
+
+// breakGlass is a break-glass Approval by user, in groups, for env.
+func breakGlass(user, env string, groups ...string) *ferryv1.Approval {
+	a := approvalBy(user, ferryv1.DecisionApprove)
+	a.Name += "-break-glass-" + env
+	a.Spec.Environment, a.Spec.BreakGlass, a.Spec.Comment = env, true, "hotfix for the outage"
+	a.Spec.Approver.Groups = groups
+	return a
 }
