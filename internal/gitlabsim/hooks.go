@@ -189,17 +189,22 @@ func (s *Server) OpenMergeRequest(ctx context.Context, projectID int64, mr Merge
 	return iid, d, err
 }
 
+// findMergeRequest finds a project's merge request by iid; s.mu must be held.
+func (s *Server) findMergeRequest(projectID, iid int64) (*project, *MergeRequest, error) {
+	p := s.projects[projectID]
+	if p == nil || p.mergeRequests[iid] == nil {
+		return nil, nil, fmt.Errorf("project %d has no merge request !%d", projectID, iid)
+	}
+	return p, p.mergeRequests[iid], nil
+}
+
 // UpdateMergeRequest moves a merge request's head to sha and delivers action update with oldrev.
 func (s *Server) UpdateMergeRequest(ctx context.Context, projectID, iid int64, sha, user string) ([]Delivery, error) {
 	s.mu.Lock()
-	p := s.projects[projectID]
-	var mr *MergeRequest
-	if p != nil {
-		mr = p.mergeRequests[iid]
-	}
-	if mr == nil {
+	_, mr, err := s.findMergeRequest(projectID, iid)
+	if err != nil {
 		s.mu.Unlock()
-		return nil, fmt.Errorf("project %d has no merge request !%d", projectID, iid)
+		return nil, err
 	}
 	oldrev := mr.SHA
 	mr.SHA = sha
@@ -211,14 +216,10 @@ func (s *Server) UpdateMergeRequest(ctx context.Context, projectID, iid int64, s
 // GitLab's (open, reopen, update, close, merge, approved, …); oldrev is only sent when non-empty.
 func (s *Server) MergeRequestEvent(ctx context.Context, projectID, iid int64, action, oldrev, user string) ([]Delivery, error) {
 	s.mu.Lock()
-	p := s.projects[projectID]
-	var mr *MergeRequest
-	if p != nil {
-		mr = p.mergeRequests[iid]
-	}
-	if mr == nil {
+	p, mr, err := s.findMergeRequest(projectID, iid)
+	if err != nil {
 		s.mu.Unlock()
-		return nil, fmt.Errorf("project %d has no merge request !%d", projectID, iid)
+		return nil, err
 	}
 	switch action {
 	case "close":

@@ -86,14 +86,10 @@ type NoteSpec struct {
 // the project with note events ticked ("Comments" in GitLab's webhook settings).
 func (s *Server) Comment(ctx context.Context, projectID, iid int64, spec NoteSpec) (Note, []Delivery, error) {
 	s.mu.Lock()
-	p := s.projects[projectID]
-	var mr *MergeRequest
-	if p != nil {
-		mr = p.mergeRequests[iid]
-	}
-	if mr == nil {
+	p, mr, err := s.findMergeRequest(projectID, iid)
+	if err != nil {
 		s.mu.Unlock()
-		return Note{}, nil, fmt.Errorf("project %d has no merge request !%d", projectID, iid)
+		return Note{}, nil, err
 	}
 	u := s.hookUser(spec.User)
 	now := s.now().UTC()
