@@ -123,8 +123,12 @@ func newEnv(t *testing.T, envAnnotations map[string]string) *env {
 	return e
 }
 
-// start runs the manager with only the deployment reporter (again after stop: a restart).
-func (e *env) start() {
+// start runs the manager with the deployment reporter alone, or with the named controllers
+// (again after stop: a restart).
+func (e *env) start(controllers ...string) {
+	if len(controllers) == 0 {
+		controllers = []string{"gitlabdeploy"}
+	}
 	hub := testutil.CurrentHub(e.t)
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: testutil.FerryNamespace}}
 	if err := hub.Client.Create(context.Background(), ns); client.IgnoreAlreadyExists(err) != nil {
@@ -132,7 +136,7 @@ func (e *env) start() {
 	}
 	m, err := manager.New(hub.Config, manager.Options{
 		Namespace: testutil.FerryNamespace, MetricsAddr: "0", ProbeAddr: "0",
-		Controllers: []string{"gitlabdeploy"}, UIBaseURL: uiURL,
+		Controllers: controllers, UIBaseURL: uiURL,
 	})
 	if err != nil {
 		e.t.Fatal(err)
@@ -154,11 +158,14 @@ func (e *env) start() {
 	e.t.Cleanup(e.stop)
 }
 
-// release creates a Release of the Build.
-func (e *env) release(name string, annotations map[string]string) *ferryv1.Release {
+// release creates a Release of the Build, with deploy settings when the release controller runs.
+func (e *env) release(name string, annotations map[string]string, deploy ...*ferryv1.DeploySpec) *ferryv1.Release {
 	e.t.Helper()
 	rel := releasetest.Release(e.ns, name, "shop", e.build)
 	rel.Annotations = annotations
+	if len(deploy) > 0 {
+		rel.Spec.Deploy = deploy[0]
+	}
 	if err := e.c.Create(context.Background(), rel); err != nil {
 		e.t.Fatal(err)
 	}
