@@ -125,6 +125,10 @@ const (
 	// it (http or https). The reporter sets it as the GitLab environment's external URL; without
 	// it GitLab links to the Release's page in Ferry's UI.
 	GitLabExternalURLAnnotation = "gitlab.ferry.dev/external-url"
+
+	// GitLabDeploymentsFinalizer is on a Release while one of its GitLab deployments is running,
+	// so that deleting the Release cancels the deployment instead of leaving it running.
+	GitLabDeploymentsFinalizer = "gitlab.ferry.dev/deployments"
 )
 
 // Annotations the Build controller puts on the PipelineRun of a Build.

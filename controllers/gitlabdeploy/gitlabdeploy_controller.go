@@ -12,7 +12,9 @@
 // between the two finds its deployment again (same environment, ref and commit, newer than the
 // recorded ID) instead of creating another, so a restart never doubles a record. GitLab's 429 and
 // 5xx answers are retried with backoff (the create only after looking for what it may have saved);
-// reporting can fail, the Release cannot fail because of it.
+// reporting can fail, the Release cannot fail because of it. While a deployment is open the
+// Release carries the gitlab.ferry.dev/deployments finalizer: a Release deleted mid-rollout has
+// its open deployments canceled before it goes (for at most ten minutes of GitLab failing).
 package gitlabdeploy
 
 import (
@@ -21,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -35,6 +38,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
 	"github.com/ferryci/ferry/internal/gitlab"
@@ -113,11 +117,27 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	records := r.records(rel)
-	todo := pending(rel, records)
-	if len(todo) == 0 {
-		return ctrl.Result{}, nil
+	deleting := !rel.DeletionTimestamp.IsZero()
+	if todo := pending(rel, r.records(rel)); len(todo) > 0 {
+		res, err := r.reportAll(ctx, rel, todo)
+		switch {
+		case err != nil && deleting && time.Since(rel.DeletionTimestamp.Time) > finalizeTimeout:
+			r.warn(rel, fmt.Sprintf("the Release was deleted and its open GitLab deployments could not be canceled within %s: %v", finalizeTimeout, err))
+		case err != nil:
+			return ctrl.Result{}, err
+		case res.RequeueAfter > 0 && !deleting:
+			return res, nil
+		}
 	}
+	return ctrl.Result{}, r.dropFinalizer(ctx, rel)
+}
+
+// finalizeTimeout bounds how long a deleted Release waits for its open deployments to be
+// canceled in a GitLab that keeps failing.
+const finalizeTimeout = 10 * time.Minute
+
+// reportAll reports the environments of todo.
+func (r *Reconciler) reportAll(ctx context.Context, rel *ferryv1.Release, todo []task) (ctrl.Result, error) {
 	p := &ferryv1.Project{}
 	if err := r.Get(ctx, types.NamespacedName{Namespace: rel.Namespace, Name: rel.Spec.Project}, p); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
@@ -167,6 +187,33 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	return ctrl.Result{}, nil
 }
 
+// open: a deployment that was (or may have been) created and has not ended.
+func open(rec Record) bool {
+	return rec.Status == statusCreating || (rec.ID != 0 && !rec.Status.Terminal() && rec.Refused == "")
+}
+
+// dropFinalizer lets the Release go once none of its deployments is open, or once it is deleted
+// (after its open deployments were canceled, or given up on).
+func (r *Reconciler) dropFinalizer(ctx context.Context, rel *ferryv1.Release) error {
+	if !controllerutil.ContainsFinalizer(rel, ferryv1.GitLabDeploymentsFinalizer) {
+		return nil
+	}
+	if rel.DeletionTimestamp.IsZero() {
+		for _, rec := range r.records(rel) {
+			if open(rec) {
+				return nil
+			}
+		}
+	}
+	before := rel.DeepCopy()
+	controllerutil.RemoveFinalizer(rel, ferryv1.GitLabDeploymentsFinalizer)
+	// The release controller changes the finalizers too: never write over a list it changed.
+	if err := r.Patch(ctx, rel, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); err != nil {
+		return client.IgnoreNotFound(fmt.Errorf("failed to remove the finalizer of Release %s: %w", client.ObjectKeyFromObject(rel), err))
+	}
+	return nil
+}
+
 // task is one environment whose deployment is behind.
 type task struct {
 	env    string
@@ -174,9 +221,19 @@ type task struct {
 }
 
 // pending lists the environments whose rollout started and whose recorded deployment status
-// differs from what the Release's status says.
+// differs from what the Release's status says; for a deleted Release, the open deployments, to be
+// canceled.
 func pending(rel *ferryv1.Release, records Records) []task {
 	var out []task
+	if !rel.DeletionTimestamp.IsZero() {
+		for env, rec := range records {
+			if open(rec) {
+				out = append(out, task{env: env, status: gitlab.DeploymentCanceled})
+			}
+		}
+		slices.SortFunc(out, func(a, b task) int { return strings.Compare(a.env, b.env) })
+		return out
+	}
 	for i := range rel.Status.Environments {
 		es := &rel.Status.Environments[i]
 		want := DesiredStatus(es)
@@ -241,6 +298,11 @@ func (d *deployment) report(ctx context.Context, want gitlab.DeploymentStatus) e
 		if err != nil {
 			return err
 		}
+		if found == nil && !d.rel.DeletionTimestamp.IsZero() {
+			// Deleted before the deployment was made: there is nothing to cancel.
+			rec.Status = gitlab.DeploymentCanceled
+			return d.r.record(ctx, d.rel, d.env, rec)
+		}
 		if found == nil {
 			found, err = d.api.CreateDeployment(ctx, d.project, gitlab.NewDeployment{
 				Environment: d.env, Ref: d.ref, Tag: d.tag, SHA: d.rel.Spec.Revision, Status: gitlab.DeploymentRunning,
@@ -295,20 +357,28 @@ func (r *Reconciler) records(rel *ferryv1.Release) Records {
 	return out
 }
 
-// record writes one environment's Record into the Release's annotation.
+// record writes one environment's Record into the Release's annotation. The first open
+// deployment also puts the finalizer on the Release, in the same write, so that deleting the
+// Release mid-rollout cancels it instead of leaving it running in GitLab.
 func (r *Reconciler) record(ctx context.Context, rel *ferryv1.Release, env string, rec Record) error {
 	all := r.records(rel)
 	all[env] = rec
-	r.memos.Store(client.ObjectKeyFromObject(rel), memo{uid: rel.UID, records: all})
 	data, err := json.Marshal(all)
 	if err != nil {
 		return err
 	}
 	before := rel.DeepCopy()
 	metav1.SetMetaDataAnnotation(&rel.ObjectMeta, ferryv1.GitLabDeploymentsAnnotation, string(data))
-	if err := r.Patch(ctx, rel, client.MergeFrom(before)); err != nil {
+	var opts []client.MergeFromOption
+	if open(rec) && rel.DeletionTimestamp.IsZero() && controllerutil.AddFinalizer(rel, ferryv1.GitLabDeploymentsFinalizer) {
+		// The release controller changes the finalizers too: never write over a list it changed.
+		opts = append(opts, client.MergeFromWithOptimisticLock{})
+	}
+	if err := r.Patch(ctx, rel, client.MergeFromWithOptions(before, opts...)); err != nil {
+		*rel = *before
 		return client.IgnoreNotFound(fmt.Errorf("failed to record the GitLab deployment of Release %s in %s: %w", client.ObjectKeyFromObject(rel), env, err))
 	}
+	r.memos.Store(client.ObjectKeyFromObject(rel), memo{uid: rel.UID, records: all})
 	return nil
 }
 

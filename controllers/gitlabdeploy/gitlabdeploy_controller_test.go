@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/util/retry"
@@ -286,6 +288,42 @@ func TestRolloutRunningThenSuccess(t *testing.T) {
 	}
 	if rec := e.records(rel)[e.envName]; rec.ID != d.ID || rec.Status != gitlab.DeploymentSuccess {
 		t.Errorf("the Release records %+v, want deployment %d success", rec, d.ID)
+	}
+	testutil.Eventually(t, "the finalizer gone once no deployment is open", func() (bool, error) {
+		cur := &ferryv1.Release{}
+		if err := e.c.Get(context.Background(), client.ObjectKeyFromObject(rel), cur); err != nil {
+			return false, err
+		}
+		return !slices.Contains(cur.Finalizers, ferryv1.GitLabDeploymentsFinalizer), fmt.Errorf("finalizers %v", cur.Finalizers)
+	})
+}
+
+// TestDeletedMidRolloutIsCanceled: a Release deleted while its deployment runs has it canceled
+// (through GitLab's 5xx answers) before it goes.
+func TestDeletedMidRolloutIsCanceled(t *testing.T) {
+	e := newEnv(t, nil)
+	e.start()
+	rel := e.release("shop-1", nil)
+	e.rollingOut(rel)
+	e.waitDeployments("running")
+	testutil.Eventually(t, "the finalizer while the deployment runs", func() (bool, error) {
+		cur := &ferryv1.Release{}
+		if err := e.c.Get(context.Background(), client.ObjectKeyFromObject(rel), cur); err != nil {
+			return false, err
+		}
+		return slices.Contains(cur.Finalizers, ferryv1.GitLabDeploymentsFinalizer), fmt.Errorf("finalizers %v", cur.Finalizers)
+	})
+	e.fake.Inject(gitlabsim.Fault{Method: http.MethodPut, PathContains: "/deployments/", Status: http.StatusServiceUnavailable, Times: 3})
+	if err := e.c.Delete(context.Background(), rel); err != nil {
+		t.Fatal(err)
+	}
+	e.waitDeployments("canceled")
+	testutil.Eventually(t, "the Release gone", func() (bool, error) {
+		err := e.c.Get(context.Background(), client.ObjectKeyFromObject(rel), &ferryv1.Release{})
+		return apierrors.IsNotFound(err), err
+	})
+	if n := e.calls(http.MethodPost, "/deployments"); n[http.StatusCreated] != 1 {
+		t.Errorf("POST /deployments answers %v, want exactly one 201", n)
 	}
 }
 
