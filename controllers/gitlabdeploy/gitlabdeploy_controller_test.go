@@ -286,9 +286,10 @@ func TestRolloutRunningThenSuccess(t *testing.T) {
 	if n := e.calls(http.MethodPost, "/deployments"); n[http.StatusCreated] != 1 || len(n) != 1 {
 		t.Errorf("POST /deployments answers %v, want exactly one 201", n)
 	}
-	if rec := e.records(rel)[e.envName]; rec.ID != d.ID || rec.Status != gitlab.DeploymentSuccess {
-		t.Errorf("the Release records %+v, want deployment %d success", rec, d.ID)
-	}
+	testutil.Eventually(t, "the success recorded on the Release", func() (bool, error) {
+		rec := e.records(rel)[e.envName]
+		return rec.ID == d.ID && rec.Status == gitlab.DeploymentSuccess, fmt.Errorf("record %+v, want deployment %d success", rec, d.ID)
+	})
 	testutil.Eventually(t, "the finalizer gone once no deployment is open", func() (bool, error) {
 		cur := &ferryv1.Release{}
 		if err := e.c.Get(context.Background(), client.ObjectKeyFromObject(rel), cur); err != nil {
@@ -360,7 +361,8 @@ func TestWaitingForGateMakesNoDeployment(t *testing.T) {
 	e.start()
 	waiting := e.release("shop-1", nil)
 	e.setEnv(waiting, false, cond(ferryv1.ApprovedCondition, "Unknown", ferryv1.WaitingForApprovalReason), cond(ferryv1.ReadyCondition, "Unknown", ferryv1.WaitingForApprovalReason))
-	// A second Release that does roll out proves the reporter has looked at the first meanwhile.
+	// A second Release that does roll out gives the reporter its turn at the first meanwhile; a
+	// deployment for the waiting one would also break waitDeployments' exact list.
 	other := e.release("shop-2", nil)
 	e.rollingOut(other)
 	e.waitDeployments("running")

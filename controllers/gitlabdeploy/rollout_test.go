@@ -2,6 +2,7 @@ package gitlabdeploy_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -64,9 +65,10 @@ func TestReleaseControllerRollouts(t *testing.T) {
 
 	healthy := e.release("shop-1", nil, releasetest.Deploy(1, nil))
 	e.waitDeployments("success")
-	if rec := e.records(healthy)[e.envName]; rec.Status != "success" || rec.ID == 0 {
-		t.Errorf("the healthy Release records %+v", rec)
-	}
+	testutil.Eventually(t, "the success recorded on the healthy Release", func() (bool, error) {
+		rec := e.records(healthy)[e.envName]
+		return rec.Status == "success" && rec.ID != 0, fmt.Errorf("record %+v", rec)
+	})
 	// The second image is not a Build's, so the release controller only lets it replace the first
 	// as a rollback.
 	e.build.Status.Image = releasetest.Image(e.ns + "-unready")
