@@ -187,9 +187,13 @@ func (r *Reconciler) reportAll(ctx context.Context, rel *ferryv1.Release, todo [
 	return ctrl.Result{}, nil
 }
 
-// open: a deployment that was (or may have been) created and has not ended.
+// open: a deployment that was (or may have been) created and has not ended. A create GitLab
+// refused (4xx) saved nothing.
 func open(rec Record) bool {
-	return rec.Status == statusCreating || (rec.ID != 0 && !rec.Status.Terminal() && rec.Refused == "")
+	if rec.Refused != "" {
+		return false
+	}
+	return rec.Status == statusCreating || (rec.ID != 0 && !rec.Status.Terminal())
 }
 
 // dropFinalizer lets the Release go once none of its deployments is open, or once it is deleted
@@ -311,12 +315,12 @@ func (d *deployment) report(ctx context.Context, want gitlab.DeploymentStatus) e
 				return err
 			}
 		}
-		rec.ID, rec.Status = found.ID, found.Status
+		rec.ID, rec.Status, rec.Refused = found.ID, found.Status, ""
 		if err := d.r.record(ctx, d.rel, d.env, rec); err != nil {
 			return err
 		}
 	}
-	if rec.URL != d.link {
+	if d.link != "" && rec.URL != d.link {
 		if err := d.api.SetEnvironmentURL(ctx, d.project, d.env, d.link); err != nil && !gitlab.IsPermanent(err) {
 			return err
 		} else if err != nil {
@@ -331,7 +335,7 @@ func (d *deployment) report(ctx context.Context, want gitlab.DeploymentStatus) e
 		if err := d.api.UpdateDeployment(ctx, d.project, rec.ID, want); err != nil {
 			return err
 		}
-		rec.Status = want
+		rec.Status, rec.Refused = want, ""
 		if err := d.r.record(ctx, d.rel, d.env, rec); err != nil {
 			return err
 		}
@@ -415,7 +419,8 @@ func RefName(b *ferryv1.Build) (string, bool) {
 }
 
 // link is the GitLab environment's external URL: the Environment's application URL when it has
-// a valid one, else the Release's page in the UI.
+// a valid one, else the Release's page in the UI; "" (the URL is left alone) when there is no UI
+// URL either.
 func (r *Reconciler) link(ctx context.Context, rel *ferryv1.Release, envName string) (string, error) {
 	env := &ferryv1.Environment{}
 	err := r.Get(ctx, types.NamespacedName{Name: envName}, env)
@@ -430,6 +435,9 @@ func (r *Reconciler) link(ctx context.Context, rel *ferryv1.Release, envName str
 			}
 			r.warn(rel, fmt.Sprintf("the %s annotation of Environment %s %s; GitLab links to the Release instead", ferryv1.GitLabExternalURLAnnotation, envName, problem))
 		}
+	}
+	if checkURL(r.UIBaseURL) != "" {
+		return "", nil
 	}
 	return ReleaseURL(r.UIBaseURL, rel), nil
 }

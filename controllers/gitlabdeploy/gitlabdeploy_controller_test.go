@@ -560,4 +560,12 @@ func TestRefusedDeploymentIsAnEvent(t *testing.T) {
 	if n := e.calls(http.MethodPost, "/deployments"); n[http.StatusBadRequest] != 1 {
 		t.Errorf("POST /deployments answers %v, want one 400 and no retry", n)
 	}
+	// GitLab saved nothing: the Release is not held for a deployment that does not exist.
+	testutil.Eventually(t, "no finalizer", func() (bool, error) {
+		cur := &ferryv1.Release{}
+		if err := e.c.Get(context.Background(), client.ObjectKeyFromObject(rel), cur); err != nil {
+			return false, err
+		}
+		return !slices.Contains(cur.Finalizers, ferryv1.GitLabDeploymentsFinalizer), fmt.Errorf("finalizers %v", cur.Finalizers)
+	})
 }

@@ -65,11 +65,12 @@ func TestRefName(t *testing.T) {
 
 func TestCheckURL(t *testing.T) {
 	for v, bad := range map[string]bool{
-		"https://shop.example.com/":                    false,
-		"http://10.0.0.1:8080":                         false,
-		"javascript:alert(1)":                          true,
-		"https://user:pw@shop.example.com":             true,
-		"/relative":                                    true,
+		"https://shop.example.com/":        false,
+		"http://10.0.0.1:8080":             false,
+		"javascript:alert(1)":              true,
+		"https://user:pw@shop.example.com": true,
+		"/relative":                        true,
+		"":                                 true,
 		"https://" + string(make([]byte, 300)) + ".io": true,
 	} {
 		if got := checkURL(v) != ""; got != bad {
