@@ -114,6 +114,23 @@ const (
 	GitLabCommandNoteAnnotation = "gitlab.ferry.dev/command-note"
 )
 
+// Annotations of the GitLab deployment reporter (controllers/gitlabdeploy).
+const (
+	// GitLabDeploymentsAnnotation is, on a Release, the GitLab deployment recorded for each
+	// environment it rolled out to (JSON: environment → id, status, the deployment ID before it).
+	// The reporter sets it and reads it, so that a restart never creates a deployment twice.
+	GitLabDeploymentsAnnotation = "gitlab.ferry.dev/deployments"
+
+	// GitLabExternalURLAnnotation is, on an Environment, the URL where the application answers in
+	// it (http or https). The reporter sets it as the GitLab environment's external URL; without
+	// it GitLab links to the Release's page in Ferry's UI.
+	GitLabExternalURLAnnotation = "gitlab.ferry.dev/external-url"
+
+	// GitLabDeploymentsFinalizer is on a Release while one of its GitLab deployments is running,
+	// so that deleting the Release cancels the deployment instead of leaving it running.
+	GitLabDeploymentsFinalizer = "gitlab.ferry.dev/deployments"
+)
+
 // Annotations the Build controller puts on the PipelineRun of a Build.
 const (
 	// RevisionAnnotation is the commit the run builds. The Build controller sets it; people read it.

@@ -1,6 +1,7 @@
 // Package gitlabsim simulates GitLab for `ferry dev` and for tests: it serves the parts of GitLab's
 // REST API v4 that Ferry uses (commit statuses with GitLab's state machine, merge request notes,
-// projects, project members' roles, repository commits and compare) and sends GitLab-shaped
+// projects, project members' roles, repository commits and compare, deployments and environments
+// as docs/gitlab-deployments.md describes them) and sends GitLab-shaped
 // webhooks (push, tag push, merge request, note) to the hooks registered on its projects.
 //
 // It speaks the real protocol: project IDs or URL-encoded paths in the URL (a raw "/" in a path
@@ -45,6 +46,8 @@ type Server struct {
 	projectByPath map[string]int64 // lower-case path_with_namespace
 	statuses      []*CommitStatus
 	pipelines     map[string]int64 // project/sha/ref → pipeline ID
+	deployments   []*Deployment
+	environments  []*Environment
 	calls         []Call
 	faults        []*Fault
 }
@@ -243,6 +246,12 @@ func (s *Server) handler() http.Handler {
 	route("GET /api/v4/projects/{id}/merge_requests/{iid}/notes", true, s.listNotes)
 	route("POST /api/v4/projects/{id}/merge_requests/{iid}/notes", true, s.postNote)
 	route("GET /api/v4/projects/{id}/members/all/{user_id}", true, s.getMemberAll)
+	route("GET /api/v4/projects/{id}/deployments", true, s.listDeployments)
+	route("POST /api/v4/projects/{id}/deployments", true, s.createDeployment)
+	route("GET /api/v4/projects/{id}/deployments/{deployment_id}", true, s.getDeployment)
+	route("PUT /api/v4/projects/{id}/deployments/{deployment_id}", true, s.updateDeployment)
+	route("GET /api/v4/projects/{id}/environments", true, s.listEnvironments)
+	route("PUT /api/v4/projects/{id}/environments/{environment_id}", true, s.updateEnvironment)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.record(r, nil, nil, http.StatusNotFound)
 		writeJSON(w, http.StatusNotFound, map[string]string{"error": "404 Not Found"})

@@ -39,6 +39,7 @@ import (
 	localexecutor "github.com/ferryci/ferry/controllers/build/local"
 	buildreportcontroller "github.com/ferryci/ferry/controllers/buildreport"
 	clustercontroller "github.com/ferryci/ferry/controllers/cluster"
+	gitlabdeploycontroller "github.com/ferryci/ferry/controllers/gitlabdeploy"
 	releasecontroller "github.com/ferryci/ferry/controllers/release"
 	"github.com/ferryci/ferry/internal/approval"
 	"github.com/ferryci/ferry/internal/clusters"
@@ -220,7 +221,7 @@ const (
 )
 
 // Controllers Ferry knows, in the order they start.
-var knownControllers = []string{"cluster", "build", "buildreport", "release"}
+var knownControllers = []string{"cluster", "build", "buildreport", "release", "gitlabdeploy"}
 
 // Scheme returns a scheme with every kind Ferry reads or writes.
 func Scheme() *runtime.Scheme {
@@ -424,6 +425,13 @@ func (m *Manager) setupController(name string) error {
 			Client:    m.GetClient(),
 			APIReader: m.GetAPIReader(),
 			Recorder:  m.GetEventRecorder("ferry-buildreport-controller"),
+			UIBaseURL: m.opts.UIBaseURL,
+		}).SetupWithManager(m.Manager)
+	case "gitlabdeploy":
+		return (&gitlabdeploycontroller.Reconciler{
+			Client:    m.GetClient(),
+			APIReader: m.GetAPIReader(),
+			Recorder:  m.GetEventRecorder("ferry-gitlabdeploy-controller"),
 			UIBaseURL: m.opts.UIBaseURL,
 		}).SetupWithManager(m.Manager)
 	case "release":
