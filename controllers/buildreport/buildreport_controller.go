@@ -29,9 +29,6 @@ import (
 	"github.com/ferryci/ferry/internal/patch"
 )
 
-// DefaultTokenKey is the key of the token Secret when the Project's tokenSecretRef names none.
-const DefaultTokenKey = "token"
-
 // secretRetryInterval is how soon a Build is looked at again when its Project's token Secret is
 // missing, so that reporting resumes once someone creates it.
 const secretRetryInterval = time.Minute
@@ -111,7 +108,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	defer cancel()
 	api, err := r.api(ctx, p)
 	if err != nil {
-		var missing *missingSecretError
+		var missing *gitlab.MissingTokenError
 		if errors.As(err, &missing) {
 			ctrl.LoggerFrom(ctx).Info("Cannot report to GitLab", "problem", missing.Error())
 			r.warn(b, missing.Error())
@@ -161,7 +158,7 @@ func (r *Reconciler) reportStatus(ctx context.Context, api gitlab.API, p *ferryv
 // postNote adds the result note to the merge request once: the marker in earlier notes covers a
 // crash between posting and annotating.
 func (r *Reconciler) postNote(ctx context.Context, api gitlab.API, p *ferryv1.Project, b *ferryv1.Build, state gitlab.State) error {
-	project := gitlab.ProjectRef{ID: p.Spec.GitLab.ProjectID, Path: p.Spec.GitLab.ProjectPath}
+	project := gitlab.ProjectRefOf(p)
 	iid := b.Spec.Trigger.MergeRequestIID
 	found, err := api.FindMergeRequestNote(ctx, project, iid, noteMarker(b))
 	if err == nil && !found {
@@ -214,31 +211,14 @@ func statusProject(p *ferryv1.Project, b *ferryv1.Build) gitlab.ProjectRef {
 			return gitlab.ProjectRef{ID: id}
 		}
 	}
-	return gitlab.ProjectRef{ID: p.Spec.GitLab.ProjectID, Path: p.Spec.GitLab.ProjectPath}
+	return gitlab.ProjectRefOf(p)
 }
-
-// missingSecretError is a token Secret (or key) that does not exist.
-type missingSecretError struct{ msg string }
-
-func (e *missingSecretError) Error() string { return e.msg }
 
 // api reads the Project's token and returns a client for its GitLab.
 func (r *Reconciler) api(ctx context.Context, p *ferryv1.Project) (gitlab.API, error) {
-	ref := p.Spec.GitLab.TokenSecretRef
-	key := ref.Key
-	if key == "" {
-		key = DefaultTokenKey
-	}
-	s := &corev1.Secret{}
-	if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: p.Namespace, Name: ref.Name}, s); err != nil {
-		if apierrors.IsNotFound(err) {
-			return nil, &missingSecretError{msg: fmt.Sprintf("the GitLab token Secret %s/%s of Project %s does not exist", p.Namespace, ref.Name, p.Name)}
-		}
-		return nil, fmt.Errorf("failed to read the GitLab token Secret %s/%s: %w", p.Namespace, ref.Name, err)
-	}
-	token := string(s.Data[key])
-	if token == "" {
-		return nil, &missingSecretError{msg: fmt.Sprintf("the GitLab token Secret %s/%s has no key %q", p.Namespace, ref.Name, key)}
+	token, err := gitlab.ProjectToken(ctx, r.APIReader, p)
+	if err != nil {
+		return nil, err
 	}
 	newAPI := r.NewAPI
 	if newAPI == nil {

@@ -24,7 +24,6 @@ import (
 	"fmt"
 	"net/url"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -43,9 +42,6 @@ import (
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
 	"github.com/ferryci/ferry/internal/gitlab"
 )
-
-// DefaultTokenKey is the key of the token Secret when the Project's tokenSecretRef names none.
-const DefaultTokenKey = "token"
 
 // secretRetryInterval is how soon a Release is looked at again when its Project's token Secret is
 // missing.
@@ -157,7 +153,7 @@ func (r *Reconciler) reportAll(ctx context.Context, rel *ferryv1.Release, todo [
 	defer cancel()
 	api, err := r.api(ctx, p)
 	if err != nil {
-		var missing *missingSecretError
+		var missing *gitlab.MissingTokenError
 		if errors.As(err, &missing) {
 			ctrl.LoggerFrom(ctx).Info("Cannot report deployments to GitLab", "problem", missing.Error())
 			r.warn(rel, missing.Error())
@@ -165,7 +161,7 @@ func (r *Reconciler) reportAll(ctx context.Context, rel *ferryv1.Release, todo [
 		}
 		return ctrl.Result{}, err
 	}
-	project := gitlab.ProjectRef{ID: p.Spec.GitLab.ProjectID, Path: p.Spec.GitLab.ProjectPath}
+	project := gitlab.ProjectRefOf(p)
 	for _, t := range todo {
 		link, err := r.link(ctx, rel, t.env)
 		if err != nil {
@@ -463,28 +459,11 @@ func ReleaseURL(base string, rel *ferryv1.Release) string {
 	return strings.TrimSuffix(base, "/") + "/releases/" + url.PathEscape(rel.Namespace) + "/" + url.PathEscape(rel.Name)
 }
 
-// missingSecretError is a token Secret (or key) that does not exist.
-type missingSecretError struct{ msg string }
-
-func (e *missingSecretError) Error() string { return e.msg }
-
 // api reads the Project's token and returns a client for its GitLab.
 func (r *Reconciler) api(ctx context.Context, p *ferryv1.Project) (gitlab.DeploymentsAPI, error) {
-	ref := p.Spec.GitLab.TokenSecretRef
-	key := ref.Key
-	if key == "" {
-		key = DefaultTokenKey
-	}
-	s := &corev1.Secret{}
-	if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: p.Namespace, Name: ref.Name}, s); err != nil {
-		if apierrors.IsNotFound(err) {
-			return nil, &missingSecretError{msg: fmt.Sprintf("the GitLab token Secret %s/%s of Project %s does not exist", p.Namespace, ref.Name, p.Name)}
-		}
-		return nil, fmt.Errorf("failed to read the GitLab token Secret %s/%s: %w", p.Namespace, ref.Name, err)
-	}
-	token := string(s.Data[key])
-	if token == "" {
-		return nil, &missingSecretError{msg: fmt.Sprintf("the GitLab token Secret %s/%s has no key %s", p.Namespace, ref.Name, strconv.Quote(key))}
+	token, err := gitlab.ProjectToken(ctx, r.APIReader, p)
+	if err != nil {
+		return nil, err
 	}
 	newAPI := r.NewAPI
 	if newAPI == nil {

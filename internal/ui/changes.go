@@ -221,7 +221,7 @@ func (f *changeFinder) compare(ctx context.Context, p *ferryv1.Project, from, to
 	}
 	ctx, cancel := context.WithTimeout(ctx, 8*time.Second)
 	defer cancel()
-	return gl.Compare(ctx, gitlab.ProjectRef{ID: p.Spec.GitLab.ProjectID, Path: p.Spec.GitLab.ProjectPath}, from, to)
+	return gl.Compare(ctx, gitlab.ProjectRefOf(p), from, to)
 }
 
 // compareLayers lines up the stack, runtime and application layer of two images.

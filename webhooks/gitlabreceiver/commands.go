@@ -11,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -44,9 +43,6 @@ const commandTimeout = 2 * time.Minute
 // commandAttempts is how often a command job is run before it is given up (each run does only
 // what the runs before it left undone).
 const commandAttempts = 3
-
-// defaultTokenKey is the key of the GitLab token Secret when tokenSecretRef names none.
-const defaultTokenKey = "token"
 
 // handleNote answers a Note Hook, decoded into n (or err, see decodeNote): commands on a merge
 // request run in the background (they call
@@ -452,27 +448,19 @@ var errPermanent = errors.New("permanent failure")
 // projectAPI reads the Project's GitLab token and returns a client for its GitLab. The token
 // never appears in an error.
 func (r *Receiver) projectAPI(ctx context.Context, p *ferryv1.Project) (gitlab.API, error) {
-	ref := p.Spec.GitLab.TokenSecretRef
-	if ref == nil {
-		return nil, fmt.Errorf("%w: Project %s/%s has no GitLab token", errPermanent, p.Namespace, p.Name)
+	token, err := gitlab.ProjectToken(ctx, r.apiReader, p)
+	var missing *gitlab.MissingTokenError
+	if errors.As(err, &missing) {
+		return nil, fmt.Errorf("%w: %w", errPermanent, err)
 	}
-	key := ref.Key
-	if key == "" {
-		key = defaultTokenKey
-	}
-	s := &corev1.Secret{}
-	if err := r.apiReader.Get(ctx, types.NamespacedName{Namespace: p.Namespace, Name: ref.Name}, s); err != nil {
-		return nil, fmt.Errorf("failed to read the GitLab token Secret %s/%s: %w", p.Namespace, ref.Name, err)
-	}
-	token := string(s.Data[key])
-	if token == "" {
-		return nil, fmt.Errorf("%w: the GitLab token Secret %s/%s has no key %q", errPermanent, p.Namespace, ref.Name, key)
+	if err != nil {
+		return nil, err
 	}
 	return r.newAPI(p.Spec.GitLab.URL, token)
 }
 
 func gitlabProject(p *ferryv1.Project) gitlab.ProjectRef {
-	return gitlab.ProjectRef{ID: p.Spec.GitLab.ProjectID, Path: p.Spec.GitLab.ProjectPath}
+	return gitlab.ProjectRefOf(p)
 }
 
 func projectName(p *ferryv1.Project) string {
