@@ -87,6 +87,15 @@ type EnvironmentSpec struct {
 	// +optional
 	BreakGlass *BreakGlassPolicy `json:"breakGlass,omitempty"`
 
+	// verification are the checks every application must pass after a rollout here, before the
+	// environment succeeds: a failed check rolls the environment back. Applications add their own
+	// (deploy.verification).
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=16
+	Verification []VerificationCheck `json:"verification,omitempty"`
+
 	// locked stops every new rollout into this environment until it is cleared: a freeze with no
 	// end. Rollouts already running finish.
 	// +optional

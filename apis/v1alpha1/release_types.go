@@ -122,6 +122,11 @@ type ReleaseEnvironmentStatus struct {
 	// +optional
 	BreakGlass *BreakGlassRecord `json:"breakGlass,omitempty"`
 
+	// verification is the verification of the image after the rollout (the run in progress or the
+	// last one), when the environment or the application declares checks.
+	// +optional
+	Verification *VerificationStatus `json:"verification,omitempty"`
+
 	// startTime is when the Release started waiting for or rolling out in this environment.
 	// +optional
 	StartTime *metav1.Time `json:"startTime,omitempty"`
