@@ -1,6 +1,8 @@
 package v1alpha1
 
 import (
+	"time"
+
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -30,7 +32,7 @@ type VerificationCheck struct {
 
 // HTTPCheck is a GET request to the application's Service, repeated times times, interval apart;
 // every one of them must pass.
-// +kubebuilder:validation:XValidation:rule="duration(self.interval) >= duration('1s') && duration(self.interval) <= duration('1h')",message="interval must be between 1s and 1h",fieldPath=".interval"
+// +kubebuilder:validation:XValidation:rule="!has(self.interval) || (duration(self.interval) >= duration('1s') && duration(self.interval) <= duration('1h'))",message="interval must be between 1s and 1h",fieldPath=".interval"
 // +kubebuilder:validation:XValidation:rule="!has(self.maxLatency) || (duration(self.maxLatency) > duration('0s') && duration(self.maxLatency) <= duration('60s'))",message="maxLatency must be between 1ms and 60s",fieldPath=".maxLatency"
 type HTTPCheck struct {
 	// path is the path (and query) to GET, for example /healthz or /api/version?full=1. It may
@@ -74,12 +76,12 @@ type HTTPCheck struct {
 	// interval is the time between two requests. Default 10s.
 	// +optional
 	// +kubebuilder:default="10s"
-	Interval metav1.Duration `json:"interval,omitempty"`
+	Interval *metav1.Duration `json:"interval,omitempty"`
 }
 
 // JobCheck is an image run once as a Job in the application's namespace, without a service
 // account token.
-// +kubebuilder:validation:XValidation:rule="duration(self.timeout) >= duration('1s') && duration(self.timeout) <= duration('1h')",message="timeout must be between 1s and 1h",fieldPath=".timeout"
+// +kubebuilder:validation:XValidation:rule="!has(self.timeout) || (duration(self.timeout) >= duration('1s') && duration(self.timeout) <= duration('1h'))",message="timeout must be between 1s and 1h",fieldPath=".timeout"
 type JobCheck struct {
 	// image is the image to run.
 	// +required
@@ -103,7 +105,31 @@ type JobCheck struct {
 	// check fails. Default 5m.
 	// +optional
 	// +kubebuilder:default="5m"
-	Timeout metav1.Duration `json:"timeout,omitempty"`
+	Timeout *metav1.Duration `json:"timeout,omitempty"`
+}
+
+// Defaults of a check's fields when an object did not go through the API server's defaulting.
+const (
+	// DefaultCheckInterval is the time between two requests of an HTTP check.
+	DefaultCheckInterval = 10 * time.Second
+	// DefaultJobTimeout is how long a Job check may take.
+	DefaultJobTimeout = 5 * time.Minute
+)
+
+// IntervalOrDefault is the time between two requests.
+func (h *HTTPCheck) IntervalOrDefault() time.Duration {
+	if h.Interval == nil || h.Interval.Duration <= 0 {
+		return DefaultCheckInterval
+	}
+	return h.Interval.Duration
+}
+
+// TimeoutOrDefault is how long the Job may take.
+func (j *JobCheck) TimeoutOrDefault() time.Duration {
+	if j.Timeout == nil || j.Timeout.Duration <= 0 {
+		return DefaultJobTimeout
+	}
+	return j.Timeout.Duration
 }
 
 // VerificationSource says who declared a check.
@@ -122,9 +148,9 @@ const (
 type VerificationResult string
 
 const (
-	// VerificationPassed: every try passed.
+	// VerificationPassed means every try passed.
 	VerificationPassed VerificationResult = "Passed"
-	// VerificationFailed: a try failed (or the Job failed or timed out).
+	// VerificationFailed means a try failed (or the Job failed or timed out).
 	VerificationFailed VerificationResult = "Failed"
 )
 
@@ -213,10 +239,10 @@ const (
 	// VerifiedCondition is True when the image passed the environment's verification, Unknown while
 	// a run is in progress and False when the last run failed.
 	VerifiedCondition = "Verified"
-	// VerifyingReason: a verification run is in progress.
+	// VerifyingReason means a verification run is in progress.
 	VerifyingReason = "Verifying"
-	// VerifiedReason: every check passed on every cluster.
+	// VerifiedReason means every check passed on every cluster.
 	VerifiedReason = "Verified"
-	// VerificationFailedReason: a check failed; after a rollout, the environment rolls back.
+	// VerificationFailedReason means a check failed; after a rollout, the environment rolls back.
 	VerificationFailedReason = "VerificationFailed"
 )

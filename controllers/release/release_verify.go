@@ -231,11 +231,7 @@ func (r *Reconciler) advanceCheck(ctx context.Context, rel *ferryv1.Release, p *
 		case cs.Tries >= times:
 			cs.Result, cs.NextTry = ferryv1.VerificationPassed, nil
 		default:
-			interval := chk.HTTP.Interval.Duration
-			if interval <= 0 {
-				interval = 10 * time.Second
-			}
-			next := metav1.NewTime(now.Add(interval))
+			next := metav1.NewTime(now.Add(chk.HTTP.IntervalOrDefault()))
 			cs.NextTry = &next
 		}
 	case chk.Job != nil:
@@ -276,10 +272,7 @@ func (r *Reconciler) advanceCheck(ctx context.Context, rel *ferryv1.Release, p *
 			}
 			return
 		}
-		timeout := chk.Job.Timeout.Duration
-		if timeout <= 0 {
-			timeout = 5 * time.Minute
-		}
+		timeout := chk.Job.TimeoutOrDefault()
 		if now.Sub(cs.StartTime.Time) >= timeout {
 			if err := verify.StopJob(ctx, c, cl.Namespace, cs.Job); err != nil {
 				cs.Message = clusterError(err)

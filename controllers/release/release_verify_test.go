@@ -135,7 +135,7 @@ func drain(rec *events.FakeRecorder) string {
 func TestVerifyHTTPRepeatsAndResumesUnit(t *testing.T) {
 	m := newMember(t)
 	r, rel, p, env, rec := verifyFixture(t, m, ferryv1.VerificationCheck{Name: "smoke", HTTP: &ferryv1.HTTPCheck{
-		Path: "/healthz", ExpectStatus: 200, BodyMatch: "^ok$", Times: 3, Interval: metav1.Duration{Duration: 10 * time.Second}}})
+		Path: "/healthz", ExpectStatus: 200, BodyMatch: "^ok$", Times: 3, Interval: &metav1.Duration{Duration: 10 * time.Second}}})
 	ctx := context.Background()
 	es := &rel.Status.Environments[0]
 
@@ -200,7 +200,7 @@ func TestVerifyHTTPFailureFailsTheClusterUnit(t *testing.T) {
 			m := newMember(t)
 			m.answer(tc.status, tc.body)
 			r, rel, p, env, rec := verifyFixture(t, m, ferryv1.VerificationCheck{Name: "smoke", HTTP: &ferryv1.HTTPCheck{
-				Path: "/healthz", ExpectStatus: 200, BodyMatch: "^ok$", Times: 5, Interval: metav1.Duration{Duration: 10 * time.Second}}})
+				Path: "/healthz", ExpectStatus: 200, BodyMatch: "^ok$", Times: 5, Interval: &metav1.Duration{Duration: 10 * time.Second}}})
 			es := &rel.Status.Environments[0]
 			st, failed := r.verifyAfterRollout(context.Background(), rel, p, env, es, at(0))
 			if !failed || st.proceeds() {
@@ -272,7 +272,7 @@ func finishJob(t *testing.T, c client.Client, name string, cond batchv1.JobCondi
 // restart); it passes when the Job completes, fails when it fails, and a Job that never finishes
 // is stopped at its timeout and fails.
 func TestVerifyJobUnit(t *testing.T) {
-	check := ferryv1.VerificationCheck{Name: "e2e", Job: &ferryv1.JobCheck{Image: "registry.example.com/team/e2e@sha256:" + strings.Repeat("3", 64), Args: []string{"--smoke"}, Timeout: metav1.Duration{Duration: 2 * time.Minute}}}
+	check := ferryv1.VerificationCheck{Name: "e2e", Job: &ferryv1.JobCheck{Image: "registry.example.com/team/e2e@sha256:" + strings.Repeat("3", 64), Args: []string{"--smoke"}, Timeout: &metav1.Duration{Duration: 2 * time.Minute}}}
 	ctx := context.Background()
 
 	t.Run("complete", func(t *testing.T) {
@@ -355,7 +355,7 @@ func TestVerifyJobUnit(t *testing.T) {
 // back the verified mark; an environment another Release now runs is not re-verified.
 func TestReverifyUnit(t *testing.T) {
 	m := newMember(t)
-	check := ferryv1.VerificationCheck{Name: "smoke", HTTP: &ferryv1.HTTPCheck{Path: "/healthz", ExpectStatus: 200, Times: 1, Interval: metav1.Duration{Duration: time.Second}}}
+	check := ferryv1.VerificationCheck{Name: "smoke", HTTP: &ferryv1.HTTPCheck{Path: "/healthz", ExpectStatus: 200, Times: 1, Interval: &metav1.Duration{Duration: time.Second}}}
 	env := unitEnv(func(e *ferryv1.Environment) { e.Spec.Verification = []ferryv1.VerificationCheck{check} })
 	project := &ferryv1.Project{ObjectMeta: metav1.ObjectMeta{Namespace: unitNS, Name: "shop"}}
 	project.Spec.Promotion.Environments = []string{"prod"}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -50,10 +49,7 @@ type Job struct {
 }
 
 func (j *Job) render() *batchv1.Job {
-	timeout := j.Check.Timeout.Duration
-	if timeout <= 0 {
-		timeout = 5 * time.Minute
-	}
+	timeout := j.Check.TimeoutOrDefault()
 	pod := corev1.PodSpec{
 		RestartPolicy:                corev1.RestartPolicyNever,
 		AutomountServiceAccountToken: ptr.To(false),

@@ -30,6 +30,8 @@ type Outcome struct {
 // FieldError names the field of a check that is refused, relative to the check (http.path).
 type FieldError struct {
 	Field string
+	// Value is the refused value (shortened), empty when the field is missing.
+	Value string
 	Err   error
 }
 
@@ -48,11 +50,11 @@ func Validate(c *ferryv1.VerificationCheck) []*FieldError {
 	}
 	if h := c.HTTP; h != nil {
 		if err := ValidatePath(h.Path); err != nil {
-			errs = append(errs, &FieldError{Field: "http.path", Err: err})
+			errs = append(errs, &FieldError{Field: "http.path", Value: text.Truncate(h.Path, 64), Err: err})
 		}
 		if h.BodyMatch != "" {
 			if _, err := regexp.Compile(h.BodyMatch); err != nil {
-				errs = append(errs, fieldErr("http.bodyMatch", "not a regular expression: %v", err))
+				errs = append(errs, &FieldError{Field: "http.bodyMatch", Value: text.Truncate(h.BodyMatch, 64), Err: fmt.Errorf("not a regular expression: %w", err)})
 			}
 		}
 	}
