@@ -202,7 +202,11 @@ func releaseTable(items []ferryv1.Release) [][]string {
 		}
 		var envs []string
 		for _, es := range r.Status.Environments {
-			envs = append(envs, es.Name+":"+envState(&es))
+			state := envState(&es)
+			if v := verificationState(&es); v != "" {
+				state += "," + v
+			}
+			envs = append(envs, es.Name+":"+state)
 		}
 		rows = append(rows, []string{r.Name, r.Spec.Project, image, ready, orNone(reason), orNone(strings.Join(envs, " ")), age(r.CreationTimestamp)})
 	}
