@@ -96,6 +96,13 @@ type EnvironmentSpec struct {
 	// +kubebuilder:validation:MaxItems=16
 	Verification []VerificationCheck `json:"verification,omitempty"`
 
+	// soak, when set, holds a Release before this environment (before its gate opens) until its
+	// digest has run healthy in the previous environment of the Release's path for soak.duration.
+	// The soak counts only that environment, and starts again when a rollout there was rolled back
+	// to the digest. It does nothing in the first environment of a path.
+	// +optional
+	Soak *SoakPolicy `json:"soak,omitempty"`
+
 	// locked stops every new rollout into this environment until it is cleared: a freeze with no
 	// end. Rollouts already running finish.
 	// +optional

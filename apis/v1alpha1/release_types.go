@@ -122,6 +122,11 @@ type ReleaseEnvironmentStatus struct {
 	// +optional
 	BreakGlass *BreakGlassRecord `json:"breakGlass,omitempty"`
 
+	// soakEndsAt is when the digest's soak in the previous environment ends (or ended), when the
+	// Environment requires one (spec.soak).
+	// +optional
+	SoakEndsAt *metav1.Time `json:"soakEndsAt,omitempty"`
+
 	// verification is the verification of the image after the rollout (the run in progress or the
 	// last one), when the environment or the application declares checks.
 	// +optional

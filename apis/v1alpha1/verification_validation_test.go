@@ -39,6 +39,9 @@ func TestVerificationValidation(t *testing.T) {
 		{"a Job without an image", env(`{name: j, job: {args: [x]}}`), []string{"spec.verification[0].job.image"}},
 		{"a Job timeout over an hour", env(`{name: j, job: {image: x, timeout: 2h}}`), []string{"spec.verification[0].job.timeout", "between 1s and 1h"}},
 		{"a name that is no DNS label", env(`{name: "Smoke Test", http: {path: /}}`), []string{"spec.verification[0].name"}},
+		{"a soak", "apiVersion: ferry.dev/v1alpha1\nkind: Environment\nmetadata: {name: s}\nspec:\n  clusters: [a]\n  soak: {duration: 2h}\n", nil},
+		{"a soak of a year", "apiVersion: ferry.dev/v1alpha1\nkind: Environment\nmetadata: {name: s}\nspec:\n  clusters: [a]\n  soak: {duration: 8760h}\n", []string{"spec.soak.duration", "between 1s and 720h"}},
+		{"a soak without a duration", "apiVersion: ferry.dev/v1alpha1\nkind: Environment\nmetadata: {name: s}\nspec:\n  clusters: [a]\n  soak: {}\n", []string{"spec.soak.duration"}},
 		{"an application's check without http or job", release(`{name: nothing}`), []string{"spec.deploy.verification[0]", "exactly one of http and job"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -203,6 +203,9 @@ func releaseTable(items []ferryv1.Release) [][]string {
 		var envs []string
 		for _, es := range r.Status.Environments {
 			state := envState(&es)
+			if state == "soaking" && es.SoakEndsAt != nil {
+				state += "(" + soakLeft(es.SoakEndsAt.Time, clock()) + " left)"
+			}
 			if v := verificationState(&es); v != "" {
 				state += "," + v
 			}

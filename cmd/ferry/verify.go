@@ -7,6 +7,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -99,4 +100,16 @@ func verificationState(es *ferryv1.ReleaseEnvironmentStatus) string {
 		return "verified"
 	}
 	return "unverified"
+}
+
+// soakLeft is the time until a soak ends, in whole minutes (seconds under one), "0s" once over.
+func soakLeft(ends, now time.Time) string {
+	left := ends.Sub(now)
+	switch {
+	case left <= 0:
+		return "0s"
+	case left < time.Minute:
+		return left.Round(time.Second).String()
+	}
+	return strings.TrimSuffix(left.Truncate(time.Minute).String(), "0s")
 }

@@ -53,6 +53,9 @@ func (r *Reconciler) beforeRollout(ctx context.Context, rel *ferryv1.Release, p 
 	if st, err := r.mustStop(ctx, rel, p, siblings, es, now); err != nil || !st.proceeds() {
 		return st, err
 	}
+	if st := r.soak(rel, p, env, es, siblings, now); !st.proceeds() {
+		return st, nil
+	}
 	if st, err := r.deployWindow(ctx, rel, env, es, now); err != nil || !st.proceeds() {
 		return st, err
 	}
