@@ -103,6 +103,14 @@ type EnvironmentSpec struct {
 	// +optional
 	Soak *SoakPolicy `json:"soak,omitempty"`
 
+	// autoPromote lets a Release through this environment's approval gate without a decision when
+	// its digest passed the verification of the previous environment of its path (the last run
+	// there passed: a failed re-verification takes that back) and this environment's soak, when it
+	// has one. The Release records it (status.environments[].autoPromotion) like a decision. A
+	// Release whose digest was not verified there waits for approvals as usual.
+	// +optional
+	AutoPromote bool `json:"autoPromote,omitempty"`
+
 	// locked stops every new rollout into this environment until it is cleared: a freeze with no
 	// end. Rollouts already running finish.
 	// +optional

@@ -127,6 +127,11 @@ type ReleaseEnvironmentStatus struct {
 	// +optional
 	SoakEndsAt *metav1.Time `json:"soakEndsAt,omitempty"`
 
+	// autoPromotion records that the Release went through the gate without a decision
+	// (Environment spec.autoPromote), and why.
+	// +optional
+	AutoPromotion *AutoPromotionRecord `json:"autoPromotion,omitempty"`
+
 	// verification is the verification of the image after the rollout (the run in progress or the
 	// last one), when the environment or the application declares checks.
 	// +optional

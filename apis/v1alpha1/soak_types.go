@@ -17,3 +17,28 @@ type SoakPolicy struct {
 
 // SoakingReason means the Release waits for its digest to soak in the previous environment.
 const SoakingReason = "Soaking"
+
+// AutoPromotionRecord says that a Release went through an environment's approval gate without a
+// decision, and on what grounds.
+type AutoPromotionRecord struct {
+	// previousEnvironment is the environment of the path where the digest passed verification.
+	// +required
+	// +kubebuilder:validation:MaxLength=63
+	PreviousEnvironment string `json:"previousEnvironment"`
+
+	// verifiedRun is the verification run there that passed.
+	// +optional
+	VerifiedRun int32 `json:"verifiedRun,omitempty"`
+
+	// soak is the soak the digest passed in it, when this environment requires one.
+	// +optional
+	Soak *metav1.Duration `json:"soak,omitempty"`
+
+	// time is when the gate let the Release through.
+	// +optional
+	Time *metav1.Time `json:"time,omitempty"`
+}
+
+// AutoPromotedReason means the gate opened without a decision: the digest passed the previous
+// environment's verification (and this environment's soak).
+const AutoPromotedReason = "AutoPromoted"

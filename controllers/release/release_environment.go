@@ -271,6 +271,9 @@ func (r *Reconciler) gate(ctx context.Context, rel *ferryv1.Release, p *plan, en
 		setGateOpen(es, ferryv1.NoGateReason, fmt.Sprintf("environment %s has no approval gate", env.Name), gen, now)
 		return proceed(), nil
 	}
+	if r.autoPromote(rel, p, env, es, now) {
+		return proceed(), nil
+	}
 	if es.Gate == nil || es.Gate.WaitingSince == nil {
 		es.Gate = &ferryv1.GateStatus{WaitingSince: &now, ExpiresAt: expiresAt(policy, now)}
 		r.Recorder.Eventf(rel, nil, corev1.EventTypeNormal, ferryv1.WaitingForApprovalReason, "Gate", "Waiting for %d approval(s) for environment %s", approval.MinApprovals(policy), env.Name)

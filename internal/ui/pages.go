@@ -107,6 +107,8 @@ type envView struct {
 	BreakGlass *ferryv1.BreakGlassRecord
 	// Verification is the verification run after the rollout (or the last re-verification).
 	Verification *verificationView
+	// AutoPromotion says the gate let the Release through without a decision, when it did.
+	AutoPromotion *ferryv1.AutoPromotionRecord
 	// SoakEndsAt is when the digest's soak in the previous environment ends, while it soaks.
 	SoakEndsAt *metav1.Time
 }
@@ -216,6 +218,7 @@ func (s *Server) releaseView(ctx context.Context, snap *snapshot, rel *ferryv1.R
 			ev.State, ev.Gate, ev.Start, ev.End = envState(es), es.Gate, es.StartTime, es.CompletionTime
 			ev.OpensAt, ev.BreakGlass = standing.Of(es).OpensAt, es.BreakGlass
 			ev.Verification = verificationOf(es)
+			ev.AutoPromotion = es.AutoPromotion
 			if c := meta.FindStatusCondition(es.Conditions, ferryv1.ReadyCondition); c != nil && c.Reason == ferryv1.SoakingReason {
 				ev.SoakEndsAt = es.SoakEndsAt
 			}
