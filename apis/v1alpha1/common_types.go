@@ -58,6 +58,13 @@ type DeploySpec struct {
 	// +kubebuilder:validation:MaxProperties=32
 	// +kubebuilder:validation:XValidation:rule="self.all(k, !k.startsWith('ferry.dev/'))",message="annotation keys under ferry.dev/ are reserved"
 	PodAnnotations map[string]string `json:"podAnnotations,omitempty"`
+
+	// verification are the application's own checks after a rollout, besides the Environment's.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=16
+	Verification []VerificationCheck `json:"verification,omitempty"`
 }
 
 // HealthCheck is an HTTP GET readiness and liveness probe.

@@ -87,6 +87,30 @@ type EnvironmentSpec struct {
 	// +optional
 	BreakGlass *BreakGlassPolicy `json:"breakGlass,omitempty"`
 
+	// verification are the checks every application must pass after a rollout here, before the
+	// environment succeeds: a failed check rolls the environment back. Applications add their own
+	// (deploy.verification).
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=16
+	Verification []VerificationCheck `json:"verification,omitempty"`
+
+	// soak, when set, holds a Release before this environment (before its gate opens) until its
+	// digest has run healthy in the previous environment of the Release's path for soak.duration.
+	// The soak counts only that environment, and starts again when a rollout there was rolled back
+	// to the digest. It does nothing in the first environment of a path.
+	// +optional
+	Soak *SoakPolicy `json:"soak,omitempty"`
+
+	// autoPromote lets a Release through this environment's approval gate without a decision when
+	// its digest passed the verification of the previous environment of its path (the last run
+	// there passed: a failed re-verification takes that back) and this environment's soak, when it
+	// has one. The Release records it (status.environments[].autoPromotion) like a decision. A
+	// Release whose digest was not verified there waits for approvals as usual.
+	// +optional
+	AutoPromote bool `json:"autoPromote,omitempty"`
+
 	// locked stops every new rollout into this environment until it is cleared: a freeze with no
 	// end. Rollouts already running finish.
 	// +optional

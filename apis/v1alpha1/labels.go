@@ -69,6 +69,12 @@ const (
 	// Release.
 	ReRequestAnnotation = "ferry.dev/rerequest"
 
+	// ReverifyAnnotation on a Release names the environments (comma-separated) whose verification
+	// is asked for again (`ferry verify`). The Release controller starts a new run in each named
+	// environment the Release rolled out to and still runs in, then removes it. A failed
+	// re-verification takes back the verified mark (status.environments[].verification).
+	ReverifyAnnotation = "ferry.dev/reverify"
+
 	// ReleasedAnnotation on a Build names the Release the auto-release controller made of it. That
 	// controller sets it and reads it, so that deleting that Release (to stop it) does not bring it
 	// back; people read it to find the Release of a Build.

@@ -122,6 +122,21 @@ type ReleaseEnvironmentStatus struct {
 	// +optional
 	BreakGlass *BreakGlassRecord `json:"breakGlass,omitempty"`
 
+	// soakEndsAt is when the digest's soak in the previous environment ends (or ended), when the
+	// Environment requires one (spec.soak).
+	// +optional
+	SoakEndsAt *metav1.Time `json:"soakEndsAt,omitempty"`
+
+	// autoPromotion records that the Release went through the gate without a decision
+	// (Environment spec.autoPromote), and why.
+	// +optional
+	AutoPromotion *AutoPromotionRecord `json:"autoPromotion,omitempty"`
+
+	// verification is the verification of the image after the rollout (the run in progress or the
+	// last one), when the environment or the application declares checks.
+	// +optional
+	Verification *VerificationStatus `json:"verification,omitempty"`
+
 	// startTime is when the Release started waiting for or rolling out in this environment.
 	// +optional
 	StartTime *metav1.Time `json:"startTime,omitempty"`

@@ -202,7 +202,14 @@ func releaseTable(items []ferryv1.Release) [][]string {
 		}
 		var envs []string
 		for _, es := range r.Status.Environments {
-			envs = append(envs, es.Name+":"+envState(&es))
+			state := envState(&es)
+			if state == "soaking" && es.SoakEndsAt != nil {
+				state += "(" + soakLeft(es.SoakEndsAt.Time, clock()) + " left)"
+			}
+			if v := verificationState(&es); v != "" {
+				state += "," + v
+			}
+			envs = append(envs, es.Name+":"+state)
 		}
 		rows = append(rows, []string{r.Name, r.Spec.Project, image, ready, orNone(reason), orNone(strings.Join(envs, " ")), age(r.CreationTimestamp)})
 	}

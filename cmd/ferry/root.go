@@ -47,6 +47,7 @@ several clusters, stopping at approval gates that release managers answer in a w
 		newRejectCommand(g),
 		newFreezeCommand(g),
 		newRollbackCommand(g),
+		newVerifyCommand(g),
 		newReleaseCommand(g),
 		newDevCommand(),
 	)

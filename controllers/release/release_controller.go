@@ -72,6 +72,9 @@ type Reconciler struct {
 	Identities approval.IdentityMapping
 	// Namespace is Ferry's own namespace: no Environment deploys into it.
 	Namespace string
+	// VerifyTargets, when set, hands out the clients verification checks use instead of Clusters
+	// (tests).
+	VerifyTargets VerifyTarget
 
 	locks keyedMutex
 	// cleanups counts, per Release being deleted, the attempts to take its rollout back that
@@ -122,12 +125,22 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Re
 		// The deploy lock this Reconcile took is in the status now: others can see it.
 		p.releaseLocks()
 	}()
-	if rel.Status.CompletionTime != nil {
+	if err := r.requestReverify(ctx, rel, patcher); err != nil {
+		return ctrl.Result{}, err
+	}
+	done := rel.Status.CompletionTime != nil
+	if done && !slices.ContainsFunc(rel.Status.Environments, func(es ferryv1.ReleaseEnvironmentStatus) bool { return reverifying(&es) }) {
 		return ctrl.Result{}, nil
 	}
-	rel.Status.ObservedGeneration = rel.Generation
+	if !done {
+		rel.Status.ObservedGeneration = rel.Generation
+	}
 
 	p, err := r.resolve(ctx, rel)
+	if err != nil && done {
+		r.failReverifications(rel, err.Error(), r.now())
+		return ctrl.Result{}, nil
+	}
 	if err != nil {
 		var stall *stalledError
 		if errors.As(err, &stall) {
@@ -142,7 +155,16 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Re
 	if err := r.reRequest(ctx, rel, patcher); err != nil {
 		return ctrl.Result{}, err
 	}
-	return r.promote(ctx, rel, p)
+	// Re-verifications run in environments the Release already rolled out to, finished or not.
+	again, err := r.reverify(ctx, rel, p, r.now())
+	if err != nil || done {
+		return ctrl.Result{RequeueAfter: again}, err
+	}
+	res, err := r.promote(ctx, rel, p)
+	if again > 0 && (res.RequeueAfter == 0 || again < res.RequeueAfter) {
+		res.RequeueAfter = again
+	}
+	return res, err
 }
 
 // promote walks the path: environments that succeeded are passed, the first one that did not is

@@ -53,6 +53,9 @@ func (r *Reconciler) beforeRollout(ctx context.Context, rel *ferryv1.Release, p 
 	if st, err := r.mustStop(ctx, rel, p, siblings, es, now); err != nil || !st.proceeds() {
 		return st, err
 	}
+	if st := r.soak(rel, p, env, es, siblings, now); !st.proceeds() {
+		return st, nil
+	}
 	if st, err := r.deployWindow(ctx, rel, env, es, now); err != nil || !st.proceeds() {
 		return st, err
 	}
@@ -266,6 +269,9 @@ func (r *Reconciler) gate(ctx context.Context, rel *ferryv1.Release, p *plan, en
 	if policy == nil {
 		es.Gate = nil
 		setGateOpen(es, ferryv1.NoGateReason, fmt.Sprintf("environment %s has no approval gate", env.Name), gen, now)
+		return proceed(), nil
+	}
+	if r.autoPromote(rel, p, env, es, now) {
 		return proceed(), nil
 	}
 	if es.Gate == nil || es.Gate.WaitingSince == nil {

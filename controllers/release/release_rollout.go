@@ -78,6 +78,12 @@ func (r *Reconciler) rollOut(ctx context.Context, rel *ferryv1.Release, p *plan,
 		setEnvRollingOut(es, clusterSummary(es), gen, now)
 		return wait(poll), nil
 	}
+	if st, failed := r.verifyAfterRollout(ctx, rel, p, env, es, now); failed {
+		// A failed check rolls the environment back like a failed health check.
+		return r.rollOut(ctx, rel, p, env, es, now)
+	} else if !st.proceeds() {
+		return st, nil
+	}
 	if err := r.recordDeployed(ctx, rel, p, es); err != nil {
 		return step{}, err
 	}

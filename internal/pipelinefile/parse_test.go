@@ -156,7 +156,7 @@ func TestParseErrors(t *testing.T) {
 		{"build without steps", "stack: debian-12\nbuild:\n  image: golang\n  steps: []\n", []string{".ferry.yaml:4:10: build.steps: required: at least one step"}},
 		{"deploy", "stack: debian-12\ndeploy:\n  replicas: -1\n  healthCheck: {path: healthz, port: 0}\n  resources:\n    requests: {memory: 1Gi, cpu: lots}\n    limits: {memory: 512Mi}\n  podAnnotations: {ferry.dev/x: y}\n  strategy: rolling\n", []string{
 			".ferry.yaml:6:34: deploy.resources.requests.cpu: \"lots\" is not a quantity: write it like 250m, 2, 512Mi or 1Gi",
-			".ferry.yaml:9:3: deploy.strategy: unknown field (known fields: healthCheck, podAnnotations, ports, replicas, resources)",
+			".ferry.yaml:9:3: deploy.strategy: unknown field (known fields: healthCheck, podAnnotations, ports, replicas, resources, verification)",
 		}},
 		{"deploy values", "stack: debian-12\ndeploy:\n  replicas: -1\n  healthCheck: {path: healthz, port: 0}\n  resources:\n    requests: {memory: 1Gi}\n    limits: {memory: 512Mi}\n  podAnnotations: {ferry.dev/x: y, \"bad key\": z}\n", []string{
 			".ferry.yaml:3:13: deploy.replicas: -1 replicas; 0 to 1000 are allowed",

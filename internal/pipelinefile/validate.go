@@ -16,6 +16,7 @@ import (
 
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
 	"github.com/ferryci/ferry/internal/catalog"
+	"github.com/ferryci/ferry/internal/verify"
 )
 
 // Names of the steps Ferry adds around the user's build steps; a user step may not take them.
@@ -238,6 +239,7 @@ func (v *validator) deploy(d *ferryv1.DeploySpec) {
 			}
 		}
 	}
+	v.verification("deploy.verification", d.Verification)
 	if len(d.PodAnnotations) > 32 {
 		v.errorf("deploy.podAnnotations", "%d annotations; at most 32 are allowed", len(d.PodAnnotations))
 	}
@@ -250,6 +252,65 @@ func (v *validator) deploy(d *ferryv1.DeploySpec) {
 		}
 	}
 }
+
+// verification checks the application's verification checks: what the CRD's schema says, and
+// what only a parser can judge (a path that stays inside the Service's proxy, a regular
+// expression that compiles).
+func (v *validator) verification(field string, checks []ferryv1.VerificationCheck) {
+	if len(checks) > 16 {
+		v.errorf(field, "%d checks; at most 16 are allowed", len(checks))
+	}
+	seen := map[string]bool{}
+	for i := range checks {
+		c := &checks[i]
+		p := fmt.Sprintf("%s[%d]", field, i)
+		switch {
+		case c.Name == "":
+			v.errorf(p+".name", "required: a name for the check, for example smoke")
+		case len(c.Name) > 40 || !checkNameRE.MatchString(c.Name):
+			v.errorf(p+".name", "%q must be lower-case letters, digits and '-', at most 40 characters", c.Name)
+		case seen[c.Name]:
+			v.errorf(p+".name", "%q is used by another check", c.Name)
+		}
+		seen[c.Name] = true
+		for _, fe := range verify.Validate(c) {
+			v.errorf(p+"."+fe.Field, "%v", fe.Err)
+		}
+		if h := c.HTTP; h != nil {
+			if h.Port < 0 || h.Port > 65535 {
+				v.errorf(p+".http.port", "%d is not a TCP port (1-65535)", h.Port)
+			}
+			if h.ExpectStatus != 0 && (h.ExpectStatus < 100 || h.ExpectStatus > 599) {
+				v.errorf(p+".http.expectStatus", "%d is not an HTTP status (100-599)", h.ExpectStatus)
+			}
+			if h.Times < 0 || h.Times > 100 {
+				v.errorf(p+".http.times", "%d tries; 1 to 100 are allowed", h.Times)
+			}
+			if len(h.BodyMatch) > 1024 {
+				v.errorf(p+".http.bodyMatch", "longer than 1024 characters")
+			}
+			if h.Interval != nil && (h.Interval.Duration < time.Second || h.Interval.Duration > time.Hour) {
+				v.errorf(p+".http.interval", "%s; 1s to 1h are allowed", h.Interval.Duration)
+			}
+			if h.MaxLatency != nil && (h.MaxLatency.Duration <= 0 || h.MaxLatency.Duration > time.Minute) {
+				v.errorf(p+".http.maxLatency", "%s; more than 0s and at most 60s are allowed", h.MaxLatency.Duration)
+			}
+		}
+		if j := c.Job; j != nil {
+			if len(j.Image) > 1024 {
+				v.errorf(p+".job.image", "longer than 1024 characters")
+			}
+			if j.Timeout != nil && (j.Timeout.Duration < time.Second || j.Timeout.Duration > time.Hour) {
+				v.errorf(p+".job.timeout", "%s; 1s to 1h are allowed", j.Timeout.Duration)
+			}
+			if len(j.Command) > 32 || len(j.Args) > 32 {
+				v.errorf(p+".job", "at most 32 command and 32 args items are allowed")
+			}
+		}
+	}
+}
+
+var checkNameRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
 
 func (v *validator) resources(field string, list corev1.ResourceList) {
 	names := make([]string, 0, len(list))

@@ -105,6 +105,55 @@ type envView struct {
 	OpensAt *metav1.Time
 	// BreakGlass is the break-glass decision the rollout started with, if any.
 	BreakGlass *ferryv1.BreakGlassRecord
+	// Verification is the verification run after the rollout (or the last re-verification).
+	Verification *verificationView
+	// AutoPromotion says the gate let the Release through without a decision, when it did.
+	AutoPromotion *ferryv1.AutoPromotionRecord
+	// SoakEndsAt is when the digest's soak in the previous environment ends, while it soaks.
+	SoakEndsAt *metav1.Time
+}
+
+// verificationView is an environment's verification: its state and each check on each cluster.
+type verificationView struct {
+	Status *ferryv1.VerificationStatus
+	State  state
+	Checks []checkView
+}
+
+// checkView is one check on one cluster.
+type checkView struct {
+	Status *ferryv1.VerificationCheckStatus
+	State  state
+}
+
+// verificationOf is the view of an environment's verification; nil when there is none.
+func verificationOf(es *ferryv1.ReleaseEnvironmentStatus) *verificationView {
+	v := es.Verification
+	if v == nil {
+		return nil
+	}
+	vv := &verificationView{Status: v, State: state{"Verifying", toneBusy, ""}}
+	if c := meta.FindStatusCondition(es.Conditions, ferryv1.VerifiedCondition); c != nil {
+		vv.State.Message = c.Message
+		switch c.Status {
+		case metav1.ConditionTrue:
+			vv.State.Label, vv.State.Tone = "Verified", toneOK
+		case metav1.ConditionFalse:
+			vv.State.Label, vv.State.Tone = "Verification failed", toneBad
+		}
+	}
+	for i := range v.Checks {
+		cs := &v.Checks[i]
+		st := state{"Running", toneBusy, cs.Message}
+		switch cs.Result {
+		case ferryv1.VerificationPassed:
+			st.Label, st.Tone = "Passed", toneOK
+		case ferryv1.VerificationFailed:
+			st.Label, st.Tone = "Failed", toneBad
+		}
+		vv.Checks = append(vv.Checks, checkView{Status: cs, State: st})
+	}
+	return vv
 }
 
 // decisionView is one Approval of a Release.
@@ -168,6 +217,11 @@ func (s *Server) releaseView(ctx context.Context, snap *snapshot, rel *ferryv1.R
 		if es != nil {
 			ev.State, ev.Gate, ev.Start, ev.End = envState(es), es.Gate, es.StartTime, es.CompletionTime
 			ev.OpensAt, ev.BreakGlass = standing.Of(es).OpensAt, es.BreakGlass
+			ev.Verification = verificationOf(es)
+			ev.AutoPromotion = es.AutoPromotion
+			if c := meta.FindStatusCondition(es.Conditions, ferryv1.ReadyCondition); c != nil && c.Reason == ferryv1.SoakingReason {
+				ev.SoakEndsAt = es.SoakEndsAt
+			}
 			if es.Gate != nil {
 				for _, rec := range es.Gate.Approvals {
 					counted[rec.Approval] = true

@@ -54,6 +54,13 @@ func TestPagesRender(t *testing.T) {
 			Name: "prod", State: state{"Rolling out", toneBusy, "m"}, HasGate: true, Policy: "members of rm", Gate: &ferryv1.GateStatus{RequiredApprovals: 2, WaitingSince: &now, ExpiresAt: &now},
 			Open: []gateView{g}, Decisions: []decisionView{{Approval: approval, Counted: true}}, Clusters: []clusterView{{Status: &cluster, State: state{"Rolling out", toneBusy, "m"}}},
 			Start: &now, End: &now, Changes: changes, OpensAt: &now, BreakGlass: &ferryv1.BreakGlassRecord{Approval: "a", User: "sam", Reason: "INC-1"},
+			SoakEndsAt: &now, AutoPromotion: &ferryv1.AutoPromotionRecord{PreviousEnvironment: "staging", VerifiedRun: 2, Soak: &metav1.Duration{Duration: time.Hour}, Time: &now},
+			Verification: verificationOf(&ferryv1.ReleaseEnvironmentStatus{
+				Conditions: []metav1.Condition{{Type: ferryv1.VerifiedCondition, Status: metav1.ConditionFalse, Reason: ferryv1.VerificationFailedReason, Message: "check smoke failed <b>"}},
+				Verification: &ferryv1.VerificationStatus{Run: 2, StartTime: &now, CompletionTime: &now, Checks: []ferryv1.VerificationCheckStatus{
+					{Name: "smoke", Source: ferryv1.ApplicationCheck, Cluster: "eu-west-1", Result: ferryv1.VerificationFailed, Message: "try 1 of 3: GET /: 404 <b>"},
+					{Name: "e2e", Source: ferryv1.EnvironmentCheck, Cluster: "eu-west-1", Result: ferryv1.VerificationPassed, Message: "Job exited 0"},
+				}}}),
 		}}},
 		"environments": matrixData{Envs: []string{"prod"}, Rows: []matrixRow{{Project: proj, Cells: []matrixCell{{Env: "prod", OnPath: true, Running: &proj.Status.Environments[0], By: "dana", Approvers: []string{"rita"}, Health: state{"Healthy", toneOK, ""}, Rolling: rel, Waiting: rel, Batch: &cluster}}}}},
 		"builds":       buildsData{Rows: []buildRow{{Build: build, State: state{"Pipeline failed", toneBad, ""}}}, More: 1},
@@ -77,7 +84,7 @@ func TestPagesRender(t *testing.T) {
 			t.Errorf("page %s does not escape what it shows", name)
 		}
 		if name == "release" {
-			for _, want := range []string{"Waiting for the environment's deploy windows and freezes: opens <time", "by sam's break-glass: INC-1"} {
+			for _, want := range []string{"Waiting for the environment's deploy windows and freezes: opens <time", "by sam's break-glass: INC-1", "<h4>Verification</h4>", "Soaking in the previous environment: ends <time", "the image passed verification in staging (run 2) and soaked there for 1h0m0s.", "Verification failed</span> run 2", "<strong>smoke</strong> <span class=\"hint\">the application's check on eu-west-1</span> <span class=\"badge badge-bad\">Failed</span>", "try 1 of 3: GET /: 404", "the environment's check on eu-west-1</span> <span class=\"badge badge-ok\">Passed</span>"} {
 				if !strings.Contains(out, want) {
 					t.Errorf("the release page does not say %q", want)
 				}

@@ -3,6 +3,7 @@ package admission
 import (
 	"context"
 	"errors"
+	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -10,6 +11,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
+	"github.com/ferryci/ferry/internal/verify"
 	"github.com/ferryci/ferry/internal/window"
 )
 
@@ -21,14 +23,34 @@ type EnvironmentWebhook struct{}
 
 // +kubebuilder:webhook:path=/validate-ferry-dev-v1alpha1-environment,mutating=false,failurePolicy=ignore,sideEffects=None,groups=ferry.dev,resources=environments,verbs=create;update,versions=v1alpha1,name=venvironments.ferry.dev,admissionReviewVersions=v1
 
-// ValidateCreate checks the windows.
+// ValidateCreate checks the windows and the verification checks.
 func (w *EnvironmentWebhook) ValidateCreate(_ context.Context, env *ferryv1.Environment) (admission.Warnings, error) {
-	return nil, validateWindows(env)
+	return nil, validateEnvironment(env)
 }
 
-// ValidateUpdate checks the windows.
+// ValidateUpdate checks the windows and the verification checks.
 func (w *EnvironmentWebhook) ValidateUpdate(_ context.Context, _, env *ferryv1.Environment) (admission.Warnings, error) {
-	return nil, validateWindows(env)
+	return nil, validateEnvironment(env)
+}
+
+// validateEnvironment refuses what the schema cannot judge: windows (schedule, time zone) and
+// verification checks (a path that would leave the Service's proxy, a bodyMatch that does not
+// compile).
+func validateEnvironment(env *ferryv1.Environment) error {
+	errs := windowErrors(env)
+	for i := range env.Spec.Verification {
+		for _, fe := range verify.Validate(&env.Spec.Verification[i]) {
+			path := field.NewPath("spec", "verification").Index(i)
+			for part := range strings.SplitSeq(fe.Field, ".") {
+				path = path.Child(part)
+			}
+			errs = append(errs, field.Invalid(path, fe.Value, fe.Err.Error()))
+		}
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	return apierrors.NewInvalid(ferryv1.GroupVersion.WithKind("Environment").GroupKind(), env.Name, errs)
 }
 
 // ValidateDelete allows every deletion.
@@ -36,7 +58,7 @@ func (w *EnvironmentWebhook) ValidateDelete(context.Context, *ferryv1.Environmen
 	return nil, nil
 }
 
-func validateWindows(env *ferryv1.Environment) error {
+func windowErrors(env *ferryv1.Environment) field.ErrorList {
 	var errs field.ErrorList
 	for i, dw := range env.Spec.Windows {
 		if _, err := window.Parse(dw); err != nil {
@@ -58,10 +80,7 @@ func validateWindows(env *ferryv1.Environment) error {
 			errs = append(errs, field.Invalid(path.Child(fe.Field), value, fe.Err.Error()))
 		}
 	}
-	if len(errs) == 0 {
-		return nil
-	}
-	return apierrors.NewInvalid(ferryv1.GroupVersion.WithKind("Environment").GroupKind(), env.Name, errs)
+	return errs
 }
 
 // FreezeWebhook refuses a Freeze whose selectors cannot be read or are too large to read cheaply,

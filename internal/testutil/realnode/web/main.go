@@ -1,6 +1,7 @@
 // Command web is the test application of real-node tests (built by internal/testutil/realnode): it answers HTTP
 // on / (any other unknown path is 404, a failing health check), reports its health, and
-// says whether it can open a TCP connection to an address (to check what pods may reach).
+// says whether it can open a TCP connection to an address (to check what pods may reach). Run as
+// "web exit N" it prints a line and exits with status N at once (a verification Job).
 package main
 
 import (
@@ -8,10 +9,20 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"time"
 )
 
 func main() {
+	if len(os.Args) == 3 && os.Args[1] == "exit" {
+		code, err := strconv.Atoi(os.Args[2])
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(2)
+		}
+		fmt.Printf("check exits with %d\n", code)
+		os.Exit(code)
+	}
 	host, _ := os.Hostname()
 	http.HandleFunc("/{$}", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintf(w, "hello from %s\n", host)
