@@ -70,15 +70,16 @@ func AttachSBOM(subject name.Digest, subjectDesc v1.Descriptor, doc []byte, opts
 var ErrNoSBOM = errors.New("no SBOM refers to the image")
 
 // FetchSBOM reads the SBOM that refers to the image (through the referrers API, or the tag schema
-// fallback) and checks that it describes that image: an SBOM of another digest is refused.
-func FetchSBOM(subject name.Digest, opts ...remote.Option) (*SBOM, []byte, error) {
+// fallback) and checks that it describes that image: an SBOM of another digest is refused. It
+// returns the SBOM and the digest of its artifact manifest.
+func FetchSBOM(subject name.Digest, opts ...remote.Option) (*SBOM, string, error) {
 	idx, err := remote.Referrers(subject, append(opts, remote.WithFilter("artifactType", SPDXMediaType))...)
 	if err != nil {
-		return nil, nil, fmt.Errorf("failed to list the referrers of %s: %w", subject, err)
+		return nil, "", fmt.Errorf("failed to list the referrers of %s: %w", subject, err)
 	}
 	im, err := idx.IndexManifest()
 	if err != nil {
-		return nil, nil, err
+		return nil, "", err
 	}
 	var lastErr error
 	for _, d := range im.Manifests {
@@ -99,12 +100,12 @@ func FetchSBOM(subject name.Digest, opts ...remote.Option) (*SBOM, []byte, error
 			lastErr = fmt.Errorf("SBOM %s describes %s, not the image %s", d.Digest, s.Digest, subject.DigestStr())
 			continue
 		}
-		return s, doc, nil
+		return s, d.Digest.String(), nil
 	}
 	if lastErr != nil {
-		return nil, nil, lastErr
+		return nil, "", lastErr
 	}
-	return nil, nil, ErrNoSBOM
+	return nil, "", ErrNoSBOM
 }
 
 func fetchSBOMDocument(subject name.Digest, h v1.Hash, opts []remote.Option) ([]byte, error) {
