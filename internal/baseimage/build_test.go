@@ -112,7 +112,9 @@ func TestBuild(t *testing.T) {
 		}
 		// The real stack's dpkg status: libc6 and base-files are in every Debian system.
 		for _, want := range []string{"libc6", "base-files"} {
-			if !slices.ContainsFunc(stack.Packages(), func(p supplychain.Package) bool { return p.Type == supplychain.TypeDeb && p.Name == want && p.Version != "" }) {
+			if !slices.ContainsFunc(stack.Packages(), func(p supplychain.Package) bool {
+				return p.Type == supplychain.TypeDeb && p.Name == want && p.Version != ""
+			}) {
 				t.Errorf("the stack's SBOM lacks the Debian package %s: %d packages", want, len(stack.Packages()))
 			}
 		}
