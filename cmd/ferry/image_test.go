@@ -15,8 +15,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/ferryci/ferry/internal/image"
-	"github.com/ferryci/ferry/internal/supplychain"
 	"github.com/ferryci/ferry/internal/registry"
+	"github.com/ferryci/ferry/internal/supplychain"
 )
 
 const (
