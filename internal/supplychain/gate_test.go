@@ -162,7 +162,7 @@ func TestGate(t *testing.T) {
 }
 
 func TestSeverityLadder(t *testing.T) {
-	if !(severityRank("Negligible") < severityRank("Low") && severityRank("High") < severityRank("Critical") && severityRank("Critical") < severityRank("Bogus")) {
+	if severityRank("Negligible") >= severityRank("Low") || severityRank("High") >= severityRank("Critical") || severityRank("Critical") >= severityRank("Bogus") {
 		t.Error("the severity ladder is not Harbor's")
 	}
 	if !SameRepository("https://GitLab.example/team-a/app.git", "https://gitlab.example/team-a/app/") || SameRepository("", "") || SameRepository("https://a/x", "https://a/y") {
