@@ -43,7 +43,7 @@ Version: 2024a-0+deb12u1
 `
 
 // tarLayer makes an uncompressed layer of files path → content; mode 0755 files are executables.
-func tarLayer(t *testing.T, files map[string][]byte) v1.Layer {
+func tarLayer(t testing.TB, files map[string][]byte) v1.Layer {
 	t.Helper()
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
@@ -197,7 +197,7 @@ func TestSPDXRoundTripAndDiff(t *testing.T) {
 }
 
 // pushImage pushes an image of layers to repo and returns it by digest.
-func pushImage(t *testing.T, repo string, layers ...v1.Layer) name.Digest {
+func pushImage(t testing.TB, repo string, layers ...v1.Layer) name.Digest {
 	t.Helper()
 	img := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
 	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
