@@ -6,6 +6,8 @@ GO ?= go
 BIN := $(CURDIR)/bin
 CONTROLPLANE := $(BIN)/controlplane
 GOLANGCI_LINT := $(BIN)/golangci-lint
+# The cosign CLI that the supply-chain tests run (issue 17); its version is hack/cosign/go.mod's.
+COSIGN := $(BIN)/cosign-v2.6.5
 CONTROLLER_GEN := $(GO) tool controller-gen
 # Tests and `ferry dev` find the control-plane binaries here.
 export FERRY_CONTROLPLANE_ASSETS ?= $(CONTROLPLANE)
@@ -125,6 +127,12 @@ bench: controlplane-assets triggers ## Run every benchmark and print the figures
 
 $(GOLANGCI_LINT): hack/tools/go.mod
 	cd hack/tools && $(GO) build -o $(GOLANGCI_LINT) github.com/golangci/golangci-lint/v2/cmd/golangci-lint
+
+.PHONY: cosign
+cosign: $(COSIGN) ## Build the cosign CLI into bin/ (a few minutes once), which internal/supplychain's tests run.
+
+$(COSIGN): hack/cosign/go.mod
+	cd hack/cosign && $(GO) build -o $(COSIGN) github.com/sigstore/cosign/v2/cmd/cosign
 
 ##@ Help
 

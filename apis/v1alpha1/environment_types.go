@@ -125,6 +125,11 @@ type EnvironmentSpec struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=256
 	Description string `json:"description,omitempty"`
+
+	// supplyChain is what an image must prove (signature, provenance, SBOM, Harbor scan) before it
+	// rolls out here.
+	// +optional
+	SupplyChain *SupplyChainPolicy `json:"supplyChain,omitempty"`
 }
 
 // WindowKind says whether a deploy window lets rollouts start or keeps them from starting.

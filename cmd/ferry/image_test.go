@@ -16,6 +16,7 @@ import (
 
 	"github.com/ferryci/ferry/internal/image"
 	"github.com/ferryci/ferry/internal/registry"
+	"github.com/ferryci/ferry/internal/supplychain"
 )
 
 const (
@@ -207,6 +208,18 @@ func TestBuildAndRebaseCommands(t *testing.T) {
 	}
 	if !strings.Contains(stderr, "application layer "+cf.Config.Labels[image.LabelAppLayer]+" kept") {
 		t.Errorf("stderr:\n%s", stderr)
+	}
+	// The rebased image has its own SBOM, which describes it and not the original.
+	rd, err := name.NewDigest(rebased)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb, _, err := supplychain.FetchSBOM(rd, remote.WithAuth(&authn.Basic{Username: testRobot, Password: testSecret}))
+	if err != nil {
+		t.Fatalf("the rebased image's SBOM: %v\n%s", err, stderr)
+	}
+	if sb.Digest != rd.DigestStr() || len(sb.Layers) == 0 || sb.Layers[len(sb.Layers)-1].Digest != cf.Config.Labels[image.LabelAppLayer] || !strings.Contains(stderr, "SBOM sha256:") {
+		t.Errorf("rebased SBOM = %+v\nstderr:\n%s", sb, stderr)
 	}
 
 	// The original runtime does not sit on the patched stack.

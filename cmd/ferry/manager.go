@@ -40,6 +40,7 @@ for one machine.`,
 				return err
 			}
 			opts.GitLabIdentity = identities
+			opts.FerryVersion = version
 			cfg, err := g.restConfig()
 			if err != nil {
 				return err
@@ -58,6 +59,7 @@ for one machine.`,
 	f.StringVar(&opts.WebhookCertSecret, "webhook-cert-secret", manager.DefaultWebhookCertSecret, `Secret where the manager keeps its webhook certificate and injects the CA; "" when the certificate is provided (cert-manager)`)
 	f.StringVar(&opts.WebhookService, "webhook-service", manager.DefaultWebhookService, "Service in front of the webhook server, named by the certificate")
 	f.StringVar(&opts.Executor, "executor", "tekton", `how Builds run: "tekton" (a PipelineRun per Build) or "local" (processes on this machine, for ferry dev)`)
+	f.StringVar(&opts.SigningKeySecret, "signing-key-secret", "", "Secret in the manager's namespace with the ECDSA P-256 key (PEM under cosign.key) that signs every built image's provenance and signature; empty publishes none")
 	f.StringVar(&opts.FerryImage, "ferry-image", "", "image of the ferry binary for the clone and assemble steps of PipelineRuns (default: the image of this manager's pod, $POD_NAME, else "+manager.DefaultFerryImage+")")
 	opts.PodName = os.Getenv("POD_NAME")
 	f.StringSliceVar(&opts.StepCache.Vars, "step-cache", nil, `variables that name cache directories of the build steps on Tekton, e.g. GOCACHE,GOMODCACHE,PIP_CACHE_DIR: each Project gets a PersistentVolumeClaim of its own (ferry-cache-PROJECT) with one directory per variable (default: no cache)`)

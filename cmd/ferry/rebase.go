@@ -1,13 +1,18 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"os"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/spf13/cobra"
 
+	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
 	"github.com/ferryci/ferry/internal/catalog"
 	"github.com/ferryci/ferry/internal/image"
+	"github.com/ferryci/ferry/internal/supplychain"
 )
 
 type rebaseFlags struct {
@@ -55,6 +60,9 @@ Progress goes to stderr; the last line on stdout is REPOSITORY@sha256:….`,
 					fmt.Fprintf(log, " and runtime %s", res.New.Runtime.Image)
 				}
 				fmt.Fprintf(log, "; application layer %s kept\n", res.New.AppLayer)
+				if err := rebasedSBOM(cmd.Context(), c, res, log); err != nil {
+					return err
+				}
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), res.Image)
 			return nil
@@ -101,4 +109,39 @@ func (fl *rebaseFlags) options(img string) (image.RebaseOptions, error) {
 		return opts, err
 	}
 	return opts, nil
+}
+
+// rebasedSBOM attaches the rebased image's SBOM: the new bases' own SBOMs are linked when they
+// have them, and the rest (the kept runtime layers without a new runtime, and the application
+// layer) is catalogued.
+func rebasedSBOM(ctx context.Context, c *image.Client, res *image.RebaseResult, log io.Writer) error {
+	var bases []supplychain.Base
+	for _, b := range []struct {
+		role string
+		src  *ferryv1.LayerSource
+	}{{supplychain.RoleStack, res.New.Stack}, {supplychain.RoleRuntime, res.New.Runtime}} {
+		if b.src == nil || b.src.Image == "" {
+			continue
+		}
+		ref, err := c.ParseReference(b.src.Image)
+		if err != nil {
+			return err
+		}
+		d, ok := ref.(name.Digest)
+		if !ok {
+			return fmt.Errorf("the new %s %s is not pinned by digest", b.role, b.src.Image)
+		}
+		bases = append(bases, supplychain.Base{Role: b.role, Image: d})
+	}
+	ropts := c.RemoteOptions(ctx)
+	d, err := supplychain.Describe(res.Image, supplychain.DescribeOptions{Bases: bases, Tool: "ferry-" + version, Remote: ropts})
+	if err != nil {
+		return fmt.Errorf("rebased %s, but its SBOM could not be made: %w", res.Image, err)
+	}
+	pub, err := supplychain.Publish(res.Image, supplychain.PublishOptions{SBOM: d.SBOM, Remote: ropts})
+	if err != nil {
+		return fmt.Errorf("rebased %s, but its SBOM could not be attached: %w", res.Image, err)
+	}
+	fmt.Fprintf(log, "SBOM %s attached: %d packages, %d layers catalogued, %d base SBOMs linked\n", pub.SBOM, pub.Packages, d.Catalogued, len(d.Linked))
+	return nil
 }

@@ -73,6 +73,9 @@ type Reconciler struct {
 	HostBackoff time.Duration
 	// Now returns the current time. Default time.Now.
 	Now func() time.Time
+	// SupplyChain, when set, makes the manager publish an SBOM, signed provenance and a signature
+	// for every image a Build pushes.
+	SupplyChain *SupplyChain
 
 	files          fileCache
 	slots          fetchSlots
@@ -169,6 +172,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ct
 		}
 	}
 	setRunStatus(b, run, planFacts{repository: project.Spec.Image.Repository, tags: imageTags(b)}, r.now())
+	r.publishSupplyChain(ctx, b, project)
 	if isFinished(b) {
 		return r.finished(ctx, b)
 	}

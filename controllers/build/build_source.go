@@ -118,6 +118,16 @@ func (c *fileCache) get(ctx context.Context, key string, fetch func(context.Cont
 // invalid file is a *pipelinefile.Error (or ErrorList); failing to fetch, or waiting for a turn
 // to, is a *sourceError.
 func (r *Reconciler) readPipelineFile(ctx context.Context, b *ferryv1.Build, p *ferryv1.Project) (*pipelinefile.File, error) {
+	path, data, err := r.readPipelineData(ctx, b, p)
+	if err != nil {
+		return nil, err
+	}
+	return pipelinefile.Parse(path, data)
+}
+
+// readPipelineData reads the pipeline file's bytes at the Build's commit, through the cache, with
+// readPipelineFile's errors.
+func (r *Reconciler) readPipelineData(ctx context.Context, b *ferryv1.Build, p *ferryv1.Project) (string, []byte, error) {
 	path := p.Spec.PipelineFile
 	if path == "" {
 		path = ferryv1.DefaultPipelineFile
@@ -125,12 +135,12 @@ func (r *Reconciler) readPipelineFile(ctx context.Context, b *ferryv1.Build, p *
 	req := gitsource.Request{URL: p.Spec.Repository.CloneURL, Revision: b.Spec.Revision, Ref: b.Spec.Ref, Limits: r.GitLimits}
 	host, err := gitsource.Host(req.URL)
 	if err != nil {
-		return nil, &sourceError{reason: ferryv1.SourceUnavailableReason, err: fmt.Errorf("cannot fetch from Project %s: %w", p.Name, err)}
+		return "", nil, &sourceError{reason: ferryv1.SourceUnavailableReason, err: fmt.Errorf("cannot fetch from Project %s: %w", p.Name, err)}
 	}
 	if ref := p.Spec.Repository.CredentialsSecretRef; ref != nil {
 		creds, err := r.credentials(ctx, p.Namespace, ref.Name)
 		if err != nil {
-			return nil, err
+			return "", nil, err
 		}
 		req.Credentials = creds
 	}
@@ -157,18 +167,18 @@ func (r *Reconciler) readPipelineFile(ctx context.Context, b *ferryv1.Build, p *
 	var missing *gitsource.FileNotFoundError
 	switch {
 	case err == nil:
-		return pipelinefile.Parse(path, data)
+		return path, data, nil
 	case errors.As(err, &se):
-		return nil, se
+		return "", nil, se
 	case errors.Is(err, errFetchInProgress):
-		return nil, &sourceError{reason: ferryv1.WaitingForGitServerReason, wait: jitter(fetchWait),
+		return "", nil, &sourceError{reason: ferryv1.WaitingForGitServerReason, wait: jitter(fetchWait),
 			err: waitMessage(fmt.Sprintf("waiting for another Build that reads %s at %s from git server %s", path, shortSHA(b.Spec.Revision), host))}
 	case errors.As(err, &missing):
-		return nil, pipelinefile.ErrorList{{File: path, Message: fmt.Sprintf("no pipeline file in the repository at %s: add one, or set the Project's pipelineFile", shortSHA(b.Spec.Revision))}}
+		return "", nil, pipelinefile.ErrorList{{File: path, Message: fmt.Sprintf("no pipeline file in the repository at %s: add one, or set the Project's pipelineFile", shortSHA(b.Spec.Revision))}}
 	case errors.Is(err, gitsource.ErrTooLarge):
 		err = fmt.Errorf("%w (the manager's --git-max-fetch-bytes raises the limit)", err)
 	}
-	return nil, &sourceError{reason: ferryv1.SourceUnavailableReason, err: err}
+	return "", nil, &sourceError{reason: ferryv1.SourceUnavailableReason, err: err}
 }
 
 // fetchShare is how many workers may fetch from one git server, or for one namespace, at once.

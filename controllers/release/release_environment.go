@@ -72,6 +72,9 @@ func (r *Reconciler) beforeRollout(ctx context.Context, rel *ferryv1.Release, p 
 	if st, err := r.gate(ctx, rel, p, env, es, now); err != nil || !st.proceeds() {
 		return st, err
 	}
+	if st, err := r.supplyChainGate(ctx, rel, p, env, es, now); err != nil || !st.proceeds() {
+		return st, err
+	}
 	// Take the deploy lock on what the API server says, not on the cache: another Release of the
 	// project, or of another project with the same target, may have started a moment ago.
 	if !r.takeTargets(p, targets) {

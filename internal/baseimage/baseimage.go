@@ -46,6 +46,7 @@ import (
 
 	"github.com/ferryci/ferry/internal/catalog"
 	"github.com/ferryci/ferry/internal/image"
+	"github.com/ferryci/ferry/internal/supplychain"
 )
 
 // recipeVersion is part of every cache key: change it when a change to this package changes
@@ -138,6 +139,10 @@ type Image struct {
 	Layers []string
 	// Size and UncompressedSize add up its layers (compressed, and as tar streams).
 	Size, UncompressedSize int64
+	// SBOM is the digest of the SBOM that refers to a stack or runtime (made once: an image that
+	// has one keeps it), so that the application images built on it only catalogue their own
+	// layer.
+	SBOM string
 }
 
 // Step is one layer of the build.
@@ -266,10 +271,16 @@ func Build(ctx context.Context, opts Options) (*Result, error) {
 		Archive:   redactURI(b.archive),
 		GoVersion: b.goVersion,
 	}
+	var stackRef name.Digest
 	for _, s := range specs {
 		img, err := p.push(b, s)
 		if err != nil {
 			return nil, err
+		}
+		if s.kind == catalog.Stack || s.kind == catalog.Runtime {
+			if img.SBOM, err = p.describe(img, s.kind, &stackRef); err != nil {
+				return nil, err
+			}
 		}
 		res.Images = append(res.Images, img)
 		switch s.kind {
@@ -781,6 +792,37 @@ type pusher struct {
 	plainHTTP bool
 	// from maps a layer to a repository that has it.
 	from map[v1.Hash]name.Repository
+}
+
+// describe attaches the SBOM of a stack or a runtime (on stackRef, the stack pushed before it),
+// unless the image has one already, and returns the SBOM's digest.
+func (p *pusher) describe(img Image, kind catalog.Kind, stackRef *name.Digest) (string, error) {
+	var nameOpts []name.Option
+	if p.plainHTTP {
+		nameOpts = append(nameOpts, name.Insecure)
+	}
+	ref, err := name.NewDigest(img.Ref, nameOpts...)
+	if err != nil {
+		return "", err
+	}
+	role, bases := supplychain.RoleStack, []supplychain.Base(nil)
+	if kind == catalog.Stack {
+		*stackRef = ref
+	} else {
+		role, bases = supplychain.RoleRuntime, []supplychain.Base{{Role: supplychain.RoleStack, Image: *stackRef}}
+	}
+	if _, existing, err := supplychain.FetchSBOM(ref, p.opts...); err == nil {
+		return existing, nil
+	}
+	d, err := supplychain.Describe(ref, supplychain.DescribeOptions{Bases: bases, Role: role, Tool: "ferry-baseimage-" + recipeVersion, Remote: p.opts})
+	if err != nil {
+		return "", fmt.Errorf("baseimage: SBOM of %s: %w", img.Name, err)
+	}
+	pub, err := supplychain.Publish(ref, supplychain.PublishOptions{SBOM: d.SBOM, Remote: p.opts})
+	if err != nil {
+		return "", fmt.Errorf("baseimage: SBOM of %s: %w", img.Name, err)
+	}
+	return pub.SBOM, nil
 }
 
 // push assembles and pushes one image under its tags, unless the registry has it already.

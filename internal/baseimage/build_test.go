@@ -25,6 +25,7 @@ import (
 
 	"github.com/ferryci/ferry/internal/catalog"
 	"github.com/ferryci/ferry/internal/registry"
+	"github.com/ferryci/ferry/internal/supplychain"
 	"github.com/ferryci/ferry/internal/testutil"
 )
 
@@ -99,6 +100,50 @@ func TestBuild(t *testing.T) {
 	}
 	logFigures(t, first)
 	checkResult(t, first, reg.Host)
+
+	t.Run("the stack and runtimes carry SBOMs, the runtimes linking the stack's", func(t *testing.T) {
+		stackRef, err := name.NewDigest(first.Catalog.Stacks[StackName])
+		if err != nil {
+			t.Fatal(err)
+		}
+		stack, _, err := supplychain.FetchSBOM(stackRef, ropts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The real stack's dpkg status: libc6 and base-files are in every Debian system.
+		for _, want := range []string{"libc6", "base-files"} {
+			if !slices.ContainsFunc(stack.Packages(), func(p supplychain.Package) bool {
+				return p.Type == supplychain.TypeDeb && p.Name == want && p.Version != ""
+			}) {
+				t.Errorf("the stack's SBOM lacks the Debian package %s: %d packages", want, len(stack.Packages()))
+			}
+		}
+		pyRef, err := name.NewDigest(first.Catalog.Runtimes[PythonName])
+		if err != nil {
+			t.Fatal(err)
+		}
+		py, _, err := supplychain.FetchSBOM(pyRef, ropts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(py.Layers) <= len(stack.Layers) || py.Layers[0].Role != supplychain.RoleStack || py.Layers[len(py.Layers)-1].Role != supplychain.RoleRuntime {
+			t.Errorf("python runtime SBOM layers = %d, roles %s…%s", len(py.Layers), py.Layers[0].Role, py.Layers[len(py.Layers)-1].Role)
+		}
+		var runtimeDebs []string
+		for _, p := range py.Layers[len(py.Layers)-1].Packages {
+			if p.Type == supplychain.TypeDeb {
+				runtimeDebs = append(runtimeDebs, p.Name)
+			}
+		}
+		if !slices.ContainsFunc(runtimeDebs, func(n string) bool { return strings.HasPrefix(n, "python3") }) || slices.Contains(runtimeDebs, "libc6") {
+			t.Errorf("the python runtime's own Debian packages = %v: want python3…, not the stack's libc6", runtimeDebs)
+		}
+		for _, im := range first.Images {
+			if (im.Name == StackName || im.Name == PythonName) && im.SBOM == "" {
+				t.Errorf("image %s has no SBOM digest", im.Name)
+			}
+		}
+	})
 
 	t.Run("the stack's layers are a prefix of every image on it", func(t *testing.T) {
 		stack := layersOf(t, first.Catalog.Stacks[StackName], ropts)

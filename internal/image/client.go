@@ -119,6 +119,10 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 // Transfer returns what the client uploaded, mounted and found already present so far.
 func (c *Client) Transfer() Transfer { return c.observer.transfer() }
 
+// RemoteOptions are the options of every registry call this client makes (credentials, retries,
+// transfer accounting), for packages that make their own go-containerregistry calls.
+func (c *Client) RemoteOptions(ctx context.Context) []remote.Option { return c.remoteOptions(ctx) }
+
 // remoteOptions are the options of every registry call.
 func (c *Client) remoteOptions(ctx context.Context) []remote.Option {
 	backoff := DefaultBackoff

@@ -108,6 +108,13 @@ type Options struct {
 	// PodName is the manager's own pod in Namespace, when it runs in one ($POD_NAME).
 	PodName string
 
+	// SigningKeySecret, when set, names the Secret in Namespace with the platform's ECDSA P-256
+	// key (PEM under cosign.key): the manager then publishes an SBOM, signed SLSA provenance and a
+	// cosign signature for every image a Build pushes (issue 17).
+	SigningKeySecret string
+	// FerryVersion is Ferry's version, the builder version in provenance.
+	FerryVersion string
+
 	// StepCache gives every Project a step cache on the Tekton executor: a PersistentVolumeClaim
 	// per Project whose directories the user's steps get in the variables StepCache.Vars names
 	// (none: no cache).
@@ -419,6 +426,7 @@ func (m *Manager) setupController(name string) error {
 			MaxBuildTimeout: m.opts.MaxBuildTimeout,
 			GitLimits:       m.opts.GitLimits,
 			FetchShare:      m.opts.GitFetchShare,
+			SupplyChain:     m.supplyChain(),
 		}).SetupWithManager(m.Manager)
 	case "buildreport":
 		return (&buildreportcontroller.Reconciler{
@@ -723,3 +731,11 @@ func orDefault(s, def string) string {
 // +kubebuilder:rbac:groups="",namespace=ferry-system,resources=pods,verbs=get
 // +kubebuilder:rbac:groups=coordination.k8s.io,namespace=ferry-system,resources=leases,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",namespace=ferry-system,resources=secrets,verbs=get;list;watch
+
+// supplyChain is what the build controller publishes about images, nil without a signing key.
+func (m *Manager) supplyChain() *buildcontroller.SupplyChain {
+	if m.opts.SigningKeySecret == "" {
+		return nil
+	}
+	return &buildcontroller.SupplyChain{SigningKeySecret: m.opts.SigningKeySecret, FerryVersion: orDefault(m.opts.FerryVersion, "dev")}
+}

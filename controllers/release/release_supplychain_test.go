@@ -1,0 +1,156 @@
+package release_test
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/static"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
+	"github.com/ferryci/ferry/controllers/release"
+	"github.com/ferryci/ferry/internal/registry"
+	"github.com/ferryci/ferry/internal/releasetest"
+	"github.com/ferryci/ferry/internal/supplychain"
+	"github.com/ferryci/ferry/internal/testutil"
+)
+
+// signedImage pushes an image with content to repo and publishes its SBOM, provenance naming
+// repository and revision, and signature with signer.
+func signedImage(t *testing.T, repo, content, repository, revision string, signer *supplychain.Signer) string {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	_ = tw.WriteHeader(&tar.Header{Name: "app/requirements.txt", Mode: 0o644, Size: int64(len(content)), Typeflag: tar.TypeReg})
+	_, _ = tw.Write([]byte(content))
+	_ = tw.Close()
+	img, err := mutate.AppendLayers(mutate.ConfigMediaType(mutate.MediaType(empty.Image, types.OCIManifestSchema1), types.OCIConfigJSON), static.NewLayer(buf.Bytes(), types.OCIUncompressedLayer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, _ := img.Digest()
+	d, err := name.NewDigest(repo + "@" + h.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(d, img); err != nil {
+		t.Fatal(err)
+	}
+	desc, err := supplychain.Describe(d, supplychain.DescribeOptions{Tool: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	prov := supplychain.Provenance{FerryVersion: "test", Repository: repository, Revision: revision, Build: "elsewhere/b", Executor: "local"}
+	if _, err := supplychain.Publish(d, supplychain.PublishOptions{SBOM: desc.SBOM, Provenance: &prov, Signer: signer}); err != nil {
+		t.Fatal(err)
+	}
+	return d.String()
+}
+
+// TestSupplyChainGate: an Environment that requires a signature, provenance and an SBOM rolls out
+// an image built from the Release's repository and revision, refuses before its rollout one whose
+// provenance names another commit, and one signed by an unknown key, saying what failed.
+func TestSupplyChainGate(t *testing.T) {
+	startTargets(t)
+	hub := testutil.CurrentHub(t)
+	c := hub.Client
+	ctx := context.Background()
+	reg, err := registry.StartMemory(registry.MemoryOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = reg.Close() })
+	repo := reg.Host + "/team/shop"
+
+	priv, pub, err := supplychain.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, _ := supplychain.NewSigner(priv)
+	unknownPriv, _, _ := supplychain.GenerateKey()
+	unknown, _ := supplychain.NewSigner(unknownPriv)
+	ns := testutil.Namespace(t, c)
+	keyMap := "platform-key-" + ns
+	releasetest.CreateCleanly(t, c, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: testutil.FerryNamespace, Name: keyMap}, Data: map[string]string{"cosign.pub": string(pub)}})
+
+	envName := releasetest.Unique("secure")
+	env := releasetest.Environment(envName, nil, "east")
+	env.Spec.SupplyChain = &ferryv1.SupplyChainPolicy{
+		Keys:             []ferryv1.PublicKeySource{{ConfigMapRef: &ferryv1.SecretKeyReference{Name: keyMap}}},
+		RequireSignature: true, RequireProvenance: true, RequireSBOM: true,
+	}
+	releasetest.CreateCleanly(t, c, env)
+	p := releasetest.Project(ns, "shop", envName)
+	p.Spec.Image.Repository = repo
+	if err := c.Create(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	startManager(t)
+
+	// release1 creates a Build of the image (its revision is releasetest.Revision(relName)) and a
+	// Release of it.
+	release1 := func(relName, buildName, image string) {
+		t.Helper()
+		b := &ferryv1.Build{}
+		rollback := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: buildName}, b) == nil
+		if !rollback {
+			b = releasetest.CreateBuild(t, c, ns, buildName, "shop", "refs/heads/main", image, "dave", releasetest.Deploy(1, nil))
+		}
+		rel := releasetest.Release(ns, relName, "shop", b)
+		rel.Spec.Rollback = rollback
+		if err := c.Create(ctx, rel); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	goodImage := signedImage(t, repo, "flask==3.0.3\n", p.Spec.Repository.CloneURL, releasetest.Revision("b1"), signer)
+	start := time.Now()
+	release1("r1", "b1", goodImage)
+	waitEnv(t, c, ns, "r1", envName, ferryv1.RolledOutCondition, metav1.ConditionTrue, ferryv1.HealthyReason)
+	t.Logf("gate + rollout of a verified image: %s", time.Since(start).Round(time.Millisecond))
+	if reasons := eventReasons(t, c, ns, "r1"); !strings.Contains(strings.Join(reasons, ","), release.SupplyChainVerifiedReason) {
+		t.Errorf("events = %v, want %s", reasons, release.SupplyChainVerifiedReason)
+	}
+
+	for _, tc := range []struct {
+		name, content, revision, want string
+		signer                        *supplychain.Signer
+	}{
+		{"r2", "flask==3.0.4\n", releasetest.Revision("other"), "provenance: built from commit " + releasetest.Revision("other") + ", not the Release's revision", signer},
+		{"r3", "flask==3.0.5\n", releasetest.Revision("b-r3"), "signature: no signature verifies with a trusted key", unknown},
+	} {
+		img := signedImage(t, repo, tc.content, p.Spec.Repository.CloneURL, tc.revision, tc.signer)
+		release1(tc.name, "b-"+tc.name, img)
+		rel := waitEnv(t, c, ns, tc.name, envName, ferryv1.ReadyCondition, metav1.ConditionFalse, release.SupplyChainRefusedReason)
+		if msg := envCondition(rel, envName, ferryv1.ReadyCondition).Message; !strings.Contains(msg, tc.want) || !strings.Contains(msg, "before its rollout") {
+			t.Errorf("%s: Ready message = %q, want %q", tc.name, msg, tc.want)
+		}
+		if len(envOf(rel, envName).Clusters) != 0 {
+			t.Errorf("%s: a refused image started rolling out: %+v", tc.name, envOf(rel, envName).Clusters)
+		}
+	}
+	if d := startTargets(t)["east"].deployment(t, "shop-"+envName, "shop"); d == nil || d.Spec.Template.Spec.Containers[0].Image != goodImage {
+		t.Errorf("the deployment does not run the verified image")
+	}
+
+	// A newer verified image rolls out; a rollback to the older digest passes the same gate.
+	newer := signedImage(t, repo, "flask==3.1.0\n", p.Spec.Repository.CloneURL, releasetest.Revision("b4"), signer)
+	release1("r4", "b4", newer)
+	waitEnv(t, c, ns, "r4", envName, ferryv1.RolledOutCondition, metav1.ConditionTrue, ferryv1.HealthyReason)
+	release1("r5", "b1", goodImage)
+	waitEnv(t, c, ns, "r5", envName, ferryv1.RolledOutCondition, metav1.ConditionTrue, ferryv1.HealthyReason)
+	if d := startTargets(t)["east"].deployment(t, "shop-"+envName, "shop"); d == nil || d.Spec.Template.Spec.Containers[0].Image != goodImage {
+		t.Errorf("the rollback did not deploy the older image")
+	}
+}
