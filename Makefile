@@ -86,7 +86,7 @@ lint: $(GOLANGCI_LINT) ## Run go vet and golangci-lint.
 .PHONY: verify
 verify: manifests generate ## Regenerate everything and fail if the tree changed (stale generated files or go.mod).
 	$(GO) mod tidy
-	for d in hack/tools hack/controlplane/kubernetes hack/controlplane/etcd hack/controlplane/kwok hack/controlplane/tekton hack/controlplane/triggers; do (cd $$d && $(GO) mod tidy); done
+	for d in hack/tools hack/cosign hack/controlplane/kubernetes hack/controlplane/etcd hack/controlplane/kwok hack/controlplane/tekton hack/controlplane/triggers; do (cd $$d && $(GO) mod tidy); done
 	@if [ -n "$$(git status --porcelain)" ]; then \
 		echo "Generated files or go.mod are out of date; run 'make manifests generate' and 'go mod tidy', then commit:"; \
 		git status --porcelain; git --no-pager diff --stat; exit 1; \
@@ -100,7 +100,7 @@ deps:
 	@hack/deps.sh setpriv git chromium python3 real-nodes debootstrap
 
 .PHONY: test
-test: controlplane-assets deps ## Run every test: unit tests and integration tests against real API servers and simulated clusters.
+test: controlplane-assets deps cosign ## Run every test: unit tests and integration tests against real API servers and simulated clusters.
 	$(GO) test -timeout $(TEST_TIMEOUT) $(TEST_FLAGS) ./...
 
 E2E_TIMEOUT ?= 35m

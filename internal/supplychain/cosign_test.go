@@ -24,6 +24,9 @@ func TestCosignVerifiesFerrysFormats(t *testing.T) {
 	}
 	bin := filepath.Join(root, "bin", "cosign-"+cosignVersion)
 	if _, err := os.Stat(bin); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("%s is not built; CI runs `make test`, which builds it first (make cosign)", bin)
+		}
 		t.Skipf("%s is not built: make cosign", bin)
 	}
 	e := registries(t)["distribution"]
