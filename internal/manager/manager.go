@@ -228,7 +228,7 @@ const (
 	DefaultWebhookCertSecret = "ferry-webhook-tls" //nolint:gosec // G101: a Secret name, not a credential
 	DefaultWebhookService    = "ferry-webhook-service"
 	// DefaultSigningKeySecret holds the platform's image signing key (cosign.key, cosign.pub).
-	DefaultSigningKeySecret = "ferry-signing-key" //nolint:gosec // G101: a Secret name, not a credential
+	DefaultSigningKeySecret = "ferry-signing-key"
 	installNamePrefix       = "ferry-"
 )
 
