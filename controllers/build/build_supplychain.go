@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
 	"github.com/ferryci/ferry/internal/assemble"
@@ -35,6 +36,10 @@ const (
 // SigningKeyDataKey is the key of the platform's PEM private key in the signing Secret.
 const SigningKeyDataKey = "cosign.key"
 
+// PublicKeyDataKey is the key of the public key in a signing Secret the manager generated: what
+// `cosign verify --key` and an Environment's supplyChain.keys take.
+const PublicKeyDataKey = "cosign.pub"
+
 // SupplyChain configures what the manager publishes about every image a Build pushes. The manager
 // does it, after the run, for the Tekton and the local executor alike: the key is read from a
 // Secret in Ferry's namespace, which no Build's steps (running in the Project's namespace, or
@@ -43,6 +48,10 @@ type SupplyChain struct {
 	// SigningKeySecret names the Secret in the Reconciler's Namespace with the ECDSA P-256 key
 	// (PEM, unencrypted) under cosign.key.
 	SigningKeySecret string
+	// GenerateKey lets the manager create the Secret with a new key pair (cosign.key, cosign.pub)
+	// when it does not exist, so that a new installation signs from its first Build. A key the
+	// platform team brings is never replaced.
+	GenerateKey bool
 	// FerryVersion is the builder's version written into the provenance.
 	FerryVersion string
 	// Backoff overrides how failed registry requests are retried.
@@ -149,7 +158,11 @@ func (r *Reconciler) publish(ctx context.Context, b *ferryv1.Build, p *ferryv1.P
 func (r *Reconciler) signer(ctx context.Context) (*supplychain.Signer, error) {
 	s := &corev1.Secret{}
 	key := types.NamespacedName{Namespace: r.Namespace, Name: r.SupplyChain.SigningKeySecret}
-	if err := r.APIReader.Get(ctx, key, s); err != nil {
+	err := r.APIReader.Get(ctx, key, s)
+	if apierrors.IsNotFound(err) && r.SupplyChain.GenerateKey {
+		s, err = r.generateSigningKey(ctx, key)
+	}
+	if err != nil {
 		if apierrors.IsNotFound(err) {
 			return nil, fmt.Errorf("the signing Secret %s was not found", key)
 		}
@@ -177,4 +190,34 @@ func pipelineFilePath(p *ferryv1.Project) string {
 func (r *Reconciler) pipelineFileBytes(ctx context.Context, b *ferryv1.Build, p *ferryv1.Project) ([]byte, error) {
 	_, data, err := r.readPipelineData(ctx, b, p)
 	return data, err
+}
+
+// +kubebuilder:rbac:groups="",namespace=ferry-system,resources=secrets,verbs=create
+
+// generateSigningKey creates the signing Secret with a new ECDSA P-256 key pair. When another
+// worker or replica created it first, theirs is read and used: one key, whoever wins.
+func (r *Reconciler) generateSigningKey(ctx context.Context, key types.NamespacedName) (*corev1.Secret, error) {
+	private, public, err := supplychain.GenerateKey()
+	if err != nil {
+		return nil, fmt.Errorf("failed to generate a signing key: %w", err)
+	}
+	s := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{
+			Namespace: key.Namespace, Name: key.Name,
+			Labels:      map[string]string{"app.kubernetes.io/managed-by": "ferry"},
+			Annotations: map[string]string{"ferry.dev/generated": "the platform's image signing key, made by the manager because none existed; cosign.pub verifies the images it signs"},
+		},
+		Type: corev1.SecretTypeOpaque,
+		Data: map[string][]byte{SigningKeyDataKey: private, PublicKeyDataKey: public},
+	}
+	err = r.Create(ctx, s)
+	if apierrors.IsAlreadyExists(err) {
+		s = &corev1.Secret{}
+		return s, r.APIReader.Get(ctx, key, s)
+	}
+	if err != nil {
+		return nil, err
+	}
+	log.FromContext(ctx).Info("Created the platform's image signing key; verify images with its public key", "secret", key.String(), "publicKey", PublicKeyDataKey)
+	return s, nil
 }

@@ -20,6 +20,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
 	buildcontroller "github.com/ferryci/ferry/controllers/build"
@@ -69,7 +70,14 @@ func pushTestImage(t *testing.T, repo string, layers ...v1.Layer) name.Digest {
 	return d
 }
 
+// newSupplyChainEnv starts it all with the platform's own key in the signing Secret. The manager
+// may generate a key; it must use the platform's.
 func newSupplyChainEnv(t *testing.T) *supplyChainEnv {
+	t.Helper()
+	return startSupplyChainEnv(t, true)
+}
+
+func startSupplyChainEnv(t *testing.T, platformKey bool) *supplyChainEnv {
 	t.Helper()
 	reg, err := registry.StartMemory(registry.MemoryOptions{})
 	if err != nil {
@@ -103,13 +111,20 @@ func newSupplyChainEnv(t *testing.T) *supplyChainEnv {
 		if s.Namespace == testutil.FerryNamespace {
 			ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: testutil.FerryNamespace}}
 			_ = e.c.Create(ctx, ns)
+			if !platformKey {
+				continue
+			}
 		}
 		if err := e.c.Create(ctx, s); err != nil {
 			t.Fatal(err)
 		}
 	}
-	testutil.StartManager(t, manager.Options{Controllers: []string{"build"}, FerryImage: ferryImage, SigningKeySecret: keyName, FerryVersion: "v9.9.9-test"})
-	return &supplyChainEnv{env: e, proxy: proxy, stack: stack, app: app, keys: []supplychain.Key{{Name: "platform", Key: k}}}
+	testutil.StartManager(t, manager.Options{Controllers: []string{"build"}, FerryImage: ferryImage, SigningKeySecret: keyName, GenerateSigningKey: true, FerryVersion: "v9.9.9-test"})
+	keys := []supplychain.Key{{Name: "platform", Key: k}}
+	if !platformKey {
+		keys = nil
+	}
+	return &supplyChainEnv{env: e, proxy: proxy, stack: stack, app: app, keys: keys}
 }
 
 // succeed lets the Build's PipelineRun succeed with results naming the app image on the stack.
@@ -150,6 +165,36 @@ func TestBuildPublishesSBOMProvenanceAndSignature(t *testing.T) {
 	}
 	if len(sb.Layers) != 2 || sb.Layers[0].Role != supplychain.RoleStack || sb.Layers[1].Role != supplychain.RoleApp {
 		t.Errorf("SBOM layers = %+v", sb.Layers)
+	}
+}
+
+// TestBuildGeneratesTheSigningKey: a new installation has no signing Secret; the manager creates
+// one with a new key pair at the first Build, signs with it, and its cosign.pub verifies the image.
+func TestBuildGeneratesTheSigningKey(t *testing.T) {
+	s := startSupplyChainEnv(t, false)
+	sha := s.commit(okFile)
+	s.succeed("app-main-1", sha)
+	b := s.waitReady("app-main-1", metav1.ConditionTrue, ferryv1.SucceededReason)
+	testutil.Eventually(t, "Signed condition", func() (bool, error) {
+		b = s.build("app-main-1")
+		return condition(b, buildcontroller.SignedCondition) == "True/Signed", fmt.Errorf("Signed = %s", condition(b, buildcontroller.SignedCondition))
+	})
+	secret := &corev1.Secret{}
+	if err := s.c.Get(context.Background(), client.ObjectKey{Namespace: testutil.FerryNamespace, Name: "signing-" + s.ns}, secret); err != nil {
+		t.Fatal(err)
+	}
+	pub, err := supplychain.ParsePublicKey(secret.Data[buildcontroller.PublicKeyDataKey])
+	if err != nil {
+		t.Fatalf("the generated Secret's %s: %v", buildcontroller.PublicKeyDataKey, err)
+	}
+	if _, err := supplychain.NewSigner(secret.Data[buildcontroller.SigningKeyDataKey]); err != nil {
+		t.Fatalf("the generated Secret's %s: %v", buildcontroller.SigningKeyDataKey, err)
+	}
+	if by, err := supplychain.VerifySignature(s.app, []supplychain.Key{{Name: "generated", Key: pub}}); err != nil || by != "generated" {
+		t.Errorf("VerifySignature with the generated cosign.pub = %q, %v", by, err)
+	}
+	if st := fmt.Sprintf("%+v", b.Status); strings.Contains(st, "PRIVATE KEY") {
+		t.Errorf("the status holds the key: %s", st)
 	}
 }
 

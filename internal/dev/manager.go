@@ -94,6 +94,8 @@ func (e *env) startManager(ctx context.Context) error {
 		LocalStepMounts:             mounts,
 		AllowLocalExecutorInCluster: e.opts.AllowLocalExecutorInCluster,
 		ReceiverAddr:                receiverAddr,
+		SigningKeySecret:            manager.DefaultSigningKeySecret,
+		GenerateSigningKey:          true,
 	}
 	if err := e.configureUI(&opts); err != nil {
 		return err

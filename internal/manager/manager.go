@@ -112,6 +112,9 @@ type Options struct {
 	// key (PEM under cosign.key): the manager then publishes an SBOM, signed SLSA provenance and a
 	// cosign signature for every image a Build pushes (issue 17).
 	SigningKeySecret string
+	// GenerateSigningKey lets the manager create SigningKeySecret with a new key pair (cosign.key
+	// and cosign.pub) when it does not exist.
+	GenerateSigningKey bool
 	// FerryVersion is Ferry's version, the builder version in provenance.
 	FerryVersion string
 
@@ -224,7 +227,9 @@ const DefaultFerryImage = "ghcr.io/ferryci/ferry:v0.1.0"
 const (
 	DefaultWebhookCertSecret = "ferry-webhook-tls" //nolint:gosec // G101: a Secret name, not a credential
 	DefaultWebhookService    = "ferry-webhook-service"
-	installNamePrefix        = "ferry-"
+	// DefaultSigningKeySecret holds the platform's image signing key (cosign.key, cosign.pub).
+	DefaultSigningKeySecret = "ferry-signing-key"
+	installNamePrefix       = "ferry-"
 )
 
 // Controllers Ferry knows, in the order they start.
@@ -737,5 +742,5 @@ func (m *Manager) supplyChain() *buildcontroller.SupplyChain {
 	if m.opts.SigningKeySecret == "" {
 		return nil
 	}
-	return &buildcontroller.SupplyChain{SigningKeySecret: m.opts.SigningKeySecret, FerryVersion: orDefault(m.opts.FerryVersion, "dev")}
+	return &buildcontroller.SupplyChain{SigningKeySecret: m.opts.SigningKeySecret, GenerateKey: m.opts.GenerateSigningKey, FerryVersion: orDefault(m.opts.FerryVersion, "dev")}
 }
