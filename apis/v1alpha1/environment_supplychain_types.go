@@ -1,5 +1,7 @@
 package v1alpha1
 
+import metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 // SupplyChainPolicy is what an image must prove before it rolls out to an Environment (issue 17).
 // The checks run before every rollout, a rollback to an older digest included; a digest that fails
 // one is refused with what failed.
@@ -62,5 +64,103 @@ type HarborScanPolicy struct {
 	// +optional
 	// +kubebuilder:default=High
 	// +kubebuilder:validation:Enum=Low;Medium;High;Critical
+	RefuseAtOrAbove string `json:"refuseAtOrAbove,omitempty"`
+}
+
+// Results of the supply-chain gate recorded on a Release's environment.
+const (
+	// SupplyChainPassed: the image proved what the Environment requires.
+	SupplyChainPassed = "Passed"
+	// SupplyChainRefused: the image failed a check; the Release stopped before its rollout.
+	SupplyChainRefused = "Refused"
+)
+
+// SupplyChainResult is what the supply-chain gate found for an image before its rollout to an
+// environment: who signed it, where it was built, whether it carries an SBOM, its scan.
+type SupplyChainResult struct {
+	// digest is the image checked, repository@sha256:….
+	// +required
+	// +kubebuilder:validation:MaxLength=1024
+	Digest string `json:"digest"`
+
+	// result is Passed or Refused.
+	// +required
+	// +kubebuilder:validation:Enum=Passed;Refused
+	Result string `json:"result"`
+
+	// message says what failed when the image was refused, or what passed.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	Message string `json:"message,omitempty"`
+
+	// signedBy names the trusted key whose signature verified, when a signature was required.
+	// +optional
+	// +kubebuilder:validation:MaxLength=512
+	SignedBy string `json:"signedBy,omitempty"`
+
+	// provenance is what the verified provenance says, when provenance was required.
+	// +optional
+	Provenance *ProvenanceSummary `json:"provenance,omitempty"`
+
+	// sbom says the image has an SBOM that matches its digest.
+	// +optional
+	SBOM bool `json:"sbom,omitempty"`
+
+	// sbomPackages is the number of packages the SBOM lists.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	SBOMPackages int32 `json:"sbomPackages,omitempty"`
+
+	// scan is the Harbor scan's result, when the Environment checks one.
+	// +optional
+	Scan *ScanSummary `json:"scan,omitempty"`
+
+	// checkedAt is when the gate checked the image.
+	// +required
+	CheckedAt metav1.Time `json:"checkedAt"`
+}
+
+// ProvenanceSummary is the verified SLSA provenance of an image, in short.
+type ProvenanceSummary struct {
+	// repository is the repository the image was built from.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	Repository string `json:"repository,omitempty"`
+
+	// revision is the commit built.
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	Revision string `json:"revision,omitempty"`
+
+	// builder is the builder and its version (Ferry vX, executor).
+	// +optional
+	// +kubebuilder:validation:MaxLength=256
+	Builder string `json:"builder,omitempty"`
+
+	// stack and runtime are the base images, pinned by digest.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	Stack string `json:"stack,omitempty"`
+
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	Runtime string `json:"runtime,omitempty"`
+
+	// buildRef is the Build that made the image, namespace/name.
+	// +optional
+	// +kubebuilder:validation:MaxLength=317
+	BuildRef string `json:"buildRef,omitempty"`
+}
+
+// ScanSummary is a registry scan's result.
+type ScanSummary struct {
+	// severity is the highest severity found (None, Low, Medium, High, Critical, …).
+	// +optional
+	// +kubebuilder:validation:MaxLength=32
+	Severity string `json:"severity,omitempty"`
+
+	// refuseAtOrAbove is the threshold applied.
+	// +optional
+	// +kubebuilder:validation:MaxLength=32
 	RefuseAtOrAbove string `json:"refuseAtOrAbove,omitempty"`
 }

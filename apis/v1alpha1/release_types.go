@@ -137,6 +137,11 @@ type ReleaseEnvironmentStatus struct {
 	// +optional
 	Verification *VerificationStatus `json:"verification,omitempty"`
 
+	// supplyChain is what the supply-chain gate found for the image before its rollout here,
+	// when the Environment has a supplyChain policy (issue 17).
+	// +optional
+	SupplyChain *SupplyChainResult `json:"supplyChain,omitempty"`
+
 	// startTime is when the Release started waiting for or rolling out in this environment.
 	// +optional
 	StartTime *metav1.Time `json:"startTime,omitempty"`

@@ -41,6 +41,8 @@ func newGetCommand(g *globalFlags) *cobra.Command {
 A Release's table shows each environment of its path: ok, waiting for approvals (given/needed),
 rolling out, rolled back, rejected, expired, locked, frozen, waiting for a deploy window (with
 when it opens) or pending.
+-o wide adds what the supply-chain gates found: who signed the image, the repository and commit
+its provenance names, its SBOM (with the number of packages) and each environment's gate result.
 
 "windows" shows, per Environment (they are cluster-wide: -n does not apply), whether a rollout
 may start now, what keeps it closed (deny windows, being outside the allow windows, freezes, the
@@ -49,6 +51,7 @@ each stops rollouts now, from when until when, which Environments it selects and
 		Example: `  ferry get releases -n team-shop
   ferry get approvals -n team-shop -o yaml
   ferry get release shop-api-main-42 -o json
+  ferry get release shop-api-main-42 -o wide
   ferry get windows
   ferry get windows prod -o yaml
   ferry get freezes`,
@@ -59,7 +62,10 @@ each stops rollouts now, from when until when, which Environments it selects and
 			if !ok {
 				return fmt.Errorf("unknown resource %q: ferry get lists builds, releases or approvals (or windows, freezes)", args[0])
 			}
-			if output != "" && output != "json" && output != "yaml" {
+			if output == "wide" && kind != "releases" {
+				return fmt.Errorf("-o wide is for releases: use -o json or -o yaml for %s", kind)
+			}
+			if output != "" && output != "json" && output != "yaml" && output != "wide" {
 				return fmt.Errorf("unknown output format %q: use -o json or -o yaml (or nothing for a table)", output)
 			}
 			c, ns, err := k.client(g)
@@ -78,7 +84,7 @@ each stops rollouts now, from when until when, which Environments it selects and
 		},
 	}
 	k.bind(cmd)
-	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: json or yaml (default: a table)")
+	cmd.Flags().StringVarP(&output, "output", "o", "", "output format: json or yaml, or wide for releases (default: a table)")
 	cmd.Flags().BoolVarP(&allNamespaces, "all-namespaces", "A", false, "list in every namespace")
 	return cmd
 }
@@ -113,6 +119,9 @@ func runGet(ctx context.Context, c client.Client, w io.Writer, kind, ns, name, o
 		}
 		for i := range list.Items {
 			tidy(&list.Items[i], "Release")
+		}
+		if output == "wide" {
+			return printList(w, "", name, list, len(list.Items), func(i int) client.Object { return &list.Items[i] }, all, releaseWideTable(list.Items))
 		}
 		return printList(w, output, name, list, len(list.Items), func(i int) client.Object { return &list.Items[i] }, all, releaseTable(list.Items))
 	default:

@@ -53,6 +53,7 @@ func (r *Reconciler) supplyChainGate(ctx context.Context, rel *ferryv1.Release, 
 		setEnvWaiting(es, SupplyChainUnverifiedReason, fmt.Sprintf("cannot check %s against environment %s's supply-chain policy yet: %v", rollout.ShortImage(p.image), env.Name, err), gen, now)
 		return wait(supplyChainRetry), nil
 	}
+	recordSupplyChain(es, p.image, pol, verdict, now)
 	if verdict.Refused != "" {
 		msg := fmt.Sprintf("refused %s before its rollout to %s: %s", rollout.ShortImage(p.image), env.Name, verdict.Refused)
 		setEnvFailed(es, SupplyChainRefusedReason, msg, gen, now)
@@ -62,6 +63,53 @@ func (r *Reconciler) supplyChainGate(ctx context.Context, rel *ferryv1.Release, 
 	r.Recorder.Eventf(rel, nil, corev1.EventTypeNormal, SupplyChainVerifiedReason, "SupplyChain", "Environment %s: %s passed in %s: %s",
 		env.Name, rollout.ShortImage(p.image), verdict.Duration.Round(time.Millisecond), strings.Join(verdict.Passed, "; "))
 	return proceed(), nil
+}
+
+// maxSupplyChainMessage bounds status.environments[].supplyChain.message (its CRD maximum).
+const maxSupplyChainMessage = 1024
+
+// recordSupplyChain writes the gate's verdict on the environment's status, so the UI and
+// `ferry get release -o wide` show who signed the image and where it was built. A check of the
+// same digest with the same outcome keeps the earlier record, so the status does not change on
+// every reconcile.
+func recordSupplyChain(es *ferryv1.ReleaseEnvironmentStatus, image string, pol *ferryv1.SupplyChainPolicy, v *supplychain.Verdict, now metav1.Time) {
+	res := &ferryv1.SupplyChainResult{Digest: image, Result: ferryv1.SupplyChainPassed, CheckedAt: now, SignedBy: v.SignedBy, SBOM: v.SBOM != nil}
+	res.Message = strings.Join(v.Passed, "; ")
+	if v.Refused != "" {
+		res.Result, res.Message = ferryv1.SupplyChainRefused, v.Refused
+	}
+	if len(res.Message) > maxSupplyChainMessage {
+		res.Message = res.Message[:maxSupplyChainMessage-3] + "..."
+	}
+	if v.SBOM != nil {
+		res.SBOMPackages = int32(min(len(v.SBOM.Packages()), 1<<30))
+	}
+	if pv := v.Provenance; pv != nil {
+		builder := "Ferry " + pv.FerryVersion
+		if pv.Executor != "" {
+			builder += " (" + pv.Executor + ")"
+		}
+		res.Provenance = &ferryv1.ProvenanceSummary{
+			Repository: truncate(pv.Repository, 1024), Revision: truncate(pv.Revision, 64), Builder: truncate(builder, 256),
+			Stack: truncate(pv.Stack, 1024), Runtime: truncate(pv.Runtime, 1024), BuildRef: truncate(pv.Build, 317),
+		}
+	}
+	if v.ScanSeverity != "" && pol.HarborScan != nil {
+		res.Scan = &ferryv1.ScanSummary{Severity: truncate(v.ScanSeverity, 32), RefuseAtOrAbove: orDefault(pol.HarborScan.RefuseAtOrAbove, "High")}
+	}
+	if old := es.SupplyChain; old != nil && old.Digest == res.Digest && old.Result == res.Result && old.Message == res.Message {
+		res.CheckedAt = old.CheckedAt
+	}
+	es.SupplyChain = res
+}
+
+// truncate cuts what an image's attestations say to the status field's maximum: they are
+// signed, but not by the cluster's API validation.
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
 }
 
 func (r *Reconciler) checkSupplyChain(ctx context.Context, rel *ferryv1.Release, p *plan, pol *ferryv1.SupplyChainPolicy) (*supplychain.Verdict, error) {

@@ -117,8 +117,23 @@ func TestSupplyChainGate(t *testing.T) {
 	goodImage := signedImage(t, repo, "flask==3.0.3\n", p.Spec.Repository.CloneURL, releasetest.Revision("b1"), signer)
 	start := time.Now()
 	release1("r1", "b1", goodImage)
-	waitEnv(t, c, ns, "r1", envName, ferryv1.RolledOutCondition, metav1.ConditionTrue, ferryv1.HealthyReason)
+	rel1 := waitEnv(t, c, ns, "r1", envName, ferryv1.RolledOutCondition, metav1.ConditionTrue, ferryv1.HealthyReason)
 	t.Logf("gate + rollout of a verified image: %s", time.Since(start).Round(time.Millisecond))
+	// The gate's results are on the environment's status, not only in an event.
+	sc := envOf(rel1, envName).SupplyChain
+	switch {
+	case sc == nil:
+		t.Fatalf("r1: no status.environments[%s].supplyChain", envName)
+	case sc.Digest != goodImage || sc.Result != ferryv1.SupplyChainPassed || sc.CheckedAt.IsZero():
+		t.Errorf("r1: supplyChain = %+v, want %s Passed with checkedAt", sc, goodImage)
+	case !strings.Contains(sc.SignedBy, keyMap):
+		t.Errorf("r1: supplyChain.signedBy = %q, want the ConfigMap %s", sc.SignedBy, keyMap)
+	case !sc.SBOM || sc.SBOMPackages < 1:
+		t.Errorf("r1: supplyChain.sbom = %v with %d packages, want the SBOM with flask", sc.SBOM, sc.SBOMPackages)
+	case sc.Provenance == nil || sc.Provenance.Revision != releasetest.Revision("b1") || sc.Provenance.BuildRef != "elsewhere/b" ||
+		!supplychain.SameRepository(sc.Provenance.Repository, p.Spec.Repository.CloneURL) || !strings.Contains(sc.Provenance.Builder, "Ferry test"):
+		t.Errorf("r1: supplyChain.provenance = %+v, want %s at %s built by Build elsewhere/b", sc.Provenance, p.Spec.Repository.CloneURL, releasetest.Revision("b1"))
+	}
 	if reasons := eventReasons(t, c, ns, "r1"); !strings.Contains(strings.Join(reasons, ","), release.SupplyChainVerifiedReason) {
 		t.Errorf("events = %v, want %s", reasons, release.SupplyChainVerifiedReason)
 	}
@@ -135,6 +150,14 @@ func TestSupplyChainGate(t *testing.T) {
 		rel := waitEnv(t, c, ns, tc.name, envName, ferryv1.ReadyCondition, metav1.ConditionFalse, release.SupplyChainRefusedReason)
 		if msg := envCondition(rel, envName, ferryv1.ReadyCondition).Message; !strings.Contains(msg, tc.want) || !strings.Contains(msg, "before its rollout") {
 			t.Errorf("%s: Ready message = %q, want %q", tc.name, msg, tc.want)
+		}
+		// What was refused is recorded too: the digest, and what its attestations say.
+		if sc := envOf(rel, envName).SupplyChain; sc == nil || sc.Digest != img || sc.Result != ferryv1.SupplyChainRefused || !strings.Contains(sc.Message, tc.want) {
+			t.Errorf("%s: supplyChain = %+v, want %s Refused with %q", tc.name, sc, img, tc.want)
+		} else if tc.signer == signer && (sc.SignedBy == "" || sc.Provenance == nil || sc.Provenance.Revision != tc.revision) {
+			t.Errorf("%s: supplyChain = %+v, want the trusted signer and the provenance's commit %s", tc.name, sc, tc.revision)
+		} else if tc.signer == unknown && sc.SignedBy != "" {
+			t.Errorf("%s: supplyChain.signedBy = %q for an image signed by an unknown key", tc.name, sc.SignedBy)
 		}
 		if len(envOf(rel, envName).Clusters) != 0 {
 			t.Errorf("%s: a refused image started rolling out: %+v", tc.name, envOf(rel, envName).Clusters)

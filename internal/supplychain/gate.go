@@ -51,6 +51,10 @@ type Verdict struct {
 	Refused string
 	// Passed lists the checks that passed, for people.
 	Passed []string
+	// SignedBy names the key whose signature verified, when a signature was required.
+	SignedBy string
+	// ScanSeverity is the Harbor scan's highest severity, when the policy reads it.
+	ScanSeverity string
 	// Provenance is the verified provenance, when there is one.
 	Provenance *Provenance
 	// SBOM is the image's SBOM, when there is one.
@@ -78,6 +82,7 @@ func Check(ctx context.Context, img name.Digest, pol Policy, want Expect, opts .
 		if err != nil {
 			return refuse(err)
 		}
+		v.SignedBy = by
 		v.Passed = append(v.Passed, "signed by "+by)
 	}
 	if pol.RequireProvenance {
@@ -85,13 +90,13 @@ func Check(ctx context.Context, img name.Digest, pol Policy, want Expect, opts .
 		if err != nil {
 			return refuse(err)
 		}
+		v.Provenance = p
 		if !SameRepository(p.Repository, want.Repository) {
 			return refuse(fmt.Errorf("provenance: built from %s, not the Project's repository %s", p.Repository, want.Repository))
 		}
 		if want.Revision == "" || p.Revision != want.Revision {
 			return refuse(fmt.Errorf("provenance: built from commit %s, not the Release's revision %q", p.Revision, want.Revision))
 		}
-		v.Provenance = p
 		v.Passed = append(v.Passed, fmt.Sprintf("provenance by %s: %s at %.12s, Build %s", by, p.Repository, p.Revision, p.Build))
 	}
 	if pol.RequireSBOM {
@@ -107,6 +112,7 @@ func Check(ctx context.Context, img name.Digest, pol Policy, want Expect, opts .
 		if err != nil {
 			return refuse(err)
 		}
+		v.ScanSeverity = sev
 		if severityRank(sev) >= severityRank(pol.Harbor.RefuseAtOrAbove) {
 			return refuse(fmt.Errorf("harbor scan: severity %s, at or above %s", sev, pol.Harbor.RefuseAtOrAbove))
 		}

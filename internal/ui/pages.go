@@ -111,6 +111,27 @@ type envView struct {
 	AutoPromotion *ferryv1.AutoPromotionRecord
 	// SoakEndsAt is when the digest's soak in the previous environment ends, while it soaks.
 	SoakEndsAt *metav1.Time
+	// SupplyChain is what the Environment's supply-chain gate found for the image (issue 17).
+	SupplyChain *supplyChainView
+}
+
+// supplyChainView is the supply-chain gate's result in an environment: its badge and record.
+type supplyChainView struct {
+	Result *ferryv1.SupplyChainResult
+	State  state
+}
+
+// supplyChainOf is the view of the gate's recorded result; nil when the gate has not checked.
+func supplyChainOf(es *ferryv1.ReleaseEnvironmentStatus) *supplyChainView {
+	sc := es.SupplyChain
+	if sc == nil {
+		return nil
+	}
+	st := state{"Passed", toneOK, ""}
+	if sc.Result != ferryv1.SupplyChainPassed {
+		st = state{"Refused", toneBad, sc.Message}
+	}
+	return &supplyChainView{Result: sc, State: st}
 }
 
 // verificationView is an environment's verification: its state and each check on each cluster.
@@ -218,6 +239,7 @@ func (s *Server) releaseView(ctx context.Context, snap *snapshot, rel *ferryv1.R
 			ev.State, ev.Gate, ev.Start, ev.End = envState(es), es.Gate, es.StartTime, es.CompletionTime
 			ev.OpensAt, ev.BreakGlass = standing.Of(es).OpensAt, es.BreakGlass
 			ev.Verification = verificationOf(es)
+			ev.SupplyChain = supplyChainOf(es)
 			ev.AutoPromotion = es.AutoPromotion
 			if c := meta.FindStatusCondition(es.Conditions, ferryv1.ReadyCondition); c != nil && c.Reason == ferryv1.SoakingReason {
 				ev.SoakEndsAt = es.SoakEndsAt

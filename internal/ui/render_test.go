@@ -54,6 +54,11 @@ func TestPagesRender(t *testing.T) {
 			Name: "prod", State: state{"Rolling out", toneBusy, "m"}, HasGate: true, Policy: "members of rm", Gate: &ferryv1.GateStatus{RequiredApprovals: 2, WaitingSince: &now, ExpiresAt: &now},
 			Open: []gateView{g}, Decisions: []decisionView{{Approval: approval, Counted: true}}, Clusters: []clusterView{{Status: &cluster, State: state{"Rolling out", toneBusy, "m"}}},
 			Start: &now, End: &now, Changes: changes, OpensAt: &now, BreakGlass: &ferryv1.BreakGlassRecord{Approval: "a", User: "sam", Reason: "INC-1"},
+			SupplyChain: supplyChainOf(&ferryv1.ReleaseEnvironmentStatus{SupplyChain: &ferryv1.SupplyChainResult{
+				Digest: testImage, Result: ferryv1.SupplyChainRefused, Message: "provenance: built from commit <b>", SignedBy: "configmap ferry-system/platform-key key cosign.pub", CheckedAt: now,
+				SBOM: true, SBOMPackages: 42, Scan: &ferryv1.ScanSummary{Severity: "Medium", RefuseAtOrAbove: "High"},
+				Provenance: &ferryv1.ProvenanceSummary{Repository: "https://gitlab.example.com/team/shop.git", Revision: strings.Repeat("f", 40), Builder: "Ferry v0.9.0 (tekton)", BuildRef: "team/shop-b1", Stack: testImage},
+			}}),
 			SoakEndsAt: &now, AutoPromotion: &ferryv1.AutoPromotionRecord{PreviousEnvironment: "staging", VerifiedRun: 2, Soak: &metav1.Duration{Duration: time.Hour}, Time: &now},
 			Verification: verificationOf(&ferryv1.ReleaseEnvironmentStatus{
 				Conditions: []metav1.Condition{{Type: ferryv1.VerifiedCondition, Status: metav1.ConditionFalse, Reason: ferryv1.VerificationFailedReason, Message: "check smoke failed <b>"}},
@@ -84,7 +89,9 @@ func TestPagesRender(t *testing.T) {
 			t.Errorf("page %s does not escape what it shows", name)
 		}
 		if name == "release" {
-			for _, want := range []string{"Waiting for the environment's deploy windows and freezes: opens <time", "by sam's break-glass: INC-1", "<h4>Verification</h4>", "Soaking in the previous environment: ends <time", "the image passed verification in staging (run 2) and soaked there for 1h0m0s.", "Verification failed</span> run 2", "<strong>smoke</strong> <span class=\"hint\">the application's check on eu-west-1</span> <span class=\"badge badge-bad\">Failed</span>", "try 1 of 3: GET /: 404", "the environment's check on eu-west-1</span> <span class=\"badge badge-ok\">Passed</span>"} {
+			for _, want := range []string{"Waiting for the environment's deploy windows and freezes: opens <time", "by sam's break-glass: INC-1", "<h4>Verification</h4>", "Soaking in the previous environment: ends <time", "the image passed verification in staging (run 2) and soaked there for 1h0m0s.", "Verification failed</span> run 2", "<strong>smoke</strong> <span class=\"hint\">the application's check on eu-west-1</span> <span class=\"badge badge-bad\">Failed</span>", "try 1 of 3: GET /: 404", "the environment's check on eu-west-1</span> <span class=\"badge badge-ok\">Passed</span>",
+				"<h4>Supply chain</h4>", "<span class=\"badge badge-bad\">Refused</span>", "provenance: built from commit &lt;b&gt;", "<dt>Signed by</dt><dd>configmap ferry-system/platform-key key cosign.pub</dd>",
+				"https://gitlab.example.com/team/shop.git at commit <code>ffffffff", "Ferry v0.9.0 (tekton), Build team/shop-b1", "<dt>Runtime</dt><dd>none</dd>", "yes, 42 packages", "Medium (refused at or above High)"} {
 				if !strings.Contains(out, want) {
 					t.Errorf("the release page does not say %q", want)
 				}
