@@ -34,7 +34,8 @@ func endedMergeRequest(payload []byte) int64 {
 // the delivery authenticated for; the preview controller then deletes its namespace. The Preview is
 // looked up by the Project's own name and the merge request's IID in the Project's namespace: a
 // delivery cannot name any other namespace.
-func (r *Receiver) endPreviews(ctx context.Context, iid int64, projects []authenticated) (int, answer) {
+// notBuilt is why the delivery builds nothing; it leads the answer.
+func (r *Receiver) endPreviews(ctx context.Context, iid int64, notBuilt string, projects []authenticated) (int, answer) {
 	var ended []string
 	for _, a := range projects {
 		p := &a.project
@@ -58,7 +59,7 @@ func (r *Receiver) endPreviews(ctx context.Context, iid int64, projects []authen
 		ended = append(ended, p.Namespace+"/"+name)
 	}
 	if len(ended) == 0 {
-		return http.StatusOK, answer{Result: resultIgnored, Reason: fmt.Sprintf("merge request !%d has no preview", iid)}
+		return http.StatusOK, answer{Result: resultIgnored, Reason: strings.TrimPrefix(notBuilt+fmt.Sprintf("; merge request !%d has no preview", iid), "; ")}
 	}
-	return http.StatusOK, answer{Result: resultAccepted, Message: "deleting preview " + strings.Join(ended, ", ")}
+	return http.StatusOK, answer{Result: resultAccepted, Reason: notBuilt, Message: "deleting preview " + strings.Join(ended, ", ")}
 }

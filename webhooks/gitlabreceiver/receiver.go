@@ -452,7 +452,11 @@ func (r *Receiver) handle(w http.ResponseWriter, req *http.Request, start time.T
 	trig, err := decodeTrigger(header, kind, full, payload)
 	if ended > 0 {
 		r.done(b)
-		return r.endPreviews(ctx, ended, authenticated)
+		notBuilt := ""
+		if ig := (*ignored)(nil); errors.As(err, &ig) {
+			notBuilt = ig.reason
+		}
+		return r.endPreviews(ctx, ended, notBuilt, authenticated)
 	}
 	// What the Build needs is decoded: the body and what it holds go back before the API calls.
 	r.done(b)
