@@ -167,3 +167,16 @@ const (
 	// sets it; people read it.
 	ImageAnnotation = "ferry.dev/image"
 )
+
+// Preview environments.
+const (
+	// PreviewLabel, on a preview namespace, names the Preview it was created for; with
+	// ProjectUIDLabel it is the record that lets Ferry delete the namespace. A namespace without
+	// both is never deleted by the preview controller. On a Preview, it names the merge request's
+	// IID.
+	PreviewLabel = "ferry.dev/preview"
+
+	// PreviewFinalizer on a Preview makes its namespace go before it does. The preview controller
+	// sets it and removes it once the namespace is deleted (or was not Ferry's to delete).
+	PreviewFinalizer = "ferry.dev/preview-namespace"
+)

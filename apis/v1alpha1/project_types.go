@@ -1,6 +1,8 @@
 package v1alpha1
 
 import (
+	"time"
+
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -56,6 +58,63 @@ type ProjectSpec struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=253
 	ServiceAccountName string `json:"serviceAccountName,omitempty"`
+
+	// preview deploys every successful Build of a merge request's head into a namespace of its
+	// own, {project}-mr-{iid}, on a chosen cluster. A preview needs no approval and is not an
+	// environment of the promotion path.
+	// +optional
+	Preview *PreviewSettings `json:"preview,omitempty"`
+}
+
+// PreviewSettings say whether and where a Project's merge requests get preview environments.
+// +kubebuilder:validation:XValidation:rule="!self.enabled || size(self.cluster) > 0",message="cluster is required when previews are enabled"
+type PreviewSettings struct {
+	// enabled turns previews on.
+	// +optional
+	Enabled bool `json:"enabled,omitempty"`
+
+	// cluster is the name of the Cluster previews are deployed to.
+	// +optional
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^([a-z0-9]([-a-z0-9]*[a-z0-9])?)?$`
+	Cluster string `json:"cluster,omitempty"`
+
+	// ttl is how long a preview lives without a new Build of its merge request; it is then
+	// deleted with everything in its namespace. Default 72h; at least 1m, at most 30 days.
+	// +optional
+	// +kubebuilder:default="72h"
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1m') && duration(self) <= duration('720h')",message="ttl must be between 1m and 720h"
+	TTL *metav1.Duration `json:"ttl,omitempty"`
+
+	// maxPreviews is how many previews the Project may have at once; a new one deletes the
+	// least recently active. Default 5.
+	// +optional
+	// +kubebuilder:default=5
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100
+	MaxPreviews int32 `json:"maxPreviews,omitempty"`
+}
+
+// DefaultPreviewTTL is a preview's time to live when the Project does not say.
+const DefaultPreviewTTL = 72 * time.Hour
+
+// DefaultMaxPreviews is the cap of previews per Project when the Project does not say.
+const DefaultMaxPreviews = 5
+
+// PreviewTTL is the Project's preview TTL with its default.
+func (p *PreviewSettings) PreviewTTL() time.Duration {
+	if p == nil || p.TTL == nil || p.TTL.Duration <= 0 {
+		return DefaultPreviewTTL
+	}
+	return p.TTL.Duration
+}
+
+// Max is the Project's cap of previews with its default.
+func (p *PreviewSettings) Max() int {
+	if p == nil || p.MaxPreviews <= 0 {
+		return DefaultMaxPreviews
+	}
+	return int(p.MaxPreviews)
 }
 
 // GitLabProject identifies a GitLab project and the secrets used with it.

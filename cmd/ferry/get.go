@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -27,6 +28,7 @@ var getKinds = map[string]string{
 	"approvals": "approvals", "approval": "approvals", "fapr": "approvals",
 	"windows": "windows", "window": "windows",
 	"freezes": "freezes", "freeze": "freezes",
+	"previews": "previews", "preview": "previews", "fprev": "previews",
 }
 
 func newGetCommand(g *globalFlags) *cobra.Command {
@@ -34,7 +36,7 @@ func newGetCommand(g *globalFlags) *cobra.Command {
 	var output string
 	var allNamespaces bool
 	cmd := &cobra.Command{
-		Use:   "get builds|releases|approvals|windows|freezes [NAME]",
+		Use:   "get builds|releases|approvals|windows|freezes|previews [NAME]",
 		Short: "List Builds, Releases, Approvals, Freezes, or the deploy windows of Environments",
 		Long: `List Builds, Releases or Approvals in a namespace, as a table or as JSON or YAML.
 
@@ -47,20 +49,23 @@ its provenance names, its SBOM (with the number of packages) and each environmen
 "windows" shows, per Environment (they are cluster-wide: -n does not apply), whether a rollout
 may start now, what keeps it closed (deny windows, being outside the allow windows, freezes, the
 lock) and when that changes next. "freezes" lists the cluster-wide Freezes (-n does not apply): whether
-each stops rollouts now, from when until when, which Environments it selects and why.`,
+each stops rollouts now, from when until when, which Environments it selects and why.
+"previews" lists the live preview environments of merge requests: where each runs, whether it is
+ready, and a namespace that failed to delete (NamespaceDeleteFailed, retried).`,
 		Example: `  ferry get releases -n team-shop
   ferry get approvals -n team-shop -o yaml
   ferry get release shop-api-main-42 -o json
   ferry get release shop-api-main-42 -o wide
   ferry get windows
   ferry get windows prod -o yaml
-  ferry get freezes`,
+  ferry get freezes
+  ferry get previews -n team-shop`,
 		Args:      cobra.RangeArgs(1, 2),
-		ValidArgs: []string{"builds", "releases", "approvals", "windows", "freezes"},
+		ValidArgs: []string{"builds", "releases", "approvals", "windows", "freezes", "previews"},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			kind, ok := getKinds[strings.ToLower(args[0])]
 			if !ok {
-				return fmt.Errorf("unknown resource %q: ferry get lists builds, releases or approvals (or windows, freezes)", args[0])
+				return fmt.Errorf("unknown resource %q: ferry get lists builds, releases or approvals (or windows, freezes, previews)", args[0])
 			}
 			if output == "wide" && kind != "releases" {
 				return fmt.Errorf("-o wide is for releases: use -o json or -o yaml for %s", kind)
@@ -112,6 +117,15 @@ func runGet(ctx context.Context, c client.Client, w io.Writer, kind, ns, name, o
 			tidy(&list.Items[i], "Build")
 		}
 		return printList(w, output, name, list, len(list.Items), func(i int) client.Object { return &list.Items[i] }, all, buildTable(list.Items))
+	case "previews":
+		list := &ferryv1.PreviewList{}
+		if err := getOrList(ctx, c, ns, name, list, &ferryv1.Preview{}, opts); err != nil {
+			return err
+		}
+		for i := range list.Items {
+			tidy(&list.Items[i], "Preview")
+		}
+		return printList(w, output, name, list, len(list.Items), func(i int) client.Object { return &list.Items[i] }, all, previewTable(list.Items))
 	case "releases":
 		list := &ferryv1.ReleaseList{}
 		if err := getOrList(ctx, c, ns, name, list, &ferryv1.Release{}, opts); err != nil {
@@ -184,6 +198,8 @@ func kindOfList(list client.ObjectList) string {
 		return "ReleaseList"
 	case *ferryv1.FreezeList:
 		return "FreezeList"
+	case *ferryv1.PreviewList:
+		return "PreviewList"
 	}
 	return "ApprovalList"
 }
@@ -315,6 +331,24 @@ func freezeTable(items []ferryv1.Freeze, now time.Time) [][]string {
 			selects += " in namespaces " + metav1.FormatLabelSelector(f.Spec.NamespaceSelector)
 		}
 		rows = append(rows, []string{f.Name, active, f.Spec.Start.UTC().Format(time.RFC3339), until, selects, text.OneLine(f.Spec.Reason, 60)})
+	}
+	return rows
+}
+
+// previewTable lists previews; a namespace that failed to delete shows as NamespaceDeleteFailed.
+func previewTable(items []ferryv1.Preview) [][]string {
+	rows := [][]string{{"NAME", "PROJECT", "MR", "BUILD", "CLUSTER", "NAMESPACE", "READY", "REASON", "URL", "ACTIVE"}}
+	for _, pv := range items {
+		ready, reason := readyOf(pv.Status.Conditions)
+		if c := meta.FindStatusCondition(pv.Status.Conditions, ferryv1.PreviewDeletedCondition); c != nil && c.Status == metav1.ConditionFalse {
+			ready, reason = "False", c.Reason
+		}
+		active := "<none>"
+		if pv.Status.LastActivity != nil {
+			active = age(*pv.Status.LastActivity)
+		}
+		rows = append(rows, []string{pv.Name, pv.Spec.Project, "!" + strconv.FormatInt(pv.Spec.MergeRequestIID, 10), pv.Spec.Build,
+			orNone(pv.Status.Cluster), orNone(pv.Status.Namespace), ready, orNone(reason), orNone(pv.Status.URL), active})
 	}
 	return rows
 }

@@ -245,6 +245,7 @@ func (s *Server) handler() http.Handler {
 	route("GET /api/v4/projects/{id}/merge_requests/{iid}", true, s.getMergeRequest)
 	route("GET /api/v4/projects/{id}/merge_requests/{iid}/notes", true, s.listNotes)
 	route("POST /api/v4/projects/{id}/merge_requests/{iid}/notes", true, s.postNote)
+	route("PUT /api/v4/projects/{id}/merge_requests/{iid}/notes/{note_id}", true, s.putNote)
 	route("GET /api/v4/projects/{id}/members/all/{user_id}", true, s.getMemberAll)
 	route("GET /api/v4/projects/{id}/deployments", true, s.listDeployments)
 	route("POST /api/v4/projects/{id}/deployments", true, s.createDeployment)

@@ -40,6 +40,7 @@ import (
 	buildreportcontroller "github.com/ferryci/ferry/controllers/buildreport"
 	clustercontroller "github.com/ferryci/ferry/controllers/cluster"
 	gitlabdeploycontroller "github.com/ferryci/ferry/controllers/gitlabdeploy"
+	previewcontroller "github.com/ferryci/ferry/controllers/preview"
 	releasecontroller "github.com/ferryci/ferry/controllers/release"
 	"github.com/ferryci/ferry/internal/approval"
 	"github.com/ferryci/ferry/internal/clusters"
@@ -233,7 +234,7 @@ const (
 )
 
 // Controllers Ferry knows, in the order they start.
-var knownControllers = []string{"cluster", "build", "buildreport", "release", "gitlabdeploy"}
+var knownControllers = []string{"cluster", "build", "buildreport", "release", "gitlabdeploy", "preview"}
 
 // Scheme returns a scheme with every kind Ferry reads or writes.
 func Scheme() *runtime.Scheme {
@@ -446,6 +447,15 @@ func (m *Manager) setupController(name string) error {
 			APIReader: m.GetAPIReader(),
 			Recorder:  m.GetEventRecorder("ferry-gitlabdeploy-controller"),
 			UIBaseURL: m.opts.UIBaseURL,
+		}).SetupWithManager(m.Manager)
+	case "preview":
+		return (&previewcontroller.Reconciler{
+			Client:         m.GetClient(),
+			APIReader:      m.GetAPIReader(),
+			Clusters:       m.Clusters,
+			Recorder:       m.GetEventRecorder("ferry-preview-controller"),
+			UIBaseURL:      m.opts.UIBaseURL,
+			FerryNamespace: m.opts.Namespace,
 		}).SetupWithManager(m.Manager)
 	case "release":
 		if err := (&releasecontroller.Reconciler{

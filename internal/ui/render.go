@@ -39,7 +39,7 @@ type pages struct {
 	sets map[string]*template.Template
 }
 
-var pageNames = []string{"signin", "error", "waiting", "releases", "release", "environments", "builds", "build", "audit"}
+var pageNames = []string{"signin", "error", "waiting", "releases", "release", "environments", "builds", "build", "audit", "previews"}
 
 func loadPages() (*pages, error) {
 	p := &pages{sets: map[string]*template.Template{}}

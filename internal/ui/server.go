@@ -311,6 +311,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /builds/{namespace}/{name}", s.signedIn(s.buildPage))
 	mux.HandleFunc("GET /builds/{namespace}/{name}/log", s.signedIn(s.buildLog))
 	mux.HandleFunc("GET /audit", s.signedIn(s.auditPage))
+	mux.HandleFunc("GET /previews", s.signedIn(s.previewsPage))
 	mux.HandleFunc("GET /events", s.signedIn(s.eventStream))
 	return securityHeaders(mux)
 }

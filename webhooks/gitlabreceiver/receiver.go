@@ -120,6 +120,8 @@ type Receiver struct {
 
 	// patchBuild patches a Build (/cancel).
 	patchBuild func(context.Context, client.Object, client.Patch, ...client.PatchOption) error
+	// deletePreview deletes the Preview of a merged or closed merge request; nil turns that off.
+	deletePreview func(context.Context, client.Object, ...client.DeleteOption) error
 	// newAPI makes GitLab clients (Options.NewGitLabAPI).
 	newAPI func(baseURL, token string) (gitlab.API, error)
 	// jobs are the merge request commands running in the background, jobKeys their keys.
@@ -146,6 +148,7 @@ func New(mgr ctrl.Manager, opts Options) (*Receiver, error) {
 	r := newReceiver(opts, mgr.GetClient(), mgr.GetAPIReader(), create, mgr.GetLogger().WithName("gitlab-receiver"))
 	r.cache = mgr.GetCache()
 	r.patchBuild = mgr.GetClient().Patch
+	r.deletePreview = mgr.GetClient().Delete
 	return r, nil
 }
 
@@ -442,7 +445,19 @@ func (r *Receiver) handle(w http.ResponseWriter, req *http.Request, start time.T
 	if kind = eventKind(header, full); kind == "" {
 		return http.StatusOK, answer{Result: resultIgnored, Reason: ignoredEventReason(header, full)}
 	}
+	var ended int64
+	if kind == ferryv1.TriggerMergeRequest && r.deletePreview != nil {
+		ended = endedMergeRequest(payload)
+	}
 	trig, err := decodeTrigger(header, kind, full, payload)
+	if ended > 0 {
+		r.done(b)
+		notBuilt := ""
+		if ig := (*ignored)(nil); errors.As(err, &ig) {
+			notBuilt = ig.reason
+		}
+		return r.endPreviews(ctx, ended, notBuilt, authenticated)
+	}
 	// What the Build needs is decoded: the body and what it holds go back before the API calls.
 	r.done(b)
 	var bad *payloadError
