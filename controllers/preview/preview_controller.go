@@ -17,7 +17,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -43,9 +42,6 @@ const EnvironmentName = "preview"
 
 // pollInterval is how often a rollout in progress is looked at again.
 const pollInterval = 2 * time.Second
-
-// DefaultTokenKey is the key of the token Secret when the Project's tokenSecretRef names none.
-const DefaultTokenKey = "token"
 
 // ClusterClients hands out clients of target clusters (*clusters.Cache).
 type ClusterClients interface {
@@ -382,7 +378,7 @@ func (r *Reconciler) tell(ctx context.Context, p *ferryv1.Project, pv *ferryv1.P
 	if err != nil {
 		return err
 	}
-	project := gitlab.ProjectRef{ID: p.Spec.GitLab.ProjectID, Path: p.Spec.GitLab.ProjectPath}
+	project := gitlab.ProjectRefOf(p)
 	iid := pv.Spec.MergeRequestIID
 	marker := noteMarker(pv)
 	full := body + "\n\n" + marker
@@ -447,18 +443,9 @@ func (r *Reconciler) patchStatus(ctx context.Context, before, pv *ferryv1.Previe
 
 // api reads the Project's token and returns a client for its GitLab.
 func (r *Reconciler) api(ctx context.Context, p *ferryv1.Project) (gitlab.PreviewNotesAPI, error) {
-	ref := p.Spec.GitLab.TokenSecretRef
-	key := ref.Key
-	if key == "" {
-		key = DefaultTokenKey
-	}
-	s := &corev1.Secret{}
-	if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: p.Namespace, Name: ref.Name}, s); err != nil {
-		return nil, fmt.Errorf("failed to read the GitLab token Secret %s/%s: %w", p.Namespace, ref.Name, err)
-	}
-	token := string(s.Data[key])
-	if token == "" {
-		return nil, fmt.Errorf("the GitLab token Secret %s/%s has no key %s", p.Namespace, ref.Name, strconv.Quote(key))
+	token, err := gitlab.ProjectToken(ctx, r.APIReader, p)
+	if err != nil {
+		return nil, err
 	}
 	newAPI := r.NewAPI
 	if newAPI == nil {
