@@ -156,6 +156,10 @@ const (
 	// RolledBackReason: after a failed rollout the environment's previous digest was restored.
 	RolledBackReason = "RolledBack"
 
+	// WaveNotStartedReason: an earlier wave of the environment's clusters failed, so this
+	// cluster's wave never started and nothing was written to it.
+	WaveNotStartedReason = "WaveNotStarted"
+
 	// HealthyReason: every replica is updated and available.
 	HealthyReason = "Healthy"
 

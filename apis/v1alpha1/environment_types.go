@@ -10,9 +10,12 @@ const DefaultNamespaceTemplate = "{project}-{environment}"
 
 // EnvironmentSpec is a stage on the way to production: where it deploys, who must approve, and how
 // a new version rolls out.
+// +kubebuilder:validation:XValidation:rule="!has(self.rollout) || !has(self.rollout.waves) || self.rollout.waves.all(w, w.clusters.all(c, c in self.clusters))",message="a wave may name only clusters of spec.clusters",fieldPath=".rollout.waves"
+// +kubebuilder:validation:XValidation:rule="!has(self.rollout) || !has(self.rollout.waves) || self.clusters.all(c, self.rollout.waves.exists_one(w, c in w.clusters))",message="every cluster of spec.clusters must be in exactly one wave",fieldPath=".rollout.waves"
 type EnvironmentSpec struct {
 	// clusters are the names of the Clusters this environment deploys to. Every cluster receives the
-	// same workload; they roll out in parallel.
+	// same workload; they roll out in parallel unless rollout.waves or rollout.maxClustersAtOnce
+	// says otherwise.
 	// +required
 	// +listType=set
 	// +kubebuilder:validation:MinItems=1
@@ -299,6 +302,7 @@ const (
 
 // RolloutStrategy says how a new version rolls out and when it counts as failed.
 // +kubebuilder:validation:XValidation:rule="self.type != 'Batch' || has(self.batch)",message="batch must be set when type is Batch"
+// +kubebuilder:validation:XValidation:rule="!has(self.waves) || !has(self.maxClustersAtOnce)",message="waves and maxClustersAtOnce are mutually exclusive",fieldPath=".waves"
 type RolloutStrategy struct {
 	// type is Rolling (default) or Batch.
 	// +optional
@@ -313,6 +317,38 @@ type RolloutStrategy struct {
 	// before it is rolled back. Default 10m.
 	// +optional
 	ProgressDeadline *metav1.Duration `json:"progressDeadline,omitempty"`
+
+	// waves rolls the environment's clusters out in groups, one after the other: a wave starts
+	// only when every cluster of the waves before it is healthy. Every cluster of spec.clusters
+	// must be in exactly one wave. The first cluster that fails stops the rollout: no later wave
+	// starts, and the clusters of the waves already rolled out and of the failed wave go back to
+	// the previous digest. Under the Batch strategy with approvals between batches, the first wave
+	// waits for them and the approvals it received let the later waves through the same batches.
+	// Without waves (and without maxClustersAtOnce) every cluster rolls out at once.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=50
+	Waves []RolloutWave `json:"waves,omitempty"`
+
+	// maxClustersAtOnce rolls the clusters out in waves of at most this many, in the order of
+	// spec.clusters, with the same rules as waves. It cannot be set together with waves. Unset
+	// rolls every cluster out at once.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=50
+	MaxClustersAtOnce *int32 `json:"maxClustersAtOnce,omitempty"`
+}
+
+// RolloutWave is a group of an Environment's clusters that roll out together.
+type RolloutWave struct {
+	// clusters are the clusters of this wave, each one of spec.clusters.
+	// +required
+	// +listType=set
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=50
+	// +kubebuilder:validation:items:MaxLength=253
+	Clusters []string `json:"clusters"`
 }
 
 // BatchGate says what must happen between two batches besides the batch becoming healthy.

@@ -107,6 +107,16 @@ type ReleaseEnvironmentStatus struct {
 	// +kubebuilder:validation:MaxItems=50
 	Clusters []ClusterRolloutStatus `json:"clusters,omitempty"`
 
+	// wave is the wave of clusters (1-based) rolling out now, or the last one that did, when the
+	// environment rolls out in waves (spec.rollout.waves or maxClustersAtOnce).
+	// +optional
+	Wave int32 `json:"wave,omitempty"`
+
+	// waves is the number of waves of the environment's rollout; unset when every cluster rolls
+	// out at once.
+	// +optional
+	Waves int32 `json:"waves,omitempty"`
+
 	// previousImage is what ran in the environment before this Release, the target of a rollback.
 	// +optional
 	// +kubebuilder:validation:MaxLength=1024
@@ -260,6 +270,11 @@ type ClusterRolloutStatus struct {
 	// batches is the total number of batches under the Batch strategy.
 	// +optional
 	Batches int32 `json:"batches,omitempty"`
+
+	// wave is the wave (1-based) this cluster rolls out in, when the environment rolls out in
+	// waves; fixed when the rollout starts.
+	// +optional
+	Wave int32 `json:"wave,omitempty"`
 
 	// startTime is when the rollout on this cluster began.
 	// +optional

@@ -234,6 +234,7 @@ func releaseTable(items []ferryv1.Release) [][]string {
 			if v := verificationState(&es); v != "" {
 				state += "," + v
 			}
+			state += waveState(&es)
 			envs = append(envs, es.Name+":"+state)
 		}
 		rows = append(rows, []string{r.Name, r.Spec.Project, image, ready, orNone(reason), orNone(strings.Join(envs, " ")), age(r.CreationTimestamp)})

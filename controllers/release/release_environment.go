@@ -98,9 +98,11 @@ func (r *Reconciler) beforeRollout(ctx context.Context, rel *ferryv1.Release, p 
 		es.PreviousImage = cur.Image
 	}
 	es.Clusters = nil
+	waves, count := planWaves(env)
 	for _, c := range env.Spec.Clusters {
-		es.Clusters = append(es.Clusters, ferryv1.ClusterRolloutStatus{Cluster: c, Namespace: ns})
+		es.Clusters = append(es.Clusters, ferryv1.ClusterRolloutStatus{Cluster: c, Namespace: ns, Wave: waves[c]})
 	}
+	es.Waves, es.Wave = count, min(count, 1)
 	msg := fmt.Sprintf("rolling out %s to namespace %s on %s", rollout.ShortImage(p.image), ns, strings.Join(env.Spec.Clusters, ", "))
 	setEnvRollingOut(es, msg+droppedNote(p, env), gen, now)
 	r.Recorder.Eventf(rel, nil, corev1.EventTypeNormal, ferryv1.RollingOutReason, "RollOut", "Environment %s: %s", env.Name, msg)

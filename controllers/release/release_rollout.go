@@ -53,8 +53,16 @@ func (r *Reconciler) rollOut(ctx context.Context, rel *ferryv1.Release, p *plan,
 		unreachable = r.claimNamespaces(ctx, es, in)
 	}
 	if firstFailed(es) == nil {
-		for c := range r.stepClusters(ctx, es, in, unreachable) {
-			unreachable[c] = true
+		for {
+			// A wave that became healthy lets the next one start in the same Reconcile.
+			wave := currentWave(es)
+			for c := range r.stepClusters(ctx, es, in, wave, unreachable) {
+				unreachable[c] = true
+			}
+			es.Wave = max(wave, es.Wave)
+			if back || firstFailed(es) != nil || currentWave(es) == wave {
+				break
+			}
 		}
 	}
 
@@ -75,7 +83,7 @@ func (r *Reconciler) rollOut(ctx context.Context, rel *ferryv1.Release, p *plan,
 		return r.rollOut(ctx, rel, p, env, es, now)
 	}
 	if !allSucceeded(es) {
-		setEnvRollingOut(es, clusterSummary(es), gen, now)
+		setEnvRollingOut(es, waveNote(es)+clusterSummary(es), gen, now)
 		return wait(poll), nil
 	}
 	if st, failed := r.verifyAfterRollout(ctx, rel, p, env, es, now); failed {
@@ -95,8 +103,9 @@ func (r *Reconciler) rollOut(ctx context.Context, rel *ferryv1.Release, p *plan,
 }
 
 // stepClusters runs one rollout step on every cluster that is not done, in parallel, except the
-// clusters in skip (not claimed yet). It returns the clusters that could not be reached.
-func (r *Reconciler) stepClusters(ctx context.Context, es *ferryv1.ReleaseEnvironmentStatus, base rollout.Input, skip map[string]bool) map[string]bool {
+// clusters in skip (not claimed yet) and, forward, the clusters of waves after wave. It returns
+// the clusters that could not be reached.
+func (r *Reconciler) stepClusters(ctx context.Context, es *ferryv1.ReleaseEnvironmentStatus, base rollout.Input, wave int32, skip map[string]bool) map[string]bool {
 	return r.onClusters(ctx, es, base.Now, func(st *ferryv1.ClusterRolloutStatus) bool {
 		if skip[st.Cluster] {
 			return false
@@ -104,7 +113,7 @@ func (r *Reconciler) stepClusters(ctx context.Context, es *ferryv1.ReleaseEnviro
 		if base.Rollback {
 			return st.CompletionTime == nil
 		}
-		return !rollout.Succeeded(st)
+		return inWave(st, wave) && !rollout.Succeeded(st)
 	}, func(ctx context.Context, c client.Client, st *ferryv1.ClusterRolloutStatus) error {
 		in := base
 		in.Cluster = st.Cluster
@@ -176,6 +185,13 @@ func (r *Reconciler) startRollback(rel *ferryv1.Release, es *ferryv1.ReleaseEnvi
 			st.CompletionTime = &now
 			continue
 		}
+		if failed.Wave > 0 && st.Wave > failed.Wave {
+			// A later wave never started: nothing was written there, and it does not start now.
+			st.CompletionTime = &now
+			rollout.SetClusterCondition(st, metav1.ConditionFalse, ferryv1.WaveNotStartedReason,
+				fmt.Sprintf("wave %d did not start: cluster %s of wave %d failed", st.Wave, failed.Cluster, failed.Wave), now)
+			continue
+		}
 		st.BatchStartTime, st.BatchHealthyTime, st.CompletionTime = nil, nil, nil
 		rollout.SetClusterCondition(st, metav1.ConditionFalse, ferryv1.RollingBackReason, target+" after "+cause, now)
 	}
@@ -197,7 +213,7 @@ func (r *Reconciler) afterRollback(rel *ferryv1.Release, es *ferryv1.ReleaseEnvi
 	reason, outcome := ferryv1.RolledBackReason, "rolled back to "+shortOf(prev)
 	var notBack []string
 	for _, st := range es.Clusters {
-		if c := meta.FindStatusCondition(st.Conditions, ferryv1.RolledOutCondition); (c == nil || c.Reason != ferryv1.RolledBackReason) && !rollout.Refused(&st) {
+		if c := meta.FindStatusCondition(st.Conditions, ferryv1.RolledOutCondition); (c == nil || (c.Reason != ferryv1.RolledBackReason && c.Reason != ferryv1.WaveNotStartedReason)) && !rollout.Refused(&st) {
 			notBack = append(notBack, st.Cluster)
 		}
 	}

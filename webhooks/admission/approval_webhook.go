@@ -359,7 +359,8 @@ func checkGateOpen(rel *ferryv1.Release, env string, batch int32, now time.Time)
 }
 
 // checkBatchReached refuses a decision on batch N (2 or more) before the environment's rollout
-// has made batch N-1 healthy on every cluster and waits for it.
+// has made batch N-1 healthy on every cluster (of the current wave, when it rolls out in waves)
+// and waits for it.
 func checkBatchReached(rel *ferryv1.Release, env string, batch int32) error {
 	if batch == 0 {
 		return nil
@@ -378,6 +379,11 @@ func checkBatchReached(rel *ferryv1.Release, env string, batch int32) error {
 		return fmt.Errorf("the rollout in environment %s has finished: there is nothing left to decide", env)
 	}
 	for _, c := range es.Clusters {
+		if es.Waves > 0 && c.Wave != es.Wave {
+			// Rolling out in waves: only the clusters of the wave rolling out now wait for the
+			// decision (an earlier wave is done, a later one has not started).
+			continue
+		}
 		switch {
 		case c.Batch > batch-1:
 			return fmt.Errorf("cluster %s is past batch %d already (at batch %d of %d): there is nothing left to decide", c.Cluster, batch-1, c.Batch, c.Batches)
