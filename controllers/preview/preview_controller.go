@@ -122,6 +122,15 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 			return ctrl.Result{}, r.remove(ctx, pv, fmt.Sprintf("it had no new Build for %s (ttl)", ttl))
 		}
 	}
+	if pv.Status.DeployedBuild == "" {
+		// A Build that finished after its merge request was merged or closed must not bring the
+		// preview back: the hook that removed it has come and gone.
+		if state, err := r.mergeRequestState(ctx, p, pv); err != nil {
+			return ctrl.Result{}, err
+		} else if state == "merged" || state == "closed" {
+			return ctrl.Result{}, r.remove(ctx, pv, fmt.Sprintf("merge request !%d is %s", pv.Spec.MergeRequestIID, state))
+		}
+	}
 	res, err := r.deploy(ctx, p, pv, now)
 	if err != nil || res.RequeueAfter > 0 {
 		return res, err
@@ -439,6 +448,19 @@ func (r *Reconciler) patchStatus(ctx context.Context, before, pv *ferryv1.Previe
 		return client.IgnoreNotFound(fmt.Errorf("failed to write the status of Preview %s: %w", client.ObjectKeyFromObject(pv), err))
 	}
 	return nil
+}
+
+// mergeRequestState asks GitLab for the Preview's merge request's state; "" when the Project has
+// no GitLab token to ask with.
+func (r *Reconciler) mergeRequestState(ctx context.Context, p *ferryv1.Project, pv *ferryv1.Preview) (string, error) {
+	if p.Spec.GitLab.TokenSecretRef == nil {
+		return "", nil
+	}
+	api, err := r.api(ctx, p)
+	if err != nil {
+		return "", err
+	}
+	return api.MergeRequestState(ctx, gitlab.ProjectRefOf(p), pv.Spec.MergeRequestIID)
 }
 
 // api reads the Project's token and returns a client for its GitLab.

@@ -480,6 +480,33 @@ func TestPreviewClose(t *testing.T) {
 	e.waitNamespaceDeleted(iid)
 }
 
+// TestPreviewNotAfterClose: a Build that finishes after its merge request was closed does not
+// bring a preview back — the controller asks GitLab for the merge request's state first.
+func TestPreviewNotAfterClose(t *testing.T) {
+	e := newEnv(t, ferryv1.PreviewSettings{})
+	ctx := context.Background()
+	iid, b := e.openMR(1)
+	if d, err := e.fake.MergeRequestEvent(ctx, e.gid, iid, "close", "", "alice"); err != nil || d[0].Status != http.StatusOK {
+		t.Fatalf("close delivery: %+v %v", d, err)
+	}
+	e.succeed(b)
+	mrPath := fmt.Sprintf("/merge_requests/%d", iid)
+	testutil.Eventually(t, "the controller to ask for the merge request and drop the preview", func() (bool, error) {
+		asked := false
+		for _, c := range e.fake.Calls() {
+			asked = asked || (c.Method == http.MethodGet && strings.HasSuffix(c.Path, mrPath))
+		}
+		err := e.c.Get(ctx, client.ObjectKey{Namespace: e.ns, Name: e.previewName(iid)}, &ferryv1.Preview{})
+		return asked && apierrors.IsNotFound(err), fmt.Errorf("asked GitLab: %v, Preview: %w", asked, err)
+	})
+	if err := e.target.Get(ctx, client.ObjectKey{Name: e.previewName(iid)}, &corev1.Namespace{}); !apierrors.IsNotFound(err) {
+		t.Errorf("the preview namespace of a closed merge request: %v, want it never made", err)
+	}
+	if notes := e.previewNotes(iid); len(notes) != 0 {
+		t.Errorf("preview notes on a closed merge request: %+v", notes)
+	}
+}
+
 // TestPreviewRefusesForeignNamespace: a namespace of the preview's name that Ferry did not create
 // for it — unlabelled, or another Project's — is neither deployed into nor deleted.
 func TestPreviewRefusesForeignNamespace(t *testing.T) {

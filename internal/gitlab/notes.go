@@ -21,6 +21,8 @@ type PreviewNotesAPI interface {
 	// /projects/:id/merge_requests/:iid/notes/:note_id). Editing is idempotent, so 429 and 5xx
 	// are retried.
 	UpdateMergeRequestNote(ctx context.Context, project ProjectRef, iid, noteID int64, body string) error
+	// MergeRequestState is the merge request's state: opened, closed, locked or merged.
+	MergeRequestState(ctx context.Context, project ProjectRef, iid int64) (string, error)
 }
 
 var _ PreviewNotesAPI = (*Client)(nil)
@@ -57,4 +59,13 @@ func (c *Client) UpdateMergeRequestNote(ctx context.Context, project ProjectRef,
 		return fmt.Errorf("failed to edit note %d of merge request !%d of %s: %w", noteID, iid, project, convert(err))
 	}
 	return nil
+}
+
+// MergeRequestState reads the merge request's state (GET /projects/:id/merge_requests/:iid).
+func (c *Client) MergeRequestState(ctx context.Context, project ProjectRef, iid int64) (string, error) {
+	mr, _, err := c.api.MergeRequests.GetMergeRequest(project.pid(), iid, nil, gl.WithContext(ctx))
+	if err != nil {
+		return "", fmt.Errorf("failed to read merge request !%d of %s: %w", iid, project, convert(err))
+	}
+	return mr.State, nil
 }
