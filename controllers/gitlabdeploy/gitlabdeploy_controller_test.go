@@ -1,7 +1,6 @@
 package gitlabdeploy_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -9,19 +8,15 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 
-	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/util/retry"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
 	"github.com/ferryci/ferry/controllers/gitlabdeploy"
@@ -38,33 +33,12 @@ const apiToken = "glpat-deployments-token-that-must-not-leak-7"
 
 const uiURL = "https://ferry.example.com"
 
-var logs syncBuffer
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+var logs *testutil.Logs
 
 func TestMain(m *testing.M) {
-	ctrl.SetLogger(zap.New(zap.WriteTo(&logs), zap.UseDevMode(true), zap.Level(zapcore.DebugLevel)))
+	logs = testutil.CaptureLogs()
 	code := testutil.RunWithHub(m, controlplane.APIServerOptions{})
-	if code == 0 && strings.Contains(logs.String(), apiToken) {
-		fmt.Fprintln(os.Stderr, "FAIL: the GitLab token appeared in the manager's logs")
-		code = 1
-	}
-	os.Exit(code)
+	os.Exit(logs.Leaked(code, "the GitLab token", apiToken))
 }
 
 // env is a namespace, a simulated GitLab with a populated repository, a Project, an Environment,

@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/zap/zapcore"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -25,7 +24,6 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
-	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
@@ -42,27 +40,10 @@ import (
 // apiToken must never appear in a log line, event, condition or error.
 const apiToken = "glpat-preview-token-that-must-not-leak-3"
 
-var logs syncBuffer
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+var logs *testutil.Logs
 
 func TestMain(m *testing.M) {
-	ctrl.SetLogger(zap.New(zap.WriteTo(&logs), zap.UseDevMode(true), zap.Level(zapcore.DebugLevel)))
+	logs = testutil.CaptureLogs()
 	code := testutil.RunWithHub(m, controlplane.APIServerOptions{})
 	if sharedCluster != nil {
 		_ = sharedCluster.Stop()
@@ -74,11 +55,7 @@ func TestMain(m *testing.M) {
 			}
 		}
 	}
-	if code == 0 && strings.Contains(logs.String(), apiToken) {
-		fmt.Fprintln(os.Stderr, "FAIL: the GitLab token appeared in the manager's logs")
-		code = 1
-	}
-	os.Exit(code)
+	os.Exit(logs.Leaked(code, "the GitLab token", apiToken))
 }
 
 var (
