@@ -47,6 +47,12 @@ func (r *Reconciler) supplyChainGate(ctx context.Context, rel *ferryv1.Release, 
 	if pol == nil {
 		return proceed(), nil
 	}
+	if sc := es.SupplyChain; sc != nil && sc.Digest == p.image && sc.Result == ferryv1.SupplyChainPassed {
+		// Passed already for this rollout: the steps after the gate can wait (for a cluster
+		// another Release holds, once a second), and each wait comes back through here — the
+		// registry, the keys and Harbor are not asked again, nor is the event sent again.
+		return proceed(), nil
+	}
 	gen := rel.Generation
 	verdict, err := r.checkSupplyChain(ctx, rel, p, pol)
 	if err != nil {
