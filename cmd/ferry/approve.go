@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
@@ -142,21 +143,26 @@ func runReRequest(ctx context.Context, c client.Client, w io.Writer, ns, release
 	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: release}, rel); err != nil {
 		return err
 	}
+	if err := requestFor(ctx, c, rel, ferryv1.ReRequestAnnotation, env); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintf(w, "release/%s: approval gate of environment %s re-requested\n", release, env)
+	return err
+}
+
+// requestFor adds env to the Release's comma-separated list annotation key (a request the
+// controller acts on once per environment: ReRequestAnnotation, ReverifyAnnotation), keeping the
+// environments already asked for.
+func requestFor(ctx context.Context, c client.Client, rel *ferryv1.Release, key, env string) error {
 	envs := []string{env}
-	if cur := rel.Annotations[ferryv1.ReRequestAnnotation]; cur != "" {
-		for _, e := range strings.Split(cur, ",") {
-			if e = strings.TrimSpace(e); e != "" && !slices.Contains(envs, e) {
-				envs = append(envs, e)
-			}
+	for _, e := range strings.Split(rel.Annotations[key], ",") {
+		if e = strings.TrimSpace(e); e != "" && !slices.Contains(envs, e) {
+			envs = append(envs, e)
 		}
 	}
-	body, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{ferryv1.ReRequestAnnotation: strings.Join(envs, ",")}}})
+	body, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{key: strings.Join(envs, ",")}}})
 	if err != nil {
 		return err
 	}
-	if err := c.Patch(ctx, rel, client.RawPatch("application/merge-patch+json", body)); err != nil {
-		return err
-	}
-	_, err = fmt.Fprintf(w, "release/%s: approval gate of environment %s re-requested\n", release, env)
-	return err
+	return c.Patch(ctx, rel, client.RawPatch(types.MergePatchType, body))
 }

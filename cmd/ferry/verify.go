@@ -2,10 +2,8 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
-	"slices"
 	"strings"
 	"time"
 
@@ -63,20 +61,10 @@ func runVerify(ctx context.Context, c client.Client, w io.Writer, ns, release, e
 	if es == nil || !meta.IsStatusConditionTrue(es.Conditions, ferryv1.ReadyCondition) {
 		return fmt.Errorf("release %s has not rolled out to environment %s: there is nothing to verify there", release, env)
 	}
-	envs := []string{env}
-	for _, e := range strings.Split(rel.Annotations[ferryv1.ReverifyAnnotation], ",") {
-		if e = strings.TrimSpace(e); e != "" && !slices.Contains(envs, e) {
-			envs = append(envs, e)
-		}
-	}
-	body, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{ferryv1.ReverifyAnnotation: strings.Join(envs, ",")}}})
-	if err != nil {
+	if err := requestFor(ctx, c, rel, ferryv1.ReverifyAnnotation, env); err != nil {
 		return err
 	}
-	if err := c.Patch(ctx, rel, client.RawPatch("application/merge-patch+json", body)); err != nil {
-		return err
-	}
-	_, err = fmt.Fprintf(w, "release/%s: verification in environment %s requested\n", release, env)
+	_, err := fmt.Fprintf(w, "release/%s: verification in environment %s requested\n", release, env)
 	return err
 }
 
