@@ -5,6 +5,8 @@ import (
 	"slices"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -44,6 +46,11 @@ type Described struct {
 // base's own SBOM (made once, when the base was built) when it has one that lists exactly those
 // layers, else they are catalogued; the layers above the bases are always catalogued.
 func Describe(img name.Digest, opts DescribeOptions) (*Described, error) {
+	ropts, err := session(opts.Remote)
+	if err != nil {
+		return nil, err
+	}
+	opts.Remote = ropts
 	image, err := remote.Image(img, opts.Remote...)
 	if err != nil {
 		return nil, fmt.Errorf("failed to read %s: %w", img, err)
@@ -61,8 +68,10 @@ func Describe(img name.Digest, opts DescribeOptions) (*Described, error) {
 		return nil, fmt.Errorf("failed to read the config of %s: %w", img, err)
 	}
 	out := &Described{SBOM: &SBOM{Name: img.Context().String(), Digest: img.DigestStr(), Created: cf.Created.Time, Tool: opts.Tool}}
-	covered := 0
-	for _, b := range opts.Bases {
+	// Each base's layers must be a prefix of the image's (and so of the next base's): ends[i] is
+	// where base i's layers end.
+	ends := make([]int, len(opts.Bases))
+	for i, b := range opts.Bases {
 		bimg, err := remote.Image(b.Image, opts.Remote...)
 		if err != nil {
 			return nil, fmt.Errorf("failed to read the %s %s: %w", b.Role, b.Image, err)
@@ -78,19 +87,29 @@ func Describe(img name.Digest, opts DescribeOptions) (*Described, error) {
 		if len(bd) > len(digests) || !slices.Equal(bd, digests[:len(bd)]) {
 			return nil, fmt.Errorf("%s is not built on the %s %s: its layers are not a prefix", img, b.Role, b.Image)
 		}
-		if len(bd) <= covered {
-			continue
-		}
-		if sb, _, err := FetchSBOM(b.Image, opts.Remote...); err == nil && slices.Equal(sbomLayerDigests(sb), bd) {
+		ends[i] = len(bd)
+	}
+	// The highest base with its own SBOM of exactly its layers covers everything below it (a
+	// runtime's SBOM links its stack's): the bases are tried from the top, so the usual case asks
+	// the registry for one SBOM.
+	covered, from := 0, 0
+	for i := len(opts.Bases) - 1; i >= 0; i-- {
+		b := opts.Bases[i]
+		if sb, _, err := FetchSBOM(b.Image, opts.Remote...); err == nil && slices.Equal(sbomLayerDigests(sb), digests[:ends[i]]) {
 			out.SBOM.Layers = sb.Layers
 			out.Linked = append(out.Linked, b.Image.String())
-			covered = len(bd)
+			covered, from = ends[i], i+1
+			break
+		}
+	}
+	for i := from; i < len(opts.Bases); i++ {
+		if ends[i] <= covered {
 			continue
 		}
-		if err := out.catalog(layers, covered, len(bd), b.Role); err != nil {
+		if err := out.catalog(layers, covered, ends[i], opts.Bases[i].Role); err != nil {
 			return nil, err
 		}
-		covered = len(bd)
+		covered = ends[i]
 	}
 	role := opts.Role
 	if role == "" {
@@ -163,47 +182,83 @@ type Published struct {
 	Duration time.Duration `json:"duration"`
 }
 
-// Publish attaches the SBOM, then the signed provenance, then the image signature, in that order:
-// the signature goes last, so an image that verifies as signed has its SBOM and provenance in the
-// registry. The first failure stops it and is returned, with what was published before it.
+// Publish attaches the SBOM and the signed provenance side by side, then the image signature: the
+// signature goes last, so an image that verifies as signed has its SBOM and provenance in the
+// registry. A failure stops it and is returned, with what was published before it; the signature
+// is never pushed after a failure.
 func Publish(img name.Digest, opts PublishOptions) (*Published, error) {
 	start := time.Now()
 	out := &Published{}
 	defer func() { out.Duration = time.Since(start) }()
+	ropts, err := session(opts.Remote)
+	if err != nil {
+		return out, err
+	}
+	var sbom, statement []byte
 	if opts.SBOM != nil {
 		if opts.SBOM.Digest != img.DigestStr() {
 			return out, fmt.Errorf("the SBOM describes %s, not %s", opts.SBOM.Digest, img.DigestStr())
 		}
-		doc, err := opts.SBOM.MarshalSPDX()
-		if err != nil {
+		if sbom, err = opts.SBOM.MarshalSPDX(); err != nil {
 			return out, err
 		}
-		desc, err := remote.Head(img, opts.Remote...)
-		if err != nil {
-			return out, fmt.Errorf("failed to read %s: %w", img, err)
-		}
-		h, err := AttachSBOM(img, *desc, doc, opts.Remote...)
-		if err != nil {
+	}
+	if opts.Signer != nil && opts.Provenance != nil {
+		if statement, err = opts.Provenance.MarshalStatement(img); err != nil {
 			return out, err
 		}
-		out.SBOM, out.SBOMBytes, out.Packages = h.String(), len(doc), len(opts.SBOM.Packages())
+	}
+	// The SBOM and the attestation go to different manifests (a referrer, the .att tag), so
+	// neither waits for the other; each sets only its own fields of out.
+	var g errgroup.Group
+	if sbom != nil {
+		g.Go(func() error {
+			desc, err := remote.Head(img, ropts...)
+			if err != nil {
+				return fmt.Errorf("failed to read %s: %w", img, err)
+			}
+			h, err := AttachSBOM(img, *desc, sbom, ropts...)
+			if err != nil {
+				return err
+			}
+			out.SBOM, out.SBOMBytes, out.Packages = h.String(), len(sbom), len(opts.SBOM.Packages())
+			return nil
+		})
+	}
+	if statement != nil {
+		g.Go(func() error {
+			if err := opts.Signer.Attest(img, statement, SLSAProvenanceType, ropts...); err != nil {
+				return err
+			}
+			out.Attested = true
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return out, err
 	}
 	if opts.Signer == nil {
 		return out, nil
 	}
-	if opts.Provenance != nil {
-		st, err := opts.Provenance.MarshalStatement(img)
-		if err != nil {
-			return out, err
-		}
-		if err := opts.Signer.Attest(img, st, SLSAProvenanceType, opts.Remote...); err != nil {
-			return out, err
-		}
-		out.Attested = true
-	}
-	if err := opts.Signer.Sign(img, opts.Remote...); err != nil {
+	if err := opts.Signer.Sign(img, ropts...); err != nil {
 		return out, err
 	}
 	out.Signed = true
 	return out, nil
+}
+
+// session makes the registry calls of one Describe or Publish share their connections, their
+// token exchanges and what they learnt about blobs: without it each call pings the registry and
+// asks for a token again (a third of a publish's requests, and against Harbor each token is a
+// round trip to its core).
+func session(opts []remote.Option) ([]remote.Option, error) {
+	puller, err := remote.NewPuller(opts...)
+	if err != nil {
+		return nil, err
+	}
+	pusher, err := remote.NewPusher(opts...)
+	if err != nil {
+		return nil, err
+	}
+	return append(slices.Clip(opts), remote.Reuse(puller), remote.Reuse(pusher)), nil
 }
