@@ -32,13 +32,19 @@ type installed struct {
 // render renders config/default and sorts what it holds by kind.
 func render(t *testing.T) *installed {
 	t.Helper()
+	return renderDir(t, "default")
+}
+
+// renderDir renders a kustomization of config/ and sorts what it holds by kind.
+func renderDir(t *testing.T, dir string) *installed {
+	t.Helper()
 	assets, err := controlplane.AssetsDir()
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command(filepath.Join(assets, "kubectl"), "kustomize", "default").Output()
+	out, err := exec.Command(filepath.Join(assets, "kubectl"), "kustomize", dir).Output()
 	if err != nil {
-		t.Fatalf("kubectl kustomize config/default: %v", stderr(err))
+		t.Fatalf("kubectl kustomize config/%s: %v", dir, stderr(err))
 	}
 	in := &installed{
 		clusterRoles: map[string]*rbacv1.ClusterRole{}, roles: map[string]*rbacv1.Role{},
@@ -213,6 +219,46 @@ func checkNoDangerousVerb(t *testing.T, role string, rules []rbacv1.PolicyRule) 
 		}
 		if slices.Contains(r.Resources, "*") || slices.Contains(r.APIGroups, "*") {
 			t.Errorf("%s has a rule on every resource or API group: %+v", role, r)
+		}
+	}
+}
+
+// TestMemberRBACIsLeastPrivilege: the account config/member makes on a target cluster may do what
+// rollouts, previews and verification do there (TestRealNodeVerification runs them with it) and
+// nothing that reads the cluster's Secrets wholesale, runs commands in pods, reaches nodes or
+// grants itself more.
+func TestMemberRBACIsLeastPrivilege(t *testing.T) {
+	in := renderDir(t, "member")
+	rules := in.rulesOf("ferry-system", "ferry-member")
+	if len(rules) != 1 {
+		t.Fatalf("ferry-system/ferry-member is bound to %d roles (%v), want config/member's ClusterRole", len(rules), rules)
+	}
+	for where, rs := range rules {
+		checkNoDangerousVerb(t, where, rs)
+		for _, r := range rs {
+			if slices.Contains(r.APIGroups, rbacv1.GroupName) {
+				t.Errorf("%s has a rule on RBAC: %+v", where, r)
+			}
+		}
+		for _, deny := range []struct{ group, resource, verb string }{
+			{"", "secrets", "list"}, {"", "secrets", "watch"},
+			{"", "pods/exec", "create"}, {"", "pods/attach", "create"}, {"", "pods/portforward", "create"},
+			{"", "pods", "create"}, {"", "nodes", "get"}, {"", "nodes/proxy", "get"},
+			{"", "serviceaccounts/token", "create"}, {"", "persistentvolumes", "create"},
+		} {
+			for _, r := range rs {
+				if grants(r, deny.group, deny.resource, deny.verb) {
+					t.Errorf("%s may %s %s", where, deny.verb, deny.resource)
+				}
+			}
+		}
+		for _, need := range []struct{ group, resource, verb string }{
+			{"", "namespaces", "create"}, {"apps", "deployments", "patch"}, {"", "services/proxy", "get"},
+			{"batch", "jobs", "create"}, {"", "pods/log", "get"},
+		} {
+			if !slices.ContainsFunc(rs, func(r rbacv1.PolicyRule) bool { return grants(r, need.group, need.resource, need.verb) }) {
+				t.Errorf("%s may not %s %s, which rollouts and verification do", where, need.verb, need.resource)
+			}
 		}
 	}
 }

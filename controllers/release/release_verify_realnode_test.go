@@ -5,17 +5,27 @@ package release_test
 import (
 	"context"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
 
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
 	"github.com/ferryci/ferry/internal/controlplane"
@@ -44,7 +54,8 @@ func TestRealNodeVerification(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	registerRealCluster(t, c, name, cluster.KubeconfigPath)
+	// The manager reaches the cluster as config/member's account, as an install does.
+	registerRealCluster(t, c, name, memberKubeconfig(t, cluster))
 	testutil.StartManager(t, manager.Options{Controllers: []string{"release"}})
 
 	ns := testutil.Namespace(t, c)
@@ -126,13 +137,9 @@ func TestRealNodeVerification(t *testing.T) {
 }
 
 // registerRealCluster makes a Cluster of a kubeconfig on the hub.
-func registerRealCluster(t *testing.T, c client.Client, name, kubeconfigPath string) {
+func registerRealCluster(t *testing.T, c client.Client, name string, kubeconfig []byte) {
 	t.Helper()
 	ctx := context.Background()
-	kubeconfig, err := os.ReadFile(kubeconfigPath)
-	if err != nil {
-		t.Fatal(err)
-	}
 	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: testutil.FerryNamespace}}); client.IgnoreAlreadyExists(err) != nil {
 		t.Fatal(err)
 	}
@@ -175,4 +182,86 @@ func waitNodeImage(t *testing.T, c client.Client, ns, image string, d time.Durat
 		}
 		return dep.Spec.Template.Spec.Containers[0].Image == image && dep.Status.AvailableReplicas == 1 && dep.Status.UpdatedReplicas == 1, nil
 	})
+}
+
+// memberKubeconfig applies config/member to a cluster as its admin and returns a kubeconfig of
+// the account it makes, after checking from the attacker's side that the account cannot read the
+// cluster's Secrets, exec into pods or grant itself more.
+func memberKubeconfig(t *testing.T, cluster *controlplane.Cluster) []byte {
+	t.Helper()
+	ctx := context.Background()
+	root, err := controlplane.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, err := client.New(cluster.Config, client.Options{Scheme: manager.Scheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"namespace.yaml", "service_account.yaml", "role.yaml", "role_binding.yaml"} {
+		data, err := os.ReadFile(filepath.Join(root, "config", "member", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		obj := &unstructured.Unstructured{}
+		if err := yaml.Unmarshal(data, &obj.Object); err != nil {
+			t.Fatalf("config/member/%s: %v", f, err)
+		}
+		if err := admin.Create(ctx, obj); client.IgnoreAlreadyExists(err) != nil {
+			t.Fatalf("config/member/%s: %v", f, err)
+		}
+	}
+	cs, err := kubernetes.NewForConfig(cluster.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := cs.CoreV1().ServiceAccounts("ferry-system").CreateToken(ctx, "ferry-member", &authenticationv1.TokenRequest{
+		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](3600)},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := clientcmd.LoadFromFile(cluster.KubeconfigPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.AuthInfos = map[string]*clientcmdapi.AuthInfo{"ferry-member": {Token: tok.Status.Token}}
+	for _, kc := range cfg.Contexts {
+		kc.AuthInfo = "ferry-member"
+	}
+	kubeconfig, err := clientcmd.Write(*cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	restricted := rest.CopyConfig(cluster.Config)
+	restricted.CertData, restricted.KeyData, restricted.CertFile, restricted.KeyFile = nil, nil, "", ""
+	restricted.BearerToken = tok.Status.Token
+	rc, err := kubernetes.NewForConfig(restricted)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forbidden := func(what string, err error) {
+		t.Helper()
+		if !apierrors.IsForbidden(err) {
+			t.Errorf("config/member's account %s: %v, want Forbidden", what, err)
+		}
+	}
+	_, err = rc.CoreV1().Secrets("kube-system").List(ctx, metav1.ListOptions{})
+	forbidden("lists Secrets", err)
+	_, err = rc.CoreV1().Secrets("ferry-system").Get(ctx, "none", metav1.GetOptions{})
+	if !apierrors.IsNotFound(err) { // get by name is granted (the pull Secret's copy), list is not
+		t.Errorf("config/member's account reads a Secret by name: %v, want NotFound", err)
+	}
+	err = rc.CoreV1().RESTClient().Post().Namespace("kube-system").Resource("pods").Name("any").SubResource("exec").Do(ctx).Error()
+	forbidden("execs into pods", err)
+	_, err = rc.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "escalate"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "cluster-admin"},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: "ferry-system", Name: "ferry-member"}},
+	}, metav1.CreateOptions{})
+	forbidden("binds itself to cluster-admin", err)
+	_, err = rc.CoreV1().Pods("kube-system").Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "escape"}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "x"}}}}, metav1.CreateOptions{})
+	forbidden("creates pods itself", err)
+	return kubeconfig
 }
