@@ -39,9 +39,11 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
+	"github.com/ferryci/ferry/internal/assemble"
 	"github.com/ferryci/ferry/internal/controlplane"
 	"github.com/ferryci/ferry/internal/dev"
 	"github.com/ferryci/ferry/internal/manager"
+	"github.com/ferryci/ferry/internal/supplychain"
 	"github.com/ferryci/ferry/internal/testutil"
 )
 
@@ -101,7 +103,7 @@ func TestPushToProductionAndRestart(t *testing.T) {
 	if !ok || repository != p.Image {
 		t.Fatalf("Build image %q is not a digest of %s", b.Status.Image, p.Image)
 	}
-	checkImage(t, ep, b.Status.Image, sha)
+	checkImage(t, hub, ep, b.Status.Image, sha)
 	waitCommitStatus(t, ep, p.GitLabProjectID, sha, "success")
 
 	// The Release named after the Build rolls out to dev at once, with exactly that digest.
@@ -213,7 +215,7 @@ func TestPushToProductionAndRestart(t *testing.T) {
 	if err := hub.List(context.Background(), &approvals, client.InNamespace(ep.Namespace)); err != nil || len(approvals.Items) != 2 {
 		t.Errorf("after the restart %d Approvals (%v), want 2", len(approvals.Items), err)
 	}
-	checkImage(t, ep, b.Status.Image, sha)
+	checkImage(t, hub, ep, b.Status.Image, sha)
 	if head := remoteHead(t, p.RepoURL); head != sha {
 		t.Errorf("after the restart main is at %s, want the pushed %s", head, sha)
 	}
@@ -644,15 +646,18 @@ func noDeployment(t testing.TB, c client.Client, ns, app string) {
 }
 
 // checkImage checks that the registry serves the image by digest, that it records the commit it
-// was built from, and that it sits on the catalog's stack.
-func checkImage(t testing.TB, ep *dev.Endpoints, image, sha string) {
+// was built from, that it sits on the catalog's stack, and that Ferry vouches for it as a
+// supply-chain gate would: signed with ferry dev's key, with an SBOM and signed provenance naming
+// the Project's repository and the commit.
+func checkImage(t testing.TB, hub client.Client, ep *dev.Endpoints, image, sha string) {
 	t.Helper()
 	ref, err := name.NewDigest(image, name.Insecure) // ferry dev's registry speaks plain HTTP, on loopback or on the host's address for nodes
 	if err != nil {
 		t.Fatal(err)
 	}
 	pull := "robot$" + dev.Namespace + "+pull"
-	img, err := remote.Image(ref, remote.WithAuth(&authn.Basic{Username: pull, Password: ep.RegistryAccounts[pull]}))
+	auth := remote.WithAuth(&authn.Basic{Username: pull, Password: ep.RegistryAccounts[pull]})
+	img, err := remote.Image(ref, auth)
 	if err != nil {
 		t.Fatalf("the registry does not serve %s: %v", image, err)
 	}
@@ -667,6 +672,33 @@ func checkImage(t testing.TB, ep *dev.Endpoints, image, sha string) {
 	if !strings.HasPrefix(stack, ep.Registry+"/ferry/stacks/debian-12@sha256:") {
 		t.Errorf("image stack label %q, want the catalog's debian-12 in %s", stack, ep.Registry)
 	}
+	ctx := context.Background()
+	key := &corev1.Secret{}
+	if err := hub.Get(ctx, client.ObjectKey{Namespace: dev.FerryNamespace, Name: manager.DefaultSigningKeySecret}, key); err != nil {
+		t.Fatalf("ferry dev's signing key: %v", err)
+	}
+	pub, err := supplychain.ParsePublicKey(key.Data["cosign.pub"])
+	if err != nil {
+		t.Fatalf("cosign.pub of %s: %v", manager.DefaultSigningKeySecret, err)
+	}
+	var projects ferryv1.ProjectList
+	if err := hub.List(ctx, &projects, client.InNamespace(dev.Namespace)); err != nil {
+		t.Fatal(err)
+	}
+	repository := ""
+	for _, p := range projects.Items {
+		if strings.HasPrefix(image, ep.Projects[p.Name].Image+"@") {
+			repository = assemble.SanitizeSourceURL(p.Spec.Repository.CloneURL)
+		}
+	}
+	policy := supplychain.Policy{Keys: []supplychain.Key{{Name: "ferry-dev", Key: pub}}, RequireSignature: true, RequireProvenance: true, RequireSBOM: true}
+	var verdict *supplychain.Verdict
+	// The manager publishes the SBOM, provenance and signature once the image is pushed.
+	testutil.EventuallyWithin(t, time.Minute, "the image signed with an SBOM and provenance", func() (bool, error) {
+		verdict, err = supplychain.Check(ctx, ref, policy, supplychain.Expect{Repository: repository, Revision: sha}, auth)
+		return err == nil && verdict.Refused == "", fmt.Errorf("%+v %v", verdict, err)
+	})
+	t.Logf("supply chain of %s: %+v", image, verdict)
 }
 
 // waitCommitStatus waits until GitLab shows Ferry's commit status in state on a commit.

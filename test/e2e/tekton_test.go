@@ -58,7 +58,7 @@ func TestPushThroughTekton(t *testing.T) {
 	if b.Status.Executor != "tekton" {
 		t.Errorf("Build %s ran on executor %q, want tekton", b.Name, b.Status.Executor)
 	}
-	checkImage(t, ep, b.Status.Image, sha)
+	checkImage(t, hub, ep, b.Status.Image, sha)
 
 	pr := &pipelinev1.PipelineRun{}
 	if err := tekton.Get(context.Background(), client.ObjectKey{Namespace: b.Namespace, Name: buildplan.PipelineRunName(b.Name, b.UID)}, pr); err != nil {
