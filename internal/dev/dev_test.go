@@ -231,10 +231,10 @@ func TestGitPushesBecomeGitLabWebhooks(t *testing.T) {
 	}
 
 	ctx := context.Background()
-	if _, err := commitAndPush(ctx, git.RepoURL("demo/app"), "a change", "", &githttp.BasicAuth{Username: developer, Password: "wrong"}); err == nil {
+	if _, err := commitAndPush(ctx, git.RepoURL("demo/app"), "main", "a change", "", &githttp.BasicAuth{Username: developer, Password: "wrong"}); err == nil {
 		t.Fatal("a push with a wrong password was accepted")
 	}
-	sha, err := commitAndPush(ctx, git.RepoURL("demo/app"), "a change", "", &githttp.BasicAuth{Username: developer, Password: password})
+	sha, err := commitAndPush(ctx, git.RepoURL("demo/app"), "main", "a change", "", &githttp.BasicAuth{Username: developer, Password: password})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -269,7 +269,7 @@ func TestGitPushesBecomeGitLabWebhooks(t *testing.T) {
 	if err := git.Tag("demo/app", "v1.0.0", sha, ""); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := commitAndPush(ctx, git.RepoURL("demo/app"), "another change", "", &githttp.BasicAuth{Username: developer, Password: password}); err != nil {
+	if _, err := commitAndPush(ctx, git.RepoURL("demo/app"), "main", "another change", "", &githttp.BasicAuth{Username: developer, Password: password}); err != nil {
 		t.Fatal(err)
 	}
 	events := map[string]int{}
