@@ -98,7 +98,9 @@ func mergeRequestPreview(t *testing.T, ferry, root, dataDir string, hub client.C
 		t.Logf("nodes are simulated here: the preview %s is not asked for an answer", key.Name)
 	}
 	notesPath := fmt.Sprintf("/projects/%d/merge_requests/%d/notes?sort=asc&per_page=100", p.GitLabProjectID, iid)
-	waitNote(t, ep, bob, notesPath, "the preview note", func(body string) bool { return strings.Contains(body, pv.Status.Namespace) })
+	waitNote(t, ep, bob, notesPath, "the preview note", func(body string) bool {
+		return strings.Contains(body, "**Preview** is ready") && strings.Contains(body, "`"+pv.Status.Namespace+"`") && strings.Contains(body, mr.SHA[:12])
+	})
 
 	// /retest on a commit whose Build passed is skipped, and Ferry says how to force it.
 	runFerry(t, ferry, root, "dev", "mr", "comment", project, m[1], "/retest", "--data-dir", dataDir)
