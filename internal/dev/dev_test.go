@@ -484,6 +484,13 @@ func TestEnvironmentsAndProjectsOfFerryDev(t *testing.T) {
 	if !slices.Equal(p.Spec.Promotion.Environments, names) {
 		t.Errorf("promotion %v, environments %v", p.Spec.Promotion.Environments, names)
 	}
+	if p.Spec.Preview != nil {
+		t.Errorf("go-hello has previews: %+v", p.Spec.Preview)
+	}
+	withPreviews := project(projectSpec{name: previewProject})
+	if pv := withPreviews.Spec.Preview; pv == nil || !pv.Enabled || pv.Cluster != previewCluster || !slices.Contains(ClusterNames, pv.Cluster) {
+		t.Errorf("%s previews = %+v, want enabled on %s", previewProject, pv, previewCluster)
+	}
 	prod := envs[len(envs)-1]
 	if prod.Name != "prod" || prod.Spec.Approval == nil || !slices.Equal(prod.Spec.Approval.Groups, []string{releaseManagersGroup}) || !*prod.Spec.Approval.ForbidSelfApproval {
 		t.Errorf("prod = %+v, want gated by release managers without self-approval", prod.Spec)
