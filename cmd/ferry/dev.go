@@ -7,8 +7,10 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -54,8 +56,81 @@ Run it inside a Ferry checkout: the example apps come from its examples/ directo
 	cmd.Flags().StringVar(&opts.ImageCache, "image-cache", "", "directory that keeps the real base images (Debian, Python, Go) between starts and data directories (default DATA_DIR/images)")
 	cmd.Flags().StringVar(&opts.Executor, "executor", dev.ExecutorAuto, "what runs the Builds: tekton (Tekton Pipelines installed on the hub's real node runs each Build as a PipelineRun, with a step cache per Project; needs real nodes), local (the steps on this machine, isolated) or auto (tekton on real nodes, else local)")
 	cmd.Flags().StringVar(&opts.Nodes, "nodes", dev.NodesAuto, "what runs the clusters' pods: real (containerd and the kubelet on this machine), simulated (kwok) or auto (real where the machine can)")
-	cmd.AddCommand(newDevPushCommand())
+	cmd.AddCommand(newDevPushCommand(), newDevMRCommand())
 	return cmd
+}
+
+func newDevMRCommand() *cobra.Command {
+	opts := dev.MROptions{}
+	cmd := &cobra.Command{
+		Use:   "mr",
+		Short: "Open, comment on and merge merge requests of an example app, as people do in GitLab",
+		Long: `Work with merge requests of an example app in a running ferry dev, through the fake GitLab's REST
+API, the way people do in GitLab: open one from a new branch (GitLab's Merge Request Hook: Ferry
+builds its head and, for python-web, deploys it to a preview of its own), comment Ferry's commands
+on it (/retest, /retest force, /cancel, /ok-to-test; GitLab's Note Hook: Ferry replies with a note),
+and merge it (main moves, GitLab's Push Hook of main: Ferry builds and releases it to dev; the Merge
+Request Hook: Ferry removes the preview).`,
+		Example: `  ferry dev mr open python-web -m "A new greeting"   # prints the merge request's number and preview URL
+  ferry dev mr comment python-web 1 /retest
+  ferry dev mr merge python-web 1`,
+	}
+	cmd.PersistentFlags().StringVar(&opts.DataDir, "data-dir", dev.DefaultDataDir, "data directory of the running ferry dev")
+	cmd.PersistentFlags().StringVar(&opts.As, "as", "", "GitLab user who acts (default bob, the developer; alice, a maintainer, merges)")
+	cmd.PersistentFlags().DurationVar(&opts.Timeout, "timeout", time.Minute, "how long to wait for the git server and GitLab")
+	var message string
+	open := &cobra.Command{
+		Use:   "open PROJECT [-m MESSAGE]",
+		Short: "Commit a change on a new branch, push it and open a merge request into main",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o := opts
+			o.Project, o.Out, o.Command = args[0], cmd.OutOrStdout(), commandName()
+			_, err := dev.OpenMergeRequest(cmd.Context(), o, message)
+			return err
+		},
+	}
+	open.Flags().StringVarP(&message, "message", "m", "", `commit message and title (default "Change PROJECT (ferry dev mr open)")`)
+	comment := &cobra.Command{
+		Use:   "comment PROJECT IID TEXT",
+		Short: "Comment on a merge request (Ferry's commands: /retest, /retest force, /cancel, /ok-to-test)",
+		Args:  cobra.ExactArgs(3),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			iid, err := parseIID(args[1])
+			if err != nil {
+				return err
+			}
+			o := opts
+			o.Project, o.Out, o.Command = args[0], cmd.OutOrStdout(), commandName()
+			return dev.CommentMergeRequest(cmd.Context(), o, iid, args[2])
+		},
+	}
+	merge := &cobra.Command{
+		Use:   "merge PROJECT IID",
+		Short: "Merge a merge request into main (fast-forward), as a maintainer",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			iid, err := parseIID(args[1])
+			if err != nil {
+				return err
+			}
+			o := opts
+			o.Project, o.Out, o.Command = args[0], cmd.OutOrStdout(), commandName()
+			_, err = dev.MergeMergeRequest(cmd.Context(), o, iid)
+			return err
+		},
+	}
+	cmd.AddCommand(open, comment, merge)
+	return cmd
+}
+
+// parseIID reads a merge request's number: 7 or !7.
+func parseIID(arg string) (int64, error) {
+	iid, err := strconv.ParseInt(strings.TrimPrefix(arg, "!"), 10, 64)
+	if err != nil || iid <= 0 {
+		return 0, fmt.Errorf("%q is not a merge request number: give the N of !N, for example 1", arg)
+	}
+	return iid, nil
 }
 
 func newDevPushCommand() *cobra.Command {

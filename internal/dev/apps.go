@@ -26,6 +26,11 @@ import (
 // curl resolve to loopback by themselves (RFC 6761).
 const appsHostSuffix = ".localhost"
 
+// previewHostPrefix makes the host names of merge requests' previews: PROJECT.mr-IID.localhost.
+// An environment named like that would be hidden by its previews; the proxy reads a preview only
+// for the exact form mr-<number>.
+const previewHostPrefix = "mr-"
+
 // appProxy is one loopback address in front of every example app in every environment:
 // http://PROJECT.ENVIRONMENT.localhost:PORT/ reaches the app's Service in the environment's
 // namespace on its cluster, through the cluster's real node (as a pod would reach it), so a person
@@ -71,7 +76,13 @@ func (p *appProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, fmt.Sprintf("ferry dev: no app at %q: open http://PROJECT.ENVIRONMENT%s:%s/", r.Host, appsHostSuffix, portOf(p.addr)), http.StatusNotFound)
 		return
 	}
-	cluster, target, err := p.resolve(r.Context(), project, environment)
+	resolve := p.resolve
+	if iid, ok := previewIID(environment); ok {
+		resolve = func(ctx context.Context, project, _ string) (string, *url.URL, error) {
+			return p.resolvePreview(ctx, project, iid)
+		}
+	}
+	cluster, target, err := resolve(r.Context(), project, environment)
 	if err != nil {
 		http.Error(w, "ferry dev: "+err.Error(), http.StatusBadGateway)
 		return
@@ -120,16 +131,53 @@ func (p *appProxy) resolve(ctx context.Context, project, environment string) (st
 	if err != nil {
 		return "", nil, err
 	}
+	return p.service(ctx, cluster, ns, project, environment)
+}
+
+// previewIID reads the merge request number of a preview's host name part, mr-<iid>.
+func previewIID(environment string) (int64, bool) {
+	digits, ok := strings.CutPrefix(environment, previewHostPrefix)
+	if !ok {
+		return 0, false
+	}
+	iid, err := strconv.ParseInt(digits, 10, 64)
+	// Only the canonical form: mr-07 or mr-+7 would name the same preview under another host.
+	return iid, err == nil && iid > 0 && strconv.FormatInt(iid, 10) == digits
+}
+
+// resolvePreview finds the cluster and the Service address of a merge request's preview. Where it
+// runs comes from the Preview object the preview controller keeps, never from the host name.
+func (p *appProxy) resolvePreview(ctx context.Context, project string, iid int64) (string, *url.URL, error) {
+	pv := &ferryv1.Preview{}
+	name := ferryv1.PreviewName(project, iid)
+	if err := p.hub.Get(ctx, types.NamespacedName{Namespace: Namespace, Name: name}, pv); err != nil {
+		return "", nil, fmt.Errorf("merge request !%d of %s has no preview (Preview %s/%s: %w)", iid, project, Namespace, name, err)
+	}
+	if pv.Spec.Project != project || pv.Spec.MergeRequestIID != iid {
+		return "", nil, fmt.Errorf("preview %s/%s is of %s !%d, not of %s !%d", Namespace, name, pv.Spec.Project, pv.Spec.MergeRequestIID, project, iid)
+	}
+	if pv.Status.Cluster == "" || pv.Status.Namespace == "" {
+		return "", nil, fmt.Errorf("the preview of %s !%d has not been deployed yet (Preview %s/%s has no namespace)", project, iid, Namespace, name)
+	}
+	if p.clusters[pv.Status.Cluster] == nil {
+		return "", nil, fmt.Errorf("cluster %s of preview %s/%s is not one of ferry dev's", pv.Status.Cluster, Namespace, name)
+	}
+	return p.service(ctx, pv.Status.Cluster, pv.Status.Namespace, rollout.DeploymentName(project, rollout.StableTrack), fmt.Sprintf("the preview of !%d", iid))
+}
+
+// service is the address of the app's Service in a namespace of a cluster; where names the
+// environment or preview for errors.
+func (p *appProxy) service(ctx context.Context, cluster, ns, name, where string) (string, *url.URL, error) {
 	c, err := p.client(cluster)
 	if err != nil {
 		return "", nil, err
 	}
 	svc := &corev1.Service{}
-	if err := c.Get(ctx, types.NamespacedName{Namespace: ns, Name: project}, svc); err != nil {
-		return "", nil, fmt.Errorf("%s has not been deployed to %s yet (Service %s/%s on cluster %s: %w)", project, environment, ns, project, cluster, err)
+	if err := c.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, svc); err != nil {
+		return "", nil, fmt.Errorf("%s has not been deployed to %s yet (Service %s/%s on cluster %s: %w)", name, where, ns, name, cluster, err)
 	}
 	if svc.Spec.ClusterIP == "" || svc.Spec.ClusterIP == corev1.ClusterIPNone || len(svc.Spec.Ports) == 0 {
-		return "", nil, fmt.Errorf("service %s/%s on cluster %s has no address", ns, project, cluster)
+		return "", nil, fmt.Errorf("service %s/%s on cluster %s has no address", ns, name, cluster)
 	}
 	return cluster, &url.URL{Scheme: "http", Host: net.JoinHostPort(svc.Spec.ClusterIP, strconv.Itoa(int(svc.Spec.Ports[0].Port)))}, nil
 }

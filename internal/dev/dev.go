@@ -723,6 +723,7 @@ func (e *env) startGit(context.Context) error {
 	m = newMirror(git, e.gitlab, developer, func(format string, args ...any) {
 		e.out.printf("  %s %s", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
 	})
+	m.connect()
 	for i, name := range e.examples {
 		repo := Namespace + "/" + name
 		created, err := importExample(git, repo, filepath.Join(e.opts.RepoDir, "examples", name))

@@ -231,10 +231,10 @@ func TestGitPushesBecomeGitLabWebhooks(t *testing.T) {
 	}
 
 	ctx := context.Background()
-	if _, err := commitAndPush(ctx, git.RepoURL("demo/app"), "a change", "", &githttp.BasicAuth{Username: developer, Password: "wrong"}); err == nil {
+	if _, err := commitAndPush(ctx, git.RepoURL("demo/app"), "main", "a change", "", &githttp.BasicAuth{Username: developer, Password: "wrong"}); err == nil {
 		t.Fatal("a push with a wrong password was accepted")
 	}
-	sha, err := commitAndPush(ctx, git.RepoURL("demo/app"), "a change", "", &githttp.BasicAuth{Username: developer, Password: password})
+	sha, err := commitAndPush(ctx, git.RepoURL("demo/app"), "main", "a change", "", &githttp.BasicAuth{Username: developer, Password: password})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -269,7 +269,7 @@ func TestGitPushesBecomeGitLabWebhooks(t *testing.T) {
 	if err := git.Tag("demo/app", "v1.0.0", sha, ""); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := commitAndPush(ctx, git.RepoURL("demo/app"), "another change", "", &githttp.BasicAuth{Username: developer, Password: password}); err != nil {
+	if _, err := commitAndPush(ctx, git.RepoURL("demo/app"), "main", "another change", "", &githttp.BasicAuth{Username: developer, Password: password}); err != nil {
 		t.Fatal(err)
 	}
 	events := map[string]int{}
@@ -483,6 +483,13 @@ func TestEnvironmentsAndProjectsOfFerryDev(t *testing.T) {
 	p := project(projectSpec{name: "go-hello", gitlabURL: "http://127.0.0.1:1", gitlabID: 101, cloneURL: "http://127.0.0.1:2/demo/go-hello.git", repository: "127.0.0.1:3/demo/go-hello"})
 	if !slices.Equal(p.Spec.Promotion.Environments, names) {
 		t.Errorf("promotion %v, environments %v", p.Spec.Promotion.Environments, names)
+	}
+	if p.Spec.Preview != nil {
+		t.Errorf("go-hello has previews: %+v", p.Spec.Preview)
+	}
+	withPreviews := project(projectSpec{name: previewProject})
+	if pv := withPreviews.Spec.Preview; pv == nil || !pv.Enabled || pv.Cluster != previewCluster || !slices.Contains(ClusterNames, pv.Cluster) {
+		t.Errorf("%s previews = %+v, want enabled on %s", previewProject, pv, previewCluster)
 	}
 	prod := envs[len(envs)-1]
 	if prod.Name != "prod" || prod.Spec.Approval == nil || !slices.Equal(prod.Spec.Approval.Groups, []string{releaseManagersGroup}) || !*prod.Spec.Approval.ForbidSelfApproval {

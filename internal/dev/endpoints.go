@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -88,6 +89,19 @@ type ProjectEndpoint struct {
 	Namespaces map[string]string `json:"namespaces"`
 	// AppURLs are where the app answers, by environment (real nodes only).
 	AppURLs map[string]string `json:"appURLs,omitempty"`
+	// Preview says that the project's merge requests get preview environments.
+	Preview bool `json:"preview,omitempty"`
+	// PreviewURLTemplate is where a merge request's preview answers, with {iid} for the merge
+	// request's number (real nodes only); see PreviewURL.
+	PreviewURLTemplate string `json:"previewURLTemplate,omitempty"`
+}
+
+// PreviewURL is where the preview of merge request iid answers; "" when there is none to open.
+func (p ProjectEndpoint) PreviewURL(iid int64) string {
+	if p.PreviewURLTemplate == "" {
+		return ""
+	}
+	return strings.ReplaceAll(p.PreviewURLTemplate, "{iid}", strconv.FormatInt(iid, 10))
 }
 
 // EndpointsPath is where a data directory's endpoints are written.
@@ -159,6 +173,12 @@ func (e *env) endpoints(elapsed time.Duration) *Endpoints {
 			RepoURL: e.git.RepoURL(repo), WebhookSecret: e.webhookSecret(name),
 			GitLabProject: repo, GitLabProjectID: gitlabProjectID(i),
 			Image: e.registry.Host + "/" + repo, Namespaces: map[string]string{},
+		}
+		if name == previewProject {
+			pe.Preview = true
+			if e.apps != nil {
+				pe.PreviewURLTemplate = e.apps.URL(name, previewHostPrefix+"{iid}")
+			}
 		}
 		for _, env := range envs {
 			pe.Namespaces[env.Name] = strings.NewReplacer("{project}", name, "{environment}", env.Name).Replace(env.Spec.NamespaceTemplate)

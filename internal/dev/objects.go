@@ -94,6 +94,14 @@ func environments() []*ferryv1.Environment {
 	}
 }
 
+// previewProject is the example whose merge requests get preview environments (on the cluster
+// of dev and staging): `ferry dev mr open` shows one. One is enough to see them, and each preview
+// runs pods on the nonprod node.
+const previewProject = "python-web"
+
+// previewCluster is where previews run.
+const previewCluster = "nonprod"
+
 // projectSpec is everything a Project of the local environment needs to know.
 type projectSpec struct {
 	name       string
@@ -105,7 +113,7 @@ type projectSpec struct {
 }
 
 func project(p projectSpec) *ferryv1.Project {
-	return &ferryv1.Project{
+	proj := &ferryv1.Project{
 		TypeMeta:   metav1.TypeMeta{APIVersion: ferryv1.GroupVersion.String(), Kind: "Project"},
 		ObjectMeta: metav1.ObjectMeta{Namespace: Namespace, Name: p.name},
 		Spec: ferryv1.ProjectSpec{
@@ -128,6 +136,10 @@ func project(p projectSpec) *ferryv1.Project {
 			},
 		},
 	}
+	if p.name == previewProject {
+		proj.Spec.Preview = &ferryv1.PreviewSettings{Enabled: true, Cluster: previewCluster}
+	}
+	return proj
 }
 
 func webhookSecretName(project string) string { return project + "-webhook" }

@@ -150,6 +150,10 @@ func TestFerryDevObjectsAreValid(t *testing.T) {
 	objs = append(objs, project(projectSpec{
 		name: "go-hello", gitlabURL: "http://127.0.0.1:38479", gitlabID: 101,
 		cloneURL: "http://127.0.0.1:43459/demo/go-hello.git", repository: "127.0.0.1:38955/demo/go-hello",
+	}), project(projectSpec{
+		// The example with previews: its preview settings pass the API server's rules too.
+		name: previewProject, gitlabURL: "http://127.0.0.1:38479", gitlabID: 102,
+		cloneURL: "http://127.0.0.1:43459/demo/" + previewProject + ".git", repository: "127.0.0.1:38955/demo/" + previewProject,
 	}))
 	for _, o := range objs {
 		u, err := toUnstructured(o)

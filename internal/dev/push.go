@@ -14,6 +14,7 @@ import (
 	"github.com/go-git/go-billy/v5/memfs"
 	"github.com/go-git/go-billy/v5/util"
 	"github.com/go-git/go-git/v5"
+	"github.com/go-git/go-git/v5/config"
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/object"
 	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
@@ -106,21 +107,16 @@ func Push(ctx context.Context, opts PushOptions) (*PushResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	proj, ok := ep.Projects[opts.Project]
-	if !ok {
-		known := make([]string, 0, len(ep.Projects))
-		for name := range ep.Projects {
-			known = append(known, name)
-		}
-		sort.Strings(known)
-		return nil, fmt.Errorf("no project %q in ferry dev (projects: %s)", opts.Project, strings.Join(known, ", "))
+	proj, err := ep.project(opts.Project)
+	if err != nil {
+		return nil, err
 	}
-	dev, ok := ep.Users[developer]
-	if !ok || dev.GitPassword == "" {
-		return nil, fmt.Errorf("%s has no git credentials of the developer %s", EndpointsPath(opts.DataDir), developer)
+	auth, err := ep.developerGitAuth()
+	if err != nil {
+		return nil, err
 	}
 	pushed := time.Now()
-	sha, err := commitAndPush(ctx, proj.RepoURL, opts.Message, opts.Health, &githttp.BasicAuth{Username: developer, Password: dev.GitPassword})
+	sha, err := commitAndPush(ctx, proj.RepoURL, "main", opts.Message, opts.Health, auth)
 	if err != nil {
 		return nil, err
 	}
@@ -228,10 +224,33 @@ func follow(ctx context.Context, c client.Client, ep *Endpoints, opts PushOption
 	return nil
 }
 
+// project is the endpoint of a ferry dev project, or an error that lists the projects.
+func (ep *Endpoints) project(name string) (ProjectEndpoint, error) {
+	proj, ok := ep.Projects[name]
+	if !ok {
+		known := make([]string, 0, len(ep.Projects))
+		for name := range ep.Projects {
+			known = append(known, name)
+		}
+		sort.Strings(known)
+		return ProjectEndpoint{}, fmt.Errorf("no project %q in ferry dev (projects: %s)", name, strings.Join(known, ", "))
+	}
+	return proj, nil
+}
+
+// developerGitAuth is how the developer pushes to the git server.
+func (ep *Endpoints) developerGitAuth() (*githttp.BasicAuth, error) {
+	dev, ok := ep.Users[developer]
+	if !ok || dev.GitPassword == "" {
+		return nil, fmt.Errorf("%s has no git credentials of the developer %s", EndpointsPath(ep.DataDir), developer)
+	}
+	return &githttp.BasicAuth{Username: developer, Password: dev.GitPassword}, nil
+}
+
 // commitAndPush clones the repository, adds a line to its changelog (and, when health is set,
-// breaks or repairs the app's health check), commits as the developer and pushes main. It returns
-// the new commit.
-func commitAndPush(ctx context.Context, repoURL, message, health string, auth *githttp.BasicAuth) (string, error) {
+// breaks or repairs the app's health check) on top of main, commits as the developer and pushes
+// the commit to branch (main, or a new branch for a merge request). It returns the new commit.
+func commitAndPush(ctx context.Context, repoURL, branch, message, health string, auth *githttp.BasicAuth) (string, error) {
 	fs := memfs.New()
 	repo, err := git.CloneContext(ctx, memory.NewStorage(), fs, &git.CloneOptions{
 		URL: repoURL, ReferenceName: plumbing.NewBranchReferenceName("main"), SingleBranch: true,
@@ -281,8 +300,9 @@ func commitAndPush(ctx context.Context, repoURL, message, health string, auth *g
 	if err != nil {
 		return "", fmt.Errorf("failed to commit: %w", err)
 	}
-	if err := repo.PushContext(ctx, &git.PushOptions{Auth: auth}); err != nil {
-		return "", fmt.Errorf("failed to push to %s: %w", repoURL, err)
+	refspec := config.RefSpec("refs/heads/main:refs/heads/" + branch)
+	if err := repo.PushContext(ctx, &git.PushOptions{Auth: auth, RefSpecs: []config.RefSpec{refspec}}); err != nil {
+		return "", fmt.Errorf("failed to push %s to %s: %w", branch, repoURL, err)
 	}
 	return sha.String(), nil
 }

@@ -116,6 +116,16 @@ func newMirror(git *gitserver.Server, gl *gitlabsim.Server, pusher string, log f
 	}
 }
 
+// connect lets what people do through the fake GitLab's API reach the git server and the log: a
+// merge (ferry dev mr merge) moves the repository's branch, and the hooks GitLab sends for merge
+// requests opened and comments written through the API are logged as pushes are.
+func (m *mirror) connect() {
+	m.gitlab.MoveBranch = m.moveBranch
+	m.gitlab.OnAPIDelivery = func(d gitlabsim.Delivery) {
+		m.log("GitLab API → GitLab %s → receiver %s", d.Event, describeDelivery(d))
+	}
+}
+
 // add registers a repository as a GitLab project and copies its history and refs without sending
 // webhooks: what was pushed before this start was delivered then.
 func (m *mirror) add(repo string, projectID int64) error {
@@ -144,7 +154,38 @@ func (m *mirror) add(repo string, projectID int64) error {
 
 // onPush is the git server's push callback: for every ref that moved it copies the new commits
 // and delivers GitLab's Push Hook or Tag Push Hook, then logs what the receiver answered.
-func (m *mirror) onPush(repo string) {
+func (m *mirror) onPush(repo string) { m.onPushAs(repo, m.pusher) }
+
+// moveBranch is the fake GitLab's MoveBranch: a merge request merged through GitLab's API moves
+// the target branch of the git server's repository (from the head the merge was checked against,
+// so that a push in between is not overwritten), and the push is reported as the merging user's,
+// as GitLab does for the push a merge makes.
+func (m *mirror) moveBranch(_ context.Context, projectID int64, branch, from, to, user string) {
+	repo := m.repoOf(projectID)
+	if repo == "" {
+		m.log("merge into %s of GitLab project %d: no repository of ferry dev is that project", branch, projectID)
+		return
+	}
+	if _, err := m.gitCmd(repo, "update-ref", "refs/heads/"+branch, to, from); err != nil {
+		m.log("merge into %s %s: %v", repo, branch, err)
+		return
+	}
+	m.onPushAs(repo, user)
+}
+
+func (m *mirror) repoOf(projectID int64) string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for repo, id := range m.projects {
+		if id == projectID {
+			return repo
+		}
+	}
+	return ""
+}
+
+// onPushAs reports a push to repo by user.
+func (m *mirror) onPushAs(repo, user string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	id, ok := m.projects[repo]
@@ -180,9 +221,9 @@ func (m *mirror) onPush(repo string) {
 		}
 		var deliveries []gitlabsim.Delivery
 		if branch, ok := strings.CutPrefix(ref, "refs/heads/"); ok {
-			deliveries, err = m.gitlab.Push(ctx, id, gitlabsim.PushSpec{Branch: branch, To: sha, User: m.pusher})
+			deliveries, err = m.gitlab.Push(ctx, id, gitlabsim.PushSpec{Branch: branch, To: sha, User: user})
 		} else if tag, ok := strings.CutPrefix(ref, "refs/tags/"); ok {
-			deliveries, err = m.gitlab.PushTag(ctx, id, gitlabsim.TagSpec{Tag: tag, SHA: sha, User: m.pusher})
+			deliveries, err = m.gitlab.PushTag(ctx, id, gitlabsim.TagSpec{Tag: tag, SHA: sha, User: user})
 		} else {
 			continue
 		}

@@ -13,6 +13,7 @@
 package gitlabsim
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -36,8 +37,23 @@ type Server struct {
 	// webhook_timeout.
 	HookClient *http.Client
 
+	// OnAPIDelivery, when set, is told about every webhook delivery an API request caused (a note,
+	// a merge request opened or merged through the API). GitLab sends those from a background job
+	// after it answered the request; so does the simulator. Set it before the first request.
+	OnAPIDelivery func(Delivery)
+
+	// MoveBranch, when set, moves a branch in the repository the project stands for (ferry dev's
+	// git server) when a merge request is merged through the API; that repository then reports
+	// the push, which moves the simulator's branch and delivers the Push Hook. Without it the
+	// simulator moves its own branch and delivers the Push Hook itself. from is the branch's head
+	// the merge was checked against, user who merged (and so pushed). It reports its own
+	// failures. Set it before the first request.
+	MoveBranch func(ctx context.Context, projectID int64, branch, from, to, user string)
+
 	srv *httptest.Server
 	now func() time.Time
+	// background runs what API requests leave for after their answer (webhook deliveries).
+	background sync.WaitGroup
 
 	mu            sync.Mutex
 	nextID        int64
@@ -141,8 +157,11 @@ func New() *Server {
 	return s
 }
 
-// Close stops the server.
-func (s *Server) Close() { s.srv.Close() }
+// Close stops the server and waits for the webhook deliveries API requests started.
+func (s *Server) Close() {
+	s.srv.Close()
+	s.background.Wait()
+}
 
 // APIURL is the REST API's base URL.
 func (s *Server) APIURL() string { return s.URL + "/api/v4" }
@@ -227,6 +246,38 @@ type request struct {
 	project *project
 	body    []byte
 	params  map[string]string
+	// after runs once the request was answered and s.mu released, in the background: what
+	// GitLab's Sidekiq jobs do after a request (webhooks, a merge's push).
+	after []func(ctx context.Context)
+}
+
+// later leaves f for after the answer.
+func (r *request) later(f func(ctx context.Context)) { r.after = append(r.after, f) }
+
+// deliverAPIHooks tells OnAPIDelivery about deliveries an API request caused.
+func (s *Server) deliverAPIHooks(ds []Delivery) {
+	if s.OnAPIDelivery == nil {
+		return
+	}
+	for _, d := range ds {
+		s.OnAPIDelivery(d)
+	}
+}
+
+// runAfter runs a request's after functions in the background; they take s.mu themselves.
+func (s *Server) runAfter(after []func(ctx context.Context)) {
+	if len(after) == 0 {
+		return
+	}
+	s.background.Add(1)
+	go func() {
+		defer s.background.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		for _, f := range after {
+			f(ctx)
+		}
+	}()
 }
 
 type handlerFunc func(r *request) (int, any)
@@ -242,7 +293,9 @@ func (s *Server) handler() http.Handler {
 	route("GET /api/v4/projects/{id}/repository/commits/{sha}/statuses", true, s.listStatuses)
 	route("GET /api/v4/projects/{id}/repository/commits/{sha}", true, s.getCommit)
 	route("GET /api/v4/projects/{id}/repository/compare", true, s.compare)
+	route("POST /api/v4/projects/{id}/merge_requests", true, s.createMergeRequest)
 	route("GET /api/v4/projects/{id}/merge_requests/{iid}", true, s.getMergeRequest)
+	route("PUT /api/v4/projects/{id}/merge_requests/{iid}/merge", true, s.mergeMergeRequest)
 	route("GET /api/v4/projects/{id}/merge_requests/{iid}/notes", true, s.listNotes)
 	route("POST /api/v4/projects/{id}/merge_requests/{iid}/notes", true, s.postNote)
 	route("PUT /api/v4/projects/{id}/merge_requests/{iid}/notes/{note_id}", true, s.putNote)
@@ -281,8 +334,11 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, needsProject bool
 		writeJSON(w, f.Status, map[string]string{"message": fmt.Sprintf("%d %s", f.Status, http.StatusText(f.Status))})
 		return
 	}
-	status, out := s.dispatch(r, body, user, needsProject, h)
+	status, out, req := s.dispatch(r, body, user, needsProject, h)
 	s.record(r, body, user, status)
+	if req != nil {
+		s.runAfter(req.after)
+	}
 	if status == http.StatusOK || status == http.StatusCreated {
 		if p, ok := out.(page); ok {
 			p.writeHeaders(w)
@@ -292,24 +348,25 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, needsProject bool
 	writeJSON(w, status, out)
 }
 
-func (s *Server) dispatch(r *http.Request, body []byte, user *User, needsProject bool, h handlerFunc) (int, any) {
+func (s *Server) dispatch(r *http.Request, body []byte, user *User, needsProject bool, h handlerFunc) (int, any, *request) {
 	if user == nil {
-		return http.StatusUnauthorized, map[string]string{"message": "401 Unauthorized"}
+		return http.StatusUnauthorized, map[string]string{"message": "401 Unauthorized"}, nil
 	}
 	req := &request{Request: r, user: user, body: body}
 	if needsProject {
 		p := s.lookupProject(r.PathValue("id"))
 		if p == nil || !p.allows(user) {
-			return http.StatusNotFound, map[string]string{"message": "404 Project Not Found"}
+			return http.StatusNotFound, map[string]string{"message": "404 Project Not Found"}, nil
 		}
 		req.project = p
 	}
 	params, err := parseParams(r, body)
 	if err != nil {
-		return http.StatusBadRequest, map[string]string{"error": err.Error()}
+		return http.StatusBadRequest, map[string]string{"error": err.Error()}, nil
 	}
 	req.params = params
-	return h(req)
+	status, out := h(req)
+	return status, out, req
 }
 
 func (p *project) allows(u *User) bool {

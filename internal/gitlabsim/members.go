@@ -98,14 +98,13 @@ func (s *Server) Comment(ctx context.Context, projectID, iid int64, spec NoteSpe
 		NoteableID: mr.ID, NoteableType: "MergeRequest", NoteableIID: mr.IID,
 	}
 	p.notes[iid] = append(p.notes[iid], n)
+	note := *n
+	s.mu.Unlock()
 	action := spec.Action
 	if action == "" {
 		action = "create"
 	}
-	payload := s.notePayload(p, mr, n, action)
-	hooks := selectHooks(p.hooks, func(h Hook) bool { return h.NoteEvents })
-	s.mu.Unlock()
-	return *n, s.deliver(ctx, hooks, "Note Hook", payload), nil
+	return note, s.noteEvent(ctx, projectID, iid, n, action), nil
 }
 
 // notePayload follows lib/gitlab/data_builder/note.rb for a note on a merge request: the note in

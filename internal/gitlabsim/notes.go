@@ -1,6 +1,7 @@
 package gitlabsim
 
 import (
+	"context"
 	"net/http"
 	"strconv"
 	"strings"
@@ -34,6 +35,9 @@ func (s *Server) putNote(r *request) (int, any) {
 		}
 		n.Body = body
 		n.UpdatedAt = s.now().UTC()
+		// An edit is delivered too, with action "update" (GitLab ≥ 16.11).
+		projectID, iid := r.project.ID, mr.IID
+		r.later(func(ctx context.Context) { s.deliverAPIHooks(s.noteEvent(ctx, projectID, iid, n, "update")) })
 		return http.StatusOK, n
 	}
 	return http.StatusNotFound, map[string]string{"message": "404 Note Not Found"}

@@ -1,6 +1,7 @@
 package gitlabsim
 
 import (
+	"context"
 	"crypto/sha1" //nolint:gosec // G505: git object names are SHA-1; this is no security use
 	"encoding/hex"
 	"fmt"
@@ -205,6 +206,11 @@ type MergeRequest struct {
 	TargetProjectID int64  `json:"target_project_id"`
 	WebURL          string `json:"web_url"`
 	Author          User   `json:"author"`
+	// MergedBy and MergedAt are set once the merge request is merged; MergeCommitSHA stays null,
+	// as for GitLab's fast-forward merges, which make no merge commit.
+	MergedBy       *User      `json:"merged_by"`
+	MergedAt       *time.Time `json:"merged_at"`
+	MergeCommitSHA *string    `json:"merge_commit_sha"`
 }
 
 // Note is a comment on a merge request.
@@ -307,6 +313,10 @@ func (s *Server) postNote(r *request) (int, any) {
 		}
 	}
 	r.project.notes[mr.IID] = append(r.project.notes[mr.IID], n)
+	// GitLab sends the Note Hook for every note, Ferry's replies included; the receiver finds no
+	// command line in those and answers them "ignored", so a reply never answers itself.
+	projectID, iid := r.project.ID, mr.IID
+	r.later(func(ctx context.Context) { s.deliverAPIHooks(s.noteEvent(ctx, projectID, iid, n, "create")) })
 	return http.StatusCreated, n
 }
 

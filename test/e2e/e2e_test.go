@@ -233,6 +233,10 @@ func TestPushToProductionAndRestart(t *testing.T) {
 	if ep.Nodes == dev.NodesReal {
 		// Python runs in the python-3.11 runtime and says which commit it is.
 		waitAppAnswers(t, py.AppURLs["dev"]+"version", "commit "+pb.Spec.Revision[:8])
+	}
+	// A merge request of the Python app gets a preview, answers /retest and is merged.
+	mergeRequestPreview(t, ferry, root, dataDir, hub, ep)
+	if ep.Nodes == dev.NodesReal {
 		// A commit that breaks go-hello's health check fails in dev and is rolled back, while the
 		// version that ran keeps answering every request.
 		brokenCommitRollsBack(t, ferry, root, dataDir, hub, ep, project, b)
