@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
 	"github.com/ferryci/ferry/internal/image"
@@ -64,6 +66,11 @@ func (r *Reconciler) readSBOMs(ctx context.Context, p *plan, running string, v *
 		s, _, err := supplychain.FetchSBOM(d, c.RemoteOptions(ctx)...)
 		if errors.Is(err, supplychain.ErrNoSBOM) {
 			return nil, fmt.Errorf("no SBOM for %s", rollout.ShortImage(img))
+		}
+		var te *transport.Error
+		if errors.As(err, &te) {
+			// go-containerregistry's message names the registry's error code, not its status.
+			return nil, fmt.Errorf("cannot read the SBOM of %s: the registry answered %d %s: %w", rollout.ShortImage(img), te.StatusCode, http.StatusText(te.StatusCode), err)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("cannot read the SBOM of %s: %w", rollout.ShortImage(img), err)

@@ -280,7 +280,7 @@ func TestSupplyChainPackageDiff(t *testing.T) {
 	third := signedImage(t, repo, "flask==3.1.1\n", p.Spec.Repository.CloneURL, releasetest.Revision("b-r3"), signer)
 	sc = rollOut("r3", third)
 	proxy.ClearFaults()
-	if d := sc.Packages; d == nil || d.From != second || !strings.Contains(d.Unavailable, "cannot read the SBOM of "+rollout.ShortImage(second)) || !strings.Contains(d.Unavailable, "503") || d.Total() != 0 {
+	if d := sc.Packages; d == nil || d.From != second || !strings.Contains(d.Unavailable, "cannot read the SBOM of "+rollout.ShortImage(second)) || !strings.Contains(d.Unavailable, "the registry answered 503 Service Unavailable") || d.Total() != 0 {
 		t.Errorf("r3: packages = %+v, want the diff from %s unavailable, naming the registry's 503", d, second)
 	}
 
