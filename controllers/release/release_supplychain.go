@@ -74,8 +74,9 @@ func (r *Reconciler) supplyChainGate(ctx context.Context, rel *ferryv1.Release, 
 // maxSupplyChainMessage bounds status.environments[].supplyChain.message (its CRD maximum).
 const maxSupplyChainMessage = 1024
 
-// recordSupplyChain writes the gate's verdict on the environment's status, so the UI and
-// `ferry get release -o wide` show who signed the image and where it was built. A check of the
+// recordSupplyChain writes the gate's verdict on the environment's status, with the packages the
+// image changes there, so the UI and `ferry get release -o wide` show who signed the image, where
+// it was built and what is new in it. A check of the
 // same digest with the same outcome keeps the earlier record, so the status does not change on
 // every reconcile.
 func recordSupplyChain(es *ferryv1.ReleaseEnvironmentStatus, image string, pol *ferryv1.SupplyChainPolicy, v *supplychain.Verdict, packages *ferryv1.PackageDiff, now metav1.Time) {
