@@ -1,6 +1,10 @@
 package v1alpha1
 
-import metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+import (
+	"fmt"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
 
 // SupplyChainPolicy is what an image must prove before it rolls out to an Environment (issue 17).
 // The checks run before every rollout, a rollback to an older digest included; a digest that fails
@@ -115,6 +119,11 @@ type SupplyChainResult struct {
 	// +optional
 	Scan *ScanSummary `json:"scan,omitempty"`
 
+	// packages is what changed in the image's packages since the image running in the
+	// environment, from the two images' SBOMs; unset when nothing ran there before.
+	// +optional
+	Packages *PackageDiff `json:"packages,omitempty"`
+
 	// checkedAt is when the gate checked the image.
 	// +required
 	CheckedAt metav1.Time `json:"checkedAt"`
@@ -163,4 +172,100 @@ type ScanSummary struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=32
 	RefuseAtOrAbove string `json:"refuseAtOrAbove,omitempty"`
+}
+
+// MaxPackageChanges bounds status.environments[].supplyChain.packages.changes: the counts say how
+// many changes there are, the list names the first of them.
+const MaxPackageChanges = 50
+
+// PackageDiff is what changed in packages from the image running in an environment to the
+// Release's image, from their SBOMs, in short: the counts of each kind of change and the first
+// MaxPackageChanges changes.
+type PackageDiff struct {
+	// from is the image that was running in the environment, repository@sha256:….
+	// +required
+	// +kubebuilder:validation:MaxLength=1024
+	From string `json:"from"`
+
+	// unavailable says why the packages could not be compared (an image without an SBOM, the
+	// registry failing); the counts and changes are then unset.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	Unavailable string `json:"unavailable,omitempty"`
+
+	// added, removed, upgraded and downgraded count the packages of each kind of change;
+	// changed counts version changes that cannot be ordered (a version missing, a package found
+	// at several versions in one image).
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	Added int32 `json:"added,omitempty"`
+
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	Removed int32 `json:"removed,omitempty"`
+
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	Upgraded int32 `json:"upgraded,omitempty"`
+
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	Downgraded int32 `json:"downgraded,omitempty"`
+
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	Changed int32 `json:"changed,omitempty"`
+
+	// changes are the first changes, added, removed, upgraded, downgraded then changed packages,
+	// each kind by package type and name.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=50
+	Changes []PackageChange `json:"changes,omitempty"`
+}
+
+// Total is the number of changed packages, listed or not.
+func (d *PackageDiff) Total() int {
+	return int(d.Added) + int(d.Removed) + int(d.Upgraded) + int(d.Downgraded) + int(d.Changed)
+}
+
+// Counts says the diff in short for the UI and `ferry get release -o wide`: "+3 −1 ↑5" (added,
+// removed, upgraded), then "↓1" (downgraded) and "~2" (changed) when there are any.
+func (d *PackageDiff) Counts() string {
+	s := fmt.Sprintf("+%d −%d ↑%d", d.Added, d.Removed, d.Upgraded)
+	if d.Downgraded > 0 {
+		s += fmt.Sprintf(" ↓%d", d.Downgraded)
+	}
+	if d.Changed > 0 {
+		s += fmt.Sprintf(" ~%d", d.Changed)
+	}
+	return s
+}
+
+// PackageChange is one package that differs between two images.
+type PackageChange struct {
+	// kind is Added, Removed, Upgraded, Downgraded or Changed.
+	// +required
+	// +kubebuilder:validation:Enum=Added;Removed;Upgraded;Downgraded;Changed
+	Kind string `json:"kind"`
+
+	// type is the package's type: deb, golang or pypi.
+	// +required
+	// +kubebuilder:validation:MaxLength=32
+	Type string `json:"type"`
+
+	// name is the package's name (for Go, the module path).
+	// +required
+	// +kubebuilder:validation:MaxLength=512
+	Name string `json:"name"`
+
+	// from is its version in the running image; unset for an added package.
+	// +optional
+	// +kubebuilder:validation:MaxLength=256
+	From string `json:"from,omitempty"`
+
+	// to is its version in the Release's image; unset for a removed package.
+	// +optional
+	// +kubebuilder:validation:MaxLength=256
+	To string `json:"to,omitempty"`
 }

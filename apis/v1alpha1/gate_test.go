@@ -16,3 +16,22 @@ func TestGateApproved(t *testing.T) {
 		t.Errorf("Approved() = %d, want 2 (a rejection is not an approval)", got)
 	}
 }
+
+func TestPackageDiffCounts(t *testing.T) {
+	for _, tc := range []struct {
+		d     PackageDiff
+		want  string
+		total int
+	}{
+		{PackageDiff{Added: 3, Removed: 1, Upgraded: 5}, "+3 −1 ↑5", 9},
+		{PackageDiff{}, "+0 −0 ↑0", 0},
+		{PackageDiff{Added: 1, Downgraded: 2, Changed: 4}, "+1 −0 ↑0 ↓2 ~4", 7},
+	} {
+		if got := tc.d.Counts(); got != tc.want {
+			t.Errorf("%+v.Counts() = %q, want %q", tc.d, got, tc.want)
+		}
+		if got := tc.d.Total(); got != tc.total {
+			t.Errorf("%+v.Total() = %d, want %d", tc.d, got, tc.total)
+		}
+	}
+}

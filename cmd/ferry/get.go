@@ -44,7 +44,8 @@ A Release's table shows each environment of its path: ok, waiting for approvals 
 rolling out, rolled back, rejected, expired, locked, frozen, waiting for a deploy window (with
 when it opens) or pending.
 -o wide adds what the supply-chain gates found: who signed the image, the repository and commit
-its provenance names, its SBOM (with the number of packages) and each environment's gate result.
+its provenance names, its SBOM (with the number of packages), each environment's gate result, and
+the packages that change from the image running there (+added −removed ↑upgraded).
 
 "windows" shows, per Environment (they are cluster-wide: -n does not apply), whether a rollout
 may start now, what keeps it closed (deny windows, being outside the allow windows, freezes, the

@@ -9,12 +9,13 @@ import (
 
 // releaseWideTable is `ferry get releases -o wide`: the table, plus what the supply-chain gates
 // found (issue 17) — who signed the image, where it was built, whether it has an SBOM (and how
-// many packages it lists; <none> when no gate checked one), and each environment's gate result.
+// many packages it lists; <none> when no gate checked one), each environment's gate result, and
+// the packages that change from the image running there (added, removed, upgraded: "+3 −1 ↑5").
 func releaseWideTable(items []ferryv1.Release) [][]string {
 	rows := releaseTable(items)
-	rows[0] = append(rows[0], "SIGNED-BY", "PROVENANCE", "SBOM", "SUPPLY-CHAIN")
+	rows[0] = append(rows[0], "SIGNED-BY", "PROVENANCE", "SBOM", "SUPPLY-CHAIN", "PACKAGES")
 	for i, r := range items {
-		var signedBy, provenance, sbom string
+		var signedBy, provenance, sbom, packages string
 		var gates []string
 		for _, es := range r.Status.Environments {
 			sc := es.SupplyChain
@@ -32,10 +33,21 @@ func releaseWideTable(items []ferryv1.Release) [][]string {
 			if sc.SBOM && sbom == "" {
 				sbom = fmt.Sprintf("yes(%d)", sc.SBOMPackages)
 			}
+			if sc.Packages != nil {
+				packages = packagesColumn(sc.Packages) // the last environment reached: what the Release changes now
+			}
 		}
-		rows[i+1] = append(rows[i+1], orNone(signedBy), orNone(provenance), orNone(sbom), orNone(strings.Join(gates, " ")))
+		rows[i+1] = append(rows[i+1], orNone(signedBy), orNone(provenance), orNone(sbom), orNone(strings.Join(gates, " ")), orNone(packages))
 	}
 	return rows
+}
+
+// packagesColumn is a package diff in short; why it is missing is in -o yaml and the UI.
+func packagesColumn(d *ferryv1.PackageDiff) string {
+	if d.Unavailable != "" {
+		return "unavailable"
+	}
+	return d.Counts()
 }
 
 func shortRevision(rev string) string {

@@ -59,7 +59,7 @@ func (r *Reconciler) supplyChainGate(ctx context.Context, rel *ferryv1.Release, 
 		setEnvWaiting(es, SupplyChainUnverifiedReason, fmt.Sprintf("cannot check %s against environment %s's supply-chain policy yet: %v", rollout.ShortImage(p.image), env.Name, err), gen, now)
 		return wait(supplyChainRetry), nil
 	}
-	recordSupplyChain(es, p.image, pol, verdict, now)
+	recordSupplyChain(es, p.image, pol, verdict, r.packageDiff(ctx, p, env.Name, verdict), now)
 	if verdict.Refused != "" {
 		msg := fmt.Sprintf("refused %s before its rollout to %s: %s", rollout.ShortImage(p.image), env.Name, verdict.Refused)
 		setEnvFailed(es, SupplyChainRefusedReason, msg, gen, now)
@@ -74,12 +74,13 @@ func (r *Reconciler) supplyChainGate(ctx context.Context, rel *ferryv1.Release, 
 // maxSupplyChainMessage bounds status.environments[].supplyChain.message (its CRD maximum).
 const maxSupplyChainMessage = 1024
 
-// recordSupplyChain writes the gate's verdict on the environment's status, so the UI and
-// `ferry get release -o wide` show who signed the image and where it was built. A check of the
+// recordSupplyChain writes the gate's verdict on the environment's status, with the packages the
+// image changes there, so the UI and `ferry get release -o wide` show who signed the image, where
+// it was built and what is new in it. A check of the
 // same digest with the same outcome keeps the earlier record, so the status does not change on
 // every reconcile.
-func recordSupplyChain(es *ferryv1.ReleaseEnvironmentStatus, image string, pol *ferryv1.SupplyChainPolicy, v *supplychain.Verdict, now metav1.Time) {
-	res := &ferryv1.SupplyChainResult{Digest: image, Result: ferryv1.SupplyChainPassed, CheckedAt: now, SignedBy: v.SignedBy, SBOM: v.SBOM != nil}
+func recordSupplyChain(es *ferryv1.ReleaseEnvironmentStatus, image string, pol *ferryv1.SupplyChainPolicy, v *supplychain.Verdict, packages *ferryv1.PackageDiff, now metav1.Time) {
+	res := &ferryv1.SupplyChainResult{Digest: image, Result: ferryv1.SupplyChainPassed, CheckedAt: now, SignedBy: v.SignedBy, SBOM: v.SBOM != nil, Packages: packages}
 	res.Message = strings.Join(v.Passed, "; ")
 	if v.Refused != "" {
 		res.Result, res.Message = ferryv1.SupplyChainRefused, v.Refused
@@ -142,11 +143,7 @@ func (r *Reconciler) checkSupplyChain(ctx context.Context, rel *ferryv1.Release,
 		}
 		sp.Harbor = hs
 	}
-	copts := image.ClientOptions{DockerConfig: []byte("{}"), Insecure: p.project.Spec.Image.Insecure}
-	if p.pullSecret != nil {
-		copts.DockerConfig = p.pullSecret.DockerConfigJSON
-	}
-	c, err := image.NewClient(copts)
+	c, err := r.registryClient(p, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -164,6 +161,16 @@ func (r *Reconciler) checkSupplyChain(ctx context.Context, rel *ferryv1.Release,
 	}
 	want := supplychain.Expect{Repository: assemble.SanitizeSourceURL(p.project.Spec.Repository.CloneURL), Revision: revision}
 	return supplychain.Check(ctx, img, sp, want, c.RemoteOptions(ctx)...)
+}
+
+// registryClient reads the Project's registry with its pull Secret; backoff nil retries as
+// image.DefaultBackoff.
+func (r *Reconciler) registryClient(p *plan, backoff *image.Backoff) (*image.Client, error) {
+	copts := image.ClientOptions{DockerConfig: []byte("{}"), Insecure: p.project.Spec.Image.Insecure, Backoff: backoff}
+	if p.pullSecret != nil {
+		copts.DockerConfig = p.pullSecret.DockerConfigJSON
+	}
+	return image.NewClient(copts)
 }
 
 // publicKey reads a trusted key from Ferry's namespace; errors name where, never what.

@@ -4,6 +4,8 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -22,6 +24,7 @@ import (
 	"github.com/ferryci/ferry/controllers/release"
 	"github.com/ferryci/ferry/internal/registry"
 	"github.com/ferryci/ferry/internal/releasetest"
+	"github.com/ferryci/ferry/internal/rollout"
 	"github.com/ferryci/ferry/internal/supplychain"
 	"github.com/ferryci/ferry/internal/testutil"
 )
@@ -29,6 +32,22 @@ import (
 // signedImage pushes an image with content to repo and publishes its SBOM, provenance naming
 // repository and revision, and signature with signer.
 func signedImage(t *testing.T, repo, content, repository, revision string, signer *supplychain.Signer) string {
+	t.Helper()
+	d := appImage(t, repo, content)
+	desc, err := supplychain.Describe(d, supplychain.DescribeOptions{Tool: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	prov := supplychain.Provenance{FerryVersion: "test", Repository: repository, Revision: revision, Build: "elsewhere/b", Executor: "local"}
+	if _, err := supplychain.Publish(d, supplychain.PublishOptions{SBOM: desc.SBOM, Provenance: &prov, Signer: signer}); err != nil {
+		t.Fatal(err)
+	}
+	return d.String()
+}
+
+// appImage pushes an image whose one layer is app/requirements.txt with content, and nothing
+// that refers to it.
+func appImage(t *testing.T, repo, content string) name.Digest {
 	t.Helper()
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
@@ -47,15 +66,7 @@ func signedImage(t *testing.T, repo, content, repository, revision string, signe
 	if err := remote.Write(d, img); err != nil {
 		t.Fatal(err)
 	}
-	desc, err := supplychain.Describe(d, supplychain.DescribeOptions{Tool: "test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	prov := supplychain.Provenance{FerryVersion: "test", Repository: repository, Revision: revision, Build: "elsewhere/b", Executor: "local"}
-	if _, err := supplychain.Publish(d, supplychain.PublishOptions{SBOM: desc.SBOM, Provenance: &prov, Signer: signer}); err != nil {
-		t.Fatal(err)
-	}
-	return d.String()
+	return d
 }
 
 // TestSupplyChainGate: an Environment that requires a signature, provenance and an SBOM rolls out
@@ -175,5 +186,108 @@ func TestSupplyChainGate(t *testing.T) {
 	waitEnv(t, c, ns, "r5", envName, ferryv1.RolledOutCondition, metav1.ConditionTrue, ferryv1.HealthyReason)
 	if d := startTargets(t)["east"].deployment(t, "shop-"+envName, "shop"); d == nil || d.Spec.Template.Spec.Containers[0].Image != goodImage {
 		t.Errorf("the rollback did not deploy the older image")
+	}
+}
+
+// TestSupplyChainPackageDiff: before each rollout the manager compares the SBOMs of the image
+// running in the environment and the Release's image, with a supplyChain policy that requires
+// nothing, and records the diff on the Release: added, removed and upgraded packages. A running
+// image without an SBOM, or the registry answering 503 for its SBOM, does not hold the rollout: the
+// diff says it is unavailable and why.
+func TestSupplyChainPackageDiff(t *testing.T) {
+	startTargets(t)
+	hub := testutil.CurrentHub(t)
+	c := hub.Client
+	ctx := context.Background()
+	reg, err := registry.StartMemory(registry.MemoryOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = reg.Close() })
+	proxy, err := registry.StartProxy(reg.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = proxy.Close() })
+	repo := proxy.Host + "/team/shop"
+	priv, _, err := supplychain.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, _ := supplychain.NewSigner(priv)
+
+	ns := testutil.Namespace(t, c)
+	envName := releasetest.Unique("sbomdiff")
+	env := releasetest.Environment(envName, nil, "east")
+	env.Spec.SupplyChain = &ferryv1.SupplyChainPolicy{}
+	releasetest.CreateCleanly(t, c, env)
+	p := releasetest.Project(ns, "shop", envName)
+	p.Spec.Image.Repository = repo
+	if err := c.Create(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	startManager(t)
+
+	// rollOut releases image and waits until it runs in the environment and the Project says so.
+	rollOut := func(relName, image string) *ferryv1.SupplyChainResult {
+		t.Helper()
+		b := releasetest.CreateBuild(t, c, ns, "b-"+relName, "shop", "refs/heads/main", image, "dave", releasetest.Deploy(1, nil))
+		if err := c.Create(ctx, releasetest.Release(ns, relName, "shop", b)); err != nil {
+			t.Fatal(err)
+		}
+		rel := waitEnv(t, c, ns, relName, envName, ferryv1.RolledOutCondition, metav1.ConditionTrue, ferryv1.HealthyReason)
+		within(t, rolloutTimeout, "the Project records "+relName+" in "+envName, func() (bool, error) {
+			proj := &ferryv1.Project{}
+			if err := c.Get(ctx, client.ObjectKeyFromObject(p), proj); err != nil {
+				return false, err
+			}
+			for _, pe := range proj.Status.Environments {
+				if pe.Name == envName {
+					return pe.Image == image, fmt.Errorf("the Project says %s runs %s", envName, pe.Image)
+				}
+			}
+			return false, fmt.Errorf("the Project says nothing runs in %s", envName)
+		})
+		sc := envOf(rel, envName).SupplyChain
+		if sc == nil || sc.Digest != image || sc.Result != ferryv1.SupplyChainPassed {
+			t.Fatalf("%s: supplyChain = %+v, want %s Passed", relName, sc, image)
+		}
+		return sc
+	}
+
+	first := signedImage(t, repo, "flask==3.0.3\nrequests==2.31.0\n", p.Spec.Repository.CloneURL, releasetest.Revision("b-r1"), signer)
+	if sc := rollOut("r1", first); sc.Packages != nil {
+		t.Errorf("r1: packages = %+v for the first deployment, want none", sc.Packages)
+	}
+
+	second := signedImage(t, repo, "flask==3.1.0\nclick==8.1.7\n", p.Spec.Repository.CloneURL, releasetest.Revision("b-r2"), signer)
+	sc := rollOut("r2", second)
+	want := &ferryv1.PackageDiff{From: first, Added: 1, Removed: 1, Upgraded: 1, Changes: []ferryv1.PackageChange{
+		{Kind: "Added", Type: "pypi", Name: "click", To: "8.1.7"},
+		{Kind: "Removed", Type: "pypi", Name: "requests", From: "2.31.0"},
+		{Kind: "Upgraded", Type: "pypi", Name: "flask", From: "3.0.3", To: "3.1.0"},
+	}}
+	if d := sc.Packages; d == nil || fmt.Sprintf("%+v", *d) != fmt.Sprintf("%+v", *want) {
+		t.Errorf("r2: packages = %+v, want %+v", d, want)
+	}
+
+	// The registry answers 503 for the referrers of the running image (the API and the tag
+	// fallback), every time: the rollout goes on without the diff.
+	hex := strings.TrimPrefix(second[strings.Index(second, "@")+1:], "sha256:")
+	proxy.Inject(registry.Fault{Status: http.StatusServiceUnavailable, Times: -1, Match: func(r *http.Request) bool {
+		return strings.Contains(r.URL.Path, "/referrers/sha256:"+hex) || strings.Contains(r.URL.Path, "/manifests/sha256-"+hex)
+	}})
+	third := signedImage(t, repo, "flask==3.1.1\n", p.Spec.Repository.CloneURL, releasetest.Revision("b-r3"), signer)
+	sc = rollOut("r3", third)
+	proxy.ClearFaults()
+	if d := sc.Packages; d == nil || d.From != second || !strings.Contains(d.Unavailable, "cannot read the SBOM of "+rollout.ShortImage(second)) || !strings.Contains(d.Unavailable, "the registry answered 503 Service Unavailable") || d.Total() != 0 {
+		t.Errorf("r3: packages = %+v, want the diff from %s unavailable, naming the registry's 503", d, second)
+	}
+
+	// An image without an SBOM rolls out too (nothing requires one); the diff says which has none.
+	bare := appImage(t, repo, "flask==3.1.2\n").String()
+	sc = rollOut("r4", bare)
+	if d := sc.Packages; d == nil || d.From != third || d.Unavailable != "no SBOM for "+rollout.ShortImage(bare) {
+		t.Errorf("r4: packages = %+v, want the diff from %s unavailable: no SBOM for %s", d, third, rollout.ShortImage(bare))
 	}
 }

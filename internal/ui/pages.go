@@ -119,6 +119,24 @@ type envView struct {
 type supplyChainView struct {
 	Result *ferryv1.SupplyChainResult
 	State  state
+	// Packages is what changed in packages since the image running there; nil when nothing ran.
+	Packages *packagesView
+}
+
+// packagesView is the manager's package diff: the counts in short, the changes it listed and how
+// many it left out of the list.
+type packagesView struct {
+	Diff   *ferryv1.PackageDiff
+	Counts string
+	More   int
+}
+
+// packagesOf is the view of a recorded package diff; nil when there is none.
+func packagesOf(d *ferryv1.PackageDiff) *packagesView {
+	if d == nil {
+		return nil
+	}
+	return &packagesView{Diff: d, Counts: d.Counts(), More: max(d.Total()-len(d.Changes), 0)}
 }
 
 // supplyChainOf is the view of the gate's recorded result; nil when the gate has not checked.
@@ -131,7 +149,7 @@ func supplyChainOf(es *ferryv1.ReleaseEnvironmentStatus) *supplyChainView {
 	if sc.Result != ferryv1.SupplyChainPassed {
 		st = state{"Refused", toneBad, sc.Message}
 	}
-	return &supplyChainView{Result: sc, State: st}
+	return &supplyChainView{Result: sc, State: st, Packages: packagesOf(sc.Packages)}
 }
 
 // verificationView is an environment's verification: its state and each check on each cluster.

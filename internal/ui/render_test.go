@@ -57,6 +57,9 @@ func TestPagesRender(t *testing.T) {
 			SupplyChain: supplyChainOf(&ferryv1.ReleaseEnvironmentStatus{SupplyChain: &ferryv1.SupplyChainResult{
 				Digest: testImage, Result: ferryv1.SupplyChainRefused, Message: "provenance: built from commit <b>", SignedBy: "configmap ferry-system/platform-key key cosign.pub", CheckedAt: now,
 				SBOM: true, SBOMPackages: 42, Scan: &ferryv1.ScanSummary{Severity: "Medium", RefuseAtOrAbove: "High"},
+				Packages: &ferryv1.PackageDiff{From: "harbor.example.com/team/shop@sha256:" + strings.Repeat("9", 64), Added: 2, Removed: 1, Upgraded: 1, Downgraded: 1, Changes: []ferryv1.PackageChange{
+					{Kind: "Added", Type: "pypi", Name: "flask<b>", To: "3.0.3"}, {Kind: "Removed", Type: "deb", Name: "gone", From: "1.0"}, {Kind: "Upgraded", Type: "deb", Name: "libc6", From: "2.36-9", To: "2.36-10"},
+				}},
 				Provenance: &ferryv1.ProvenanceSummary{Repository: "https://gitlab.example.com/team/shop.git", Revision: strings.Repeat("f", 40), Builder: "Ferry v0.9.0 (tekton)", BuildRef: "team/shop-b1", Stack: testImage},
 			}}),
 			SoakEndsAt: &now, AutoPromotion: &ferryv1.AutoPromotionRecord{PreviousEnvironment: "staging", VerifiedRun: 2, Soak: &metav1.Duration{Duration: time.Hour}, Time: &now},
@@ -92,11 +95,49 @@ func TestPagesRender(t *testing.T) {
 		if name == "release" {
 			for _, want := range []string{"Waiting for the environment's deploy windows and freezes: opens <time", "by sam's break-glass: INC-1", "<h4>Verification</h4>", "Soaking in the previous environment: ends <time", "the image passed verification in staging (run 2) and soaked there for 1h0m0s.", "Verification failed</span> run 2", "<strong>smoke</strong> <span class=\"hint\">the application's check on eu-west-1</span> <span class=\"badge badge-bad\">Failed</span>", "try 1 of 3: GET /: 404", "the environment's check on eu-west-1</span> <span class=\"badge badge-ok\">Passed</span>",
 				"<h4>Supply chain</h4>", "<span class=\"badge badge-bad\">Refused</span>", "provenance: built from commit &lt;b&gt;", "<dt>Signed by</dt><dd>configmap ferry-system/platform-key key cosign.pub</dd>",
-				"https://gitlab.example.com/team/shop.git at commit <code>ffffffff", "Ferry v0.9.0 (tekton), Build team/shop-b1", "<dt>Runtime</dt><dd>none</dd>", "yes, 42 packages", "Medium (refused at or above High)"} {
+				"https://gitlab.example.com/team/shop.git at commit <code>ffffffff", "Ferry v0.9.0 (tekton), Build team/shop-b1", "<dt>Runtime</dt><dd>none</dd>", "yes, 42 packages", "Medium (refused at or above High)",
+				"<summary>Packages: &#43;2 −1 ↑1 ↓1 since <code class=\"digest\" title=\"harbor.example.com/team/shop@sha256:9999", "<th scope=\"row\">flask&lt;b&gt;</th><td>pypi</td><td>—</td><td><code>3.0.3</code></td><td>Added</td>",
+				"<th scope=\"row\">libc6</th><td>deb</td><td><code>2.36-9</code></td><td><code>2.36-10</code></td><td>Upgraded</td>", "and 2 more", "<details class=\"packages\" id=\"packages-prod\">"} {
 				if !strings.Contains(out, want) {
 					t.Errorf("the release page does not say %q", want)
 				}
 			}
+		}
+	}
+}
+
+// TestReleasePackagesRender: a package diff the manager could not make says why, with the image
+// it would have compared; one without changes says so; neither shows an empty table.
+func TestReleasePackagesRender(t *testing.T) {
+	p, err := loadPages()
+	if err != nil {
+		t.Fatal(err)
+	}
+	from := "harbor.example.com/team/shop@sha256:" + strings.Repeat("8", 64)
+	for _, tc := range []struct {
+		name string
+		diff *ferryv1.PackageDiff
+		want string
+	}{
+		{"unavailable", &ferryv1.PackageDiff{From: from, Unavailable: "no SBOM for shop@sha256:888888888888"},
+			`Packages: not compared with <code class="digest" title="` + from + `">sha256:888888888888</code>: <span class="message">no SBOM for shop@sha256:888888888888</span>`},
+		{"no changes", &ferryv1.PackageDiff{From: from}, `Packages: no changes since <code class="digest" title="` + from + `">`},
+	} {
+		rel := &ferryv1.Release{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "shop-1"}, Spec: ferryv1.ReleaseSpec{Project: "shop", Image: testImage}}
+		env := envView{Name: "prod", State: state{"Rolled out", toneOK, ""}, SupplyChain: supplyChainOf(&ferryv1.ReleaseEnvironmentStatus{SupplyChain: &ferryv1.SupplyChainResult{
+			Digest: testImage, Result: ferryv1.SupplyChainPassed, Packages: tc.diff}})}
+		var buf bytes.Buffer
+		err := p.sets["release"].ExecuteTemplate(&buf, "layout", layout{Title: "release", Nav: "release", Session: &auth.Session{Identity: auth.Identity{User: "rita"}}, CSRF: "tok",
+			Page: releaseData{Release: rel, State: state{"Rolled out", toneOK, ""}, Envs: []envView{env}}})
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		out := buf.String()
+		if !strings.Contains(out, tc.want) {
+			t.Errorf("%s: the release page does not say %q", tc.name, tc.want)
+		}
+		if strings.Contains(out, "<details class=\"packages\"") || strings.Contains(out, "more</p>") {
+			t.Errorf("%s: the release page shows a table of package changes", tc.name)
 		}
 	}
 }

@@ -64,7 +64,14 @@
           var el = regions[i], fresh = doc.getElementById(el.id);
           if (!fresh || fresh.innerHTML === el.innerHTML) continue;
           if (inUse(el)) { held = true; continue; }
+          // A <details> with an id that someone opened (a Release's package changes) stays open.
+          var opened = el.querySelectorAll('details[id][open]'), ids = [];
+          for (var k = 0; k < opened.length; k++) ids.push(opened[k].id);
           el.innerHTML = fresh.innerHTML;
+          for (k = 0; k < ids.length; k++) {
+            var d = document.getElementById(ids[k]);
+            if (d) d.open = true;
+          }
           // A region's wrapper may say its state too (the timeline's dot): keep it in step.
           if (fresh.parentElement && el.parentElement && fresh.parentElement.tagName === el.parentElement.tagName) {
             el.parentElement.className = fresh.parentElement.className;
