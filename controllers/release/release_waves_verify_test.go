@@ -67,8 +67,9 @@ func westStarted(es *ferryv1.ReleaseEnvironmentStatus) bool {
 	return false
 }
 
-func rolledOutMessage(es *ferryv1.ReleaseEnvironmentStatus) string {
-	if c := meta.FindStatusCondition(es.Conditions, ferryv1.RolledOutCondition); c != nil {
+// readyMessage is the environment's Ready message, which the Release's Ready summarises.
+func readyMessage(es *ferryv1.ReleaseEnvironmentStatus) string {
+	if c := meta.FindStatusCondition(es.Conditions, ferryv1.ReadyCondition); c != nil {
 		return c.Message
 	}
 	return ""
@@ -90,7 +91,7 @@ func TestWaveVerifiedBeforeTheNextUnit(t *testing.T) {
 	if westStarted(es) || members["west"].requests() != 0 || members["east"].requests() != 1 {
 		t.Fatalf("wave 2 touched while wave 1 verifies: west %+v, requests east %d west %d", es.Clusters[1], members["east"].requests(), members["west"].requests())
 	}
-	if msg := rolledOutMessage(es); es.Wave != 1 || !strings.Contains(msg, "verifying wave 1/2: 0 of 1 checks passed") || !strings.Contains(msg, "wave 1 of 2 (east)") {
+	if msg := readyMessage(es); es.Wave != 1 || !strings.Contains(msg, "verifying wave 1/2: 0 of 1 checks passed") || !strings.Contains(msg, "wave 1 of 2 (east)") {
 		t.Errorf("wave %d, message %q; want wave 1 verifying", es.Wave, msg)
 	}
 	if c := meta.FindStatusCondition(es.Conditions, ferryv1.VerifiedCondition); c == nil || c.Status != metav1.ConditionUnknown {
@@ -127,7 +128,7 @@ func TestWaveVerifiedBeforeTheNextUnit(t *testing.T) {
 	if st, failed := r2.verifyAfterRollout(context.Background(), rel, p, env, es, at(20*time.Second)); failed || kindOf(st) != "wait 10s" {
 		t.Fatalf("wave 2's first try: %s failed=%v", kindOf(st), failed)
 	}
-	if msg := rolledOutMessage(es); !strings.Contains(msg, "verifying wave 2/2: 0 of 1 checks passed") {
+	if msg := readyMessage(es); !strings.Contains(msg, "verifying wave 2/2: 0 of 1 checks passed") {
 		t.Errorf("message %q, want wave 2 verifying", msg)
 	}
 
