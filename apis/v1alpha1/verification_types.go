@@ -180,6 +180,12 @@ type VerificationStatus struct {
 	// +optional
 	CompletionTime *metav1.Time `json:"completionTime,omitempty"`
 
+	// verifiedWave, when the environment rolls out in waves, is the last wave whose clusters passed
+	// every check of this run: the next wave starts only after its predecessor passed, and a
+	// restarted manager goes on from here without verifying a passed wave again.
+	// +optional
+	VerifiedWave int32 `json:"verifiedWave,omitempty"`
+
 	// checks are the run's progress, one entry per check and cluster.
 	// +optional
 	// +listType=map

@@ -69,10 +69,11 @@ func runVerify(ctx context.Context, c client.Client, w io.Writer, ns, release, e
 }
 
 // verificationState is a word for the verification in an environment, "" when there is none:
-// verifying(passed/all), verified, unverified (the last run failed).
+// verifying(passed/all), verified, unverified (the last run failed). While an environment rolls
+// out in waves, its wave says which one is verifying (waveState).
 func verificationState(es *ferryv1.ReleaseEnvironmentStatus) string {
 	v := es.Verification
-	if v == nil {
+	if v == nil || (v.CompletionTime == nil && waveState(es) != "") {
 		return ""
 	}
 	if v.CompletionTime == nil {

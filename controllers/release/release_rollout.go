@@ -52,18 +52,10 @@ func (r *Reconciler) rollOut(ctx context.Context, rel *ferryv1.Release, p *plan,
 		// any of them.
 		unreachable = r.claimNamespaces(ctx, es, in)
 	}
+	checks := checksOf(env, p)
+	verifying := time.Duration(0)
 	if firstFailed(es) == nil {
-		for {
-			// A wave that became healthy lets the next one start in the same Reconcile.
-			wave := currentWave(es)
-			for c := range r.stepClusters(ctx, es, in, wave, unreachable) {
-				unreachable[c] = true
-			}
-			es.Wave = max(wave, es.Wave)
-			if back || firstFailed(es) != nil || currentWave(es) == wave {
-				break
-			}
-		}
+		verifying = r.advanceWaves(ctx, rel, p, es, in, checks, unreachable, now)
 	}
 
 	poll := r.pollInterval()
@@ -81,6 +73,10 @@ func (r *Reconciler) rollOut(ctx context.Context, rel *ferryv1.Release, p *plan,
 		r.startRollback(rel, es, failed, in.Previous, now)
 		// The rollback starts at once, in this Reconcile: its first step on every cluster.
 		return r.rollOut(ctx, rel, p, env, es, now)
+	}
+	if verifying > 0 {
+		// A healthy wave's checks run; the next wave waits for them.
+		return wait(verifying), nil
 	}
 	if !allSucceeded(es) {
 		setEnvRollingOut(es, waveNote(es)+clusterSummary(es), gen, now)
@@ -100,6 +96,33 @@ func (r *Reconciler) rollOut(ctx context.Context, rel *ferryv1.Release, p *plan,
 	rolloutDuration.WithLabelValues(es.Name, resultSucceeded).Observe(rolloutSeconds(es, now))
 	r.Recorder.Eventf(rel, nil, corev1.EventTypeNormal, ferryv1.SucceededReason, "RollOut", "Environment %s: %s", es.Name, msg)
 	return proceed(), nil
+}
+
+// advanceWaves steps the clusters of the current wave (every cluster when the environment does
+// not roll out in waves, or rolls back). A wave that became healthy lets the next one start in the
+// same Reconcile — once its checks passed, when the environment verifies between waves (see
+// verifyWave). It returns how long to wait for a wave's checks that run, 0 when none do.
+func (r *Reconciler) advanceWaves(ctx context.Context, rel *ferryv1.Release, p *plan, es *ferryv1.ReleaseEnvironmentStatus, in rollout.Input, checks []declaredCheck, unreachable map[string]bool, now metav1.Time) time.Duration {
+	gated := !in.Rollback && verifiesBetweenWaves(es, checks)
+	for {
+		wave := openWave(es, gated)
+		for c := range r.stepClusters(ctx, es, in, wave, unreachable) {
+			unreachable[c] = true
+		}
+		es.Wave = max(wave, es.Wave)
+		if in.Rollback || firstFailed(es) != nil {
+			return 0
+		}
+		// The last wave is verified with the whole environment, after the rollout (verifyAfterRollout).
+		if gated && wave < es.Waves && verifiedWave(es) < wave && waveHealthy(es, wave) {
+			if after := r.verifyWave(ctx, rel, p, es, checks, wave, now); after > 0 || firstFailed(es) != nil {
+				return after
+			}
+		}
+		if openWave(es, gated) == wave {
+			return 0
+		}
+	}
 }
 
 // stepClusters runs one rollout step on every cluster that is not done, in parallel, except the

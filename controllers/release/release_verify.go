@@ -85,7 +85,9 @@ const (
 // verifyAfterRollout runs the environment's verification once the rollout is healthy on every
 // cluster: it proceeds when there is nothing to verify or every check passed, waits while checks
 // run, and, when one failed, marks that check's cluster failed (so that the caller rolls the
-// environment back like after a failed health check) and reports failed.
+// environment back like after a failed health check) and reports failed. In an environment that
+// rolls out in waves, the waves before the last passed their checks already (verifyWave): their
+// results are kept in the run, so only the last wave's clusters are checked here.
 func (r *Reconciler) verifyAfterRollout(ctx context.Context, rel *ferryv1.Release, p *plan, env *ferryv1.Environment, es *ferryv1.ReleaseEnvironmentStatus, now metav1.Time) (step, bool) {
 	checks := checksOf(env, p)
 	v := es.Verification
@@ -100,24 +102,69 @@ func (r *Reconciler) verifyAfterRollout(ctx context.Context, rel *ferryv1.Releas
 		// already turned a cluster's rollout into a failure.
 		return proceed(), false
 	}
-	outcome, after := r.runChecks(ctx, rel, p, es, checks, now)
+	outcome, after := r.runChecks(ctx, rel, p, es, checks, 0, now)
 	switch outcome {
 	case verifyPassed:
+		v.VerifiedWave = es.Waves
 		return proceed(), false
 	case verifyFailed:
-		failed := firstFailedCheck(v)
-		for i := range es.Clusters {
-			st := &es.Clusters[i]
-			if st.Cluster != failed.Cluster {
-				continue
-			}
-			st.CompletionTime = nil
-			rollout.SetClusterCondition(st, metav1.ConditionFalse, ferryv1.RolloutFailedReason, describeFailure(failed), now)
-		}
+		failCheckedCluster(es, v, now)
 		return stop(), true
 	}
-	setEnvRollingOut(es, fmt.Sprintf("%s is healthy on %s; verifying: %s", rollout.ShortImage(p.image), clusterNames(es), progressOf(v)), rel.Generation, now)
+	if es.Waves > 0 {
+		setEnvRollingOut(es, verifyingWaveMessage(p, es, es.Waves), rel.Generation, now)
+	} else {
+		setEnvRollingOut(es, fmt.Sprintf("%s is healthy on %s; verifying: %s", rollout.ShortImage(p.image), clusterNames(es), progressOf(v, es, 0)), rel.Generation, now)
+	}
 	return wait(after), false
+}
+
+// verifyWave runs the checks on a healthy wave (one before the last) before the next wave may
+// start, as one run with the later waves: the run starts with wave 1 and keeps each check's result
+// per cluster, so a restart goes on where it was and a passed wave is not checked again. When every
+// check passed on the wave's clusters it records the wave as verified and returns 0; when one
+// failed it marks that check's cluster failed (the caller then rolls back this wave and the ones
+// before it, and the later waves never start) and returns 0; otherwise it says how long to wait.
+func (r *Reconciler) verifyWave(ctx context.Context, rel *ferryv1.Release, p *plan, es *ferryv1.ReleaseEnvironmentStatus, checks []declaredCheck, wave int32, now metav1.Time) time.Duration {
+	v := es.Verification
+	if v == nil || v.Image != p.image || v.CompletionTime != nil {
+		v = r.startRun(rel, es, p.image, fmt.Sprintf("verifying %s on wave %d of %d", rollout.ShortImage(p.image), wave, es.Waves), now)
+	}
+	outcome, after := r.runChecks(ctx, rel, p, es, checks, wave, now)
+	switch outcome {
+	case verifyFailed:
+		failCheckedCluster(es, v, now)
+		return 0
+	case verifyPassed:
+		v.VerifiedWave = wave
+		msg := fmt.Sprintf("wave %d of %d (%s) passed %s; wave %d starts", wave, es.Waves, waveClusters(es, wave), countChecks(len(checks)), wave+1)
+		// Still Unknown: the image is verified once the last wave passed.
+		conditions.Set(&es.Conditions, ferryv1.VerifiedCondition, metav1.ConditionUnknown, ferryv1.VerifyingReason, msg, rel.Generation, now)
+		r.Recorder.Eventf(rel, nil, corev1.EventTypeNormal, ferryv1.VerifiedReason, "Verify", "Environment %s: %s", es.Name, msg)
+		return 0
+	}
+	setEnvRollingOut(es, verifyingWaveMessage(p, es, wave), rel.Generation, now)
+	return after
+}
+
+// verifyingWaveMessage says which wave's checks run and how far they got.
+func verifyingWaveMessage(p *plan, es *ferryv1.ReleaseEnvironmentStatus, wave int32) string {
+	return fmt.Sprintf("%s is healthy on wave %d of %d (%s); verifying wave %d/%d: %s",
+		rollout.ShortImage(p.image), wave, es.Waves, waveClusters(es, wave), wave, es.Waves, progressOf(es.Verification, es, wave))
+}
+
+// failCheckedCluster turns the rollout on the cluster of the run's first failed check into a
+// failure, so that the environment rolls back like after a failed health check.
+func failCheckedCluster(es *ferryv1.ReleaseEnvironmentStatus, v *ferryv1.VerificationStatus, now metav1.Time) {
+	failed := firstFailedCheck(v)
+	for i := range es.Clusters {
+		st := &es.Clusters[i]
+		if st.Cluster != failed.Cluster {
+			continue
+		}
+		st.CompletionTime = nil
+		rollout.SetClusterCondition(st, metav1.ConditionFalse, ferryv1.RolloutFailedReason, describeFailure(failed), now)
+	}
 }
 
 // startRun starts a new verification run (the first after the rollout, or a re-verification).
@@ -133,14 +180,19 @@ func (r *Reconciler) startRun(rel *ferryv1.Release, es *ferryv1.ReleaseEnvironme
 	return v
 }
 
-// runChecks advances every check of the run on every cluster of the environment, the clusters in
-// parallel. It finishes the run (status, condition, event, metric) when a check failed or all
-// passed, and otherwise says how long to wait before the next look.
-func (r *Reconciler) runChecks(ctx context.Context, rel *ferryv1.Release, p *plan, es *ferryv1.ReleaseEnvironmentStatus, checks []declaredCheck, now metav1.Time) (verifyOutcome, time.Duration) {
+// runChecks advances every check of the run on the clusters of the waves up to through (every
+// cluster of the environment when through is 0), the clusters in parallel. It finishes the run
+// (status, condition, event, metric) when a check failed, or when all passed on every cluster; it
+// reports a wave before the last that passed without finishing the run. Otherwise it says how long
+// to wait before the next look.
+func (r *Reconciler) runChecks(ctx context.Context, rel *ferryv1.Release, p *plan, es *ferryv1.ReleaseEnvironmentStatus, checks []declaredCheck, through int32, now metav1.Time) (verifyOutcome, time.Duration) {
 	v := es.Verification
+	checked := func(cl *ferryv1.ClusterRolloutStatus) bool {
+		return !rollout.Refused(cl) && (through == 0 || cl.Wave <= through)
+	}
 	// Every entry exists before the clusters run in parallel: each goroutine changes its own.
 	for _, cl := range es.Clusters {
-		if rollout.Refused(&cl) {
+		if !checked(&cl) {
 			continue
 		}
 		for _, chk := range checks {
@@ -151,7 +203,7 @@ func (r *Reconciler) runChecks(ctx context.Context, rel *ferryv1.Release, p *pla
 	}
 	var wg sync.WaitGroup
 	for _, cl := range es.Clusters {
-		if rollout.Refused(&cl) {
+		if !checked(&cl) {
 			continue
 		}
 		wg.Go(func() {
@@ -193,6 +245,9 @@ func (r *Reconciler) runChecks(ctx context.Context, rel *ferryv1.Release, p *pla
 	}
 	if next > 0 {
 		return verifyRunning, next
+	}
+	if through > 0 && through < es.Waves {
+		return verifyPassed, 0
 	}
 	r.finishRun(rel, es, true, fmt.Sprintf("%s passed %s on %s", rollout.ShortImage(v.Image), countChecks(len(checks)), clusterNames(es)), now)
 	return verifyPassed, 0
@@ -332,15 +387,24 @@ func describeFailure(cs *ferryv1.VerificationCheckStatus) string {
 	return fmt.Sprintf("verification check %s (%s) failed: %s", cs.Name, strings.ToLower(string(cs.Source)), cs.Message)
 }
 
-// progressOf says how many checks passed so far.
-func progressOf(v *ferryv1.VerificationStatus) string {
-	passed := 0
+// progressOf says how many checks passed so far, on the clusters of one wave (on every cluster
+// when wave is 0).
+func progressOf(v *ferryv1.VerificationStatus, es *ferryv1.ReleaseEnvironmentStatus, wave int32) string {
+	waveOf := map[string]int32{}
+	for _, st := range es.Clusters {
+		waveOf[st.Cluster] = st.Wave
+	}
+	passed, total := 0, 0
 	for _, cs := range v.Checks {
+		if wave != 0 && waveOf[cs.Cluster] != wave {
+			continue
+		}
+		total++
 		if cs.Result == ferryv1.VerificationPassed {
 			passed++
 		}
 	}
-	return fmt.Sprintf("%d of %d checks passed", passed, len(v.Checks))
+	return fmt.Sprintf("%d of %d checks passed", passed, total)
 }
 
 func countChecks(n int) string {
@@ -422,7 +486,8 @@ func (r *Reconciler) reverify(ctx context.Context, rel *ferryv1.Release, p *plan
 		if p.image != es.Verification.Image {
 			es.Verification.Image = p.image
 		}
-		outcome, after := r.runChecks(ctx, rel, p, es, checksOf(env, p), now)
+		// A re-verification checks every cluster, whatever wave it rolled out in.
+		outcome, after := r.runChecks(ctx, rel, p, es, checksOf(env, p), 0, now)
 		if outcome == verifyRunning && (next == 0 || after < next) {
 			next = after
 		}

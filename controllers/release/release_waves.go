@@ -73,6 +73,41 @@ func currentWave(es *ferryv1.ReleaseEnvironmentStatus) int32 {
 	return wave
 }
 
+// openWave is the wave a forward rollout may write to now: the current wave, held at the wave
+// after the last verified one when the environment verifies between waves (gated), so that a
+// healthy wave holds the next one until its checks passed.
+func openWave(es *ferryv1.ReleaseEnvironmentStatus, gated bool) int32 {
+	wave := currentWave(es)
+	if gated && wave > 0 {
+		wave = min(wave, verifiedWave(es)+1)
+	}
+	return wave
+}
+
+// verifiesBetweenWaves reports whether the environment's rollout verifies each wave before the
+// next one starts: it rolls out in more than one wave and declares checks.
+func verifiesBetweenWaves(es *ferryv1.ReleaseEnvironmentStatus, checks []declaredCheck) bool {
+	return es.Waves > 1 && len(checks) > 0
+}
+
+// verifiedWave is the last wave whose clusters passed the checks of the running verification.
+func verifiedWave(es *ferryv1.ReleaseEnvironmentStatus) int32 {
+	if es.Verification == nil {
+		return 0
+	}
+	return es.Verification.VerifiedWave
+}
+
+// waveHealthy reports whether every cluster of the wave (and of the waves before it) is healthy.
+func waveHealthy(es *ferryv1.ReleaseEnvironmentStatus, wave int32) bool {
+	for i := range es.Clusters {
+		if st := &es.Clusters[i]; st.Wave <= wave && !rollout.Succeeded(st) {
+			return false
+		}
+	}
+	return true
+}
+
 // inWave reports whether a forward rollout may write to the cluster: it is in the current wave
 // or an earlier one.
 func inWave(st *ferryv1.ClusterRolloutStatus, wave int32) bool {
