@@ -145,54 +145,66 @@ func freezeSpans(freezes []Freeze, from, to time.Time) []Interval {
 
 // resultSpans cuts [from, to) where any opening or freeze begins or ends, and says of each piece
 // whether a rollout may start in it, by Evaluate's rule: freezes and open Deny windows close the
-// Environment; with Allow windows, so does their absence.
+// Environment; with Allow windows, so does their absence. It sweeps the cuts in order, counting
+// what is in force, so that a window that opens every other minute costs no more than sorting.
 func resultSpans(openings, frozen []Interval, windows []Window, from, to time.Time) []Interval {
-	cuts := []time.Time{from, to}
+	type edge struct {
+		at   time.Time
+		kind IntervalKind
+		step int
+	}
+	edges := []edge{{at: from}, {at: to}}
 	for _, in := range append(slices.Clone(openings), frozen...) {
-		for _, t := range []time.Time{in.From, in.Until} {
-			if t.After(from) && t.Before(to) {
-				cuts = append(cuts, t)
-			}
+		kind := in.Kind
+		if kind == Locked {
+			kind = Frozen
+		}
+		edges = append(edges, edge{at: maxTime(in.From, from), kind: kind, step: 1})
+		if !in.Until.IsZero() && in.Until.Before(to) {
+			edges = append(edges, edge{at: in.Until, kind: kind, step: -1})
 		}
 	}
-	slices.SortFunc(cuts, func(a, b time.Time) int { return a.Compare(b) })
-	cuts = slices.CompactFunc(cuts, func(a, b time.Time) bool { return a.Equal(b) })
+	slices.SortStableFunc(edges, func(a, b edge) int { return a.at.Compare(b.at) })
 	hasAllow := slices.ContainsFunc(windows, func(w Window) bool { return !w.Deny })
+	inForce := map[IntervalKind]int{}
 	var out []Interval
-	for i := 0; i+1 < len(cuts); i++ {
-		t := cuts[i]
-		blockers := blockersAt(openings, frozen, hasAllow, t)
+	for i := 0; i < len(edges); {
+		t := edges[i].at
+		for ; i < len(edges) && edges[i].at.Equal(t); i++ {
+			inForce[edges[i].kind] += edges[i].step
+		}
+		if !t.Before(to) || i == len(edges) {
+			break
+		}
+		blockers := blockersOf(inForce, hasAllow)
 		kind := Open
 		if len(blockers) > 0 {
 			kind = Closed
 		}
+		next := edges[i].at
 		if n := len(out); n > 0 && out[n-1].Kind == kind && slices.Equal(out[n-1].Blockers, blockers) {
-			out[n-1].Until = cuts[i+1]
+			out[n-1].Until = next
 			continue
 		}
-		out = append(out, Interval{Kind: kind, From: t, Until: cuts[i+1], Blockers: blockers})
+		out = append(out, Interval{Kind: kind, From: t, Until: next, Blockers: blockers})
 	}
 	return out
 }
 
-// blockersAt says what closes the Environment at t, in Evaluate's order.
-func blockersAt(openings, frozen []Interval, hasAllow bool, t time.Time) []BlockerKind {
+// blockersOf says what closes the Environment while inForce counts the freezes, Deny and Allow
+// windows in force, in Evaluate's order.
+func blockersOf(inForce map[IntervalKind]int, hasAllow bool) []BlockerKind {
 	var out []BlockerKind
-	if slices.ContainsFunc(frozen, func(in Interval) bool { return in.covers(t) }) {
+	if inForce[Frozen] > 0 {
 		out = append(out, FreezeBlocker)
 	}
-	if slices.ContainsFunc(openings, func(in Interval) bool { return in.Kind == Denied && in.covers(t) }) {
+	if inForce[Denied] > 0 {
 		out = append(out, DenyWindowBlocker)
 	}
-	if hasAllow && !slices.ContainsFunc(openings, func(in Interval) bool { return in.Kind == Allowed && in.covers(t) }) {
+	if hasAllow && inForce[Allowed] == 0 {
 		out = append(out, OutsideAllowWindows)
 	}
 	return out
-}
-
-// covers reports whether t falls in [From, Until); a zero Until has no end.
-func (in Interval) covers(t time.Time) bool {
-	return !t.Before(in.From) && (in.Until.IsZero() || t.Before(in.Until))
 }
 
 // clip keeps the parts of intervals that fall in [from, to), with Start and End set to them.
