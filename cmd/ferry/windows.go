@@ -122,7 +122,7 @@ func windowsOf(env *ferryv1.Environment, freezes []ferryv1.Freeze, now time.Time
 	}
 	for _, f := range frozen {
 		if f.End.IsZero() || f.End.After(now) {
-			s.Freezes = append(s.Freezes, describeFreeze(f, freezes))
+			s.Freezes = append(s.Freezes, describeFreeze(f))
 		}
 	}
 	st := window.Evaluate(windows, frozen, now)
@@ -139,16 +139,13 @@ func windowsOf(env *ferryv1.Environment, freezes []ferryv1.Freeze, now time.Time
 	return s
 }
 
-func describeFreeze(f window.Freeze, freezes []ferryv1.Freeze) string {
-	switch f.Kind {
-	case window.Lock:
+func describeFreeze(f window.Freeze) string {
+	switch {
+	case f.Kind == window.Lock:
 		return "locked"
-	case window.ClusterFreeze:
-		for _, fr := range freezes {
-			if fr.Name == f.Name && fr.Spec.NamespaceSelector != nil {
-				return "freeze/" + f.Name + " (namespaces " + metav1.FormatLabelSelector(fr.Spec.NamespaceSelector) + ")"
-			}
-		}
+	case f.Kind == window.ClusterFreeze && f.Namespaces != "":
+		return "freeze/" + f.Name + " (namespaces " + f.Namespaces + ")"
+	case f.Kind == window.ClusterFreeze:
 		return "freeze/" + f.Name
 	}
 	return f.Name

@@ -39,6 +39,8 @@ func (c change) resource() string {
 		return "builds"
 	case "Project":
 		return "projects"
+	case "Freeze":
+		return "freezes"
 	}
 	return ""
 }
@@ -71,7 +73,7 @@ func newEventHub(log logr.Logger) *eventHub {
 func (h *eventHub) watch(ctx context.Context, c cache.Cache) error {
 	kinds := map[string]client.Object{
 		"Release": &ferryv1.Release{}, "Approval": &ferryv1.Approval{}, "Build": &ferryv1.Build{},
-		"Project": &ferryv1.Project{}, "Environment": &ferryv1.Environment{},
+		"Project": &ferryv1.Project{}, "Environment": &ferryv1.Environment{}, "Freeze": &ferryv1.Freeze{},
 	}
 	for kind, obj := range kinds {
 		inf, err := c.GetInformer(ctx, obj)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"time"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -315,6 +316,15 @@ func releasePath(rel *ferryv1.Release, p *ferryv1.Project) []string {
 type matrixData struct {
 	Envs []string
 	Rows []matrixRow
+	// Windows is where each Environment's deploy windows and freezes stand now, for people who
+	// may see Environments.
+	Windows []envWindows
+}
+
+// envWindows is one Environment's deploy windows and freezes now, linking to its week.
+type envWindows struct {
+	Env string
+	Now state
 }
 
 type matrixRow struct {
@@ -343,7 +353,16 @@ func (s *Server) environmentsPage(w http.ResponseWriter, r *http.Request, sess *
 		s.failed(w, r, sess, err)
 		return
 	}
-	s.render(w, r, sess, http.StatusOK, "environments", "Environments", snap.matrix())
+	d := snap.matrix()
+	if s.access.canList(r.Context(), sess.Identity, "environments", "") {
+		var freezes ferryv1.FreezeList
+		if err := s.reader.List(r.Context(), &freezes); err != nil {
+			s.failed(w, r, sess, fmt.Errorf("failed to list Freezes: %w", err))
+			return
+		}
+		d.Windows = windowsNow(snap.envs, freezes.Items, time.Now())
+	}
+	s.render(w, r, sess, http.StatusOK, "environments", "Environments", d)
 }
 
 func (snap *snapshot) matrix() matrixData {

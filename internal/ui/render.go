@@ -39,7 +39,7 @@ type pages struct {
 	sets map[string]*template.Template
 }
 
-var pageNames = []string{"signin", "error", "waiting", "releases", "release", "environments", "builds", "build", "audit", "previews"}
+var pageNames = []string{"signin", "error", "waiting", "releases", "release", "environments", "builds", "build", "audit", "previews", "week"}
 
 func loadPages() (*pages, error) {
 	p := &pages{sets: map[string]*template.Template{}}
@@ -99,10 +99,11 @@ var liveKinds = map[string]string{
 	"waiting":      "Release,Approval,Environment,Build",
 	"releases":     "Release",
 	"release":      "Release,Approval,Project,Environment",
-	"environments": "Release,Project,Environment",
+	"environments": "Release,Project,Environment,Freeze",
 	"builds":       "Build",
 	"build":        "Build",
 	"audit":        "Approval",
+	"week":         "Environment,Freeze",
 }
 
 type errorData struct{ Heading, Message string }

@@ -70,10 +70,11 @@ func TestPagesRender(t *testing.T) {
 					{Name: "e2e", Source: ferryv1.EnvironmentCheck, Cluster: "eu-west-1", Result: ferryv1.VerificationPassed, Message: "Job exited 0"},
 				}}}),
 		}}},
-		"environments": matrixData{Envs: []string{"prod"}, Rows: []matrixRow{{Project: proj, Cells: []matrixCell{{Env: "prod", OnPath: true, Running: &proj.Status.Environments[0], By: "dana", Approvers: []string{"rita"}, Health: state{"Healthy", toneOK, ""}, Rolling: rel, Waiting: rel, Batch: &cluster}}}}},
+		"environments": matrixData{Envs: []string{"prod"}, Rows: []matrixRow{{Project: proj, Cells: []matrixCell{{Env: "prod", OnPath: true, Running: &proj.Status.Environments[0], By: "dana", Approvers: []string{"rita"}, Health: state{"Healthy", toneOK, ""}, Rolling: rel, Waiting: rel, Batch: &cluster}}}}, Windows: []envWindows{{Env: "prod", Now: state{"Frozen", toneBad, "frozen: <b>"}}}},
 		"builds":       buildsData{Rows: []buildRow{{Build: build, State: state{"Pipeline failed", toneBad, ""}}}, More: 1},
 		"build":        buildData{Build: build, State: state{"Pipeline failed", toneBad, "m"}, Project: proj, Steps: []stepView{{Step: build.Status.Steps[0], Log: &stepLog{Step: "test", Text: "FAIL <b>", Truncated: true}}}, Whole: &stepLog{Text: "all"}},
 		"previews":     previewsData{Rows: []previewRow{{Preview: &ferryv1.Preview{ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: "shop-mr-3"}, Spec: ferryv1.PreviewSpec{Project: "shop", MergeRequestIID: 3, Build: "b"}, Status: ferryv1.PreviewStatus{Namespace: "shop-mr-3", Cluster: "c", URL: "http://u", LastActivity: &now}}, State: state{"Healthy", toneOK, ""}, DeleteFailed: "no <b>"}}},
+		"week":         weekOf(sampleEnvironment(), []ferryv1.Freeze{sampleFreeze()}, time.UTC, now.Time, now.Time),
 		"audit":        auditData{Projects: []string{"team/shop"}, Environments: []string{"prod"}, People: []string{"rita"}, Rows: []auditRow{{Approval: approval, Project: "shop"}}, Total: 1},
 	}
 	for _, name := range pageNames {

@@ -45,7 +45,7 @@ import (
 // otherwise needs its own rule). It impersonates nobody, and it reads no other Secret: to list
 // the commits between two images it needs to read Projects' GitLab tokens, which
 // config/rbac/ui/gitlab_token_reader_role.yaml grants per namespace.
-// +kubebuilder:rbac:groups=ferry.dev,resources=releases;approvals;environments;projects;builds,verbs=get;list;watch
+// +kubebuilder:rbac:groups=ferry.dev,resources=releases;approvals;environments;freezes;projects;builds,verbs=get;list;watch
 // +kubebuilder:rbac:groups=ferry.dev,resources=approvals,verbs=create
 // +kubebuilder:rbac:groups=ferry.dev,resources=releases,verbs=patch
 // +kubebuilder:rbac:groups=tekton.dev,resources=taskruns,verbs=get;list;watch
@@ -307,6 +307,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /releases/{namespace}/{name}/decide", s.signedIn(s.decide))
 	mux.HandleFunc("POST /releases/{namespace}/{name}/rerequest", s.signedIn(s.rerequest))
 	mux.HandleFunc("GET /environments", s.signedIn(s.environmentsPage))
+	mux.HandleFunc("GET /environments/{name}/week", s.signedIn(s.weekPage))
 	mux.HandleFunc("GET /builds", s.signedIn(s.buildsPage))
 	mux.HandleFunc("GET /builds/{namespace}/{name}", s.signedIn(s.buildPage))
 	mux.HandleFunc("GET /builds/{namespace}/{name}/log", s.signedIn(s.buildLog))

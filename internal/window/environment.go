@@ -36,7 +36,11 @@ func ForEnvironment(env *ferryv1.Environment, clusterFreezes []ferryv1.Freeze, n
 		if !f.DeletionTimestamp.IsZero() || !Selects(f, env, namespaceLabels) {
 			continue
 		}
-		freezes = append(freezes, Freeze{Kind: ClusterFreeze, Name: f.Name, Start: f.Spec.Start.Time, End: timeOf(f.Spec.End), Reason: f.Spec.Reason})
+		fr := Freeze{Kind: ClusterFreeze, Name: f.Name, Start: f.Spec.Start.Time, End: timeOf(f.Spec.End), Reason: f.Spec.Reason}
+		if f.Spec.NamespaceSelector != nil {
+			fr.Namespaces = metav1.FormatLabelSelector(f.Spec.NamespaceSelector)
+		}
+		freezes = append(freezes, fr)
 	}
 	return windows, freezes, nil
 }

@@ -26,6 +26,9 @@ type Freeze struct {
 	Start  time.Time
 	End    time.Time
 	Reason string
+	// Namespaces is a cluster-wide Freeze's namespace selector as kubectl prints it, when the
+	// Freeze stops the Releases of some namespaces only; "" when it stops all of them.
+	Namespaces string
 }
 
 func (f Freeze) activeAt(t time.Time) bool {
