@@ -700,7 +700,7 @@ func checkImage(t testing.TB, hub client.Client, ep *dev.Endpoints, image, sha s
 	// The manager publishes the SBOM, provenance and signature once the image is pushed.
 	testutil.EventuallyWithin(t, time.Minute, "the image signed with an SBOM and provenance", func() (bool, error) {
 		verdict, err = supplychain.Check(ctx, ref, policy, supplychain.Expect{Repository: repository, Revision: sha}, auth)
-		return err == nil && verdict.Refused == "", fmt.Errorf("%+v %v", verdict, err)
+		return err == nil && verdict.Refused == "", fmt.Errorf("%+v %w", verdict, err)
 	})
 	t.Logf("supply chain of %s: %+v", image, verdict)
 }

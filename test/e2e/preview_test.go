@@ -116,10 +116,10 @@ func mergeRequestPreview(t *testing.T, ferry, root, dataDir string, hub client.C
 	nonprod := kubeClient(t, ep.Clusters[pv.Status.Cluster].Kubeconfig)
 	testutil.EventuallyWithin(t, previewTimeout, "preview "+key.Name+" and its namespace removed", func() (bool, error) {
 		if err := hub.Get(context.Background(), key, &ferryv1.Preview{}); !apierrors.IsNotFound(err) {
-			return false, fmt.Errorf("the Preview is still there (%v)", err)
+			return false, fmt.Errorf("the Preview is still there (%w)", err)
 		}
 		err := nonprod.Get(context.Background(), types.NamespacedName{Name: pv.Status.Namespace}, &corev1.Namespace{})
-		return apierrors.IsNotFound(err), fmt.Errorf("namespace %s: %v", pv.Status.Namespace, err)
+		return apierrors.IsNotFound(err), fmt.Errorf("namespace %s: %w", pv.Status.Namespace, err)
 	})
 	var mb *ferryv1.Build
 	testutil.EventuallyWithin(t, time.Minute, "the Build of main after the merge", func() (bool, error) {
