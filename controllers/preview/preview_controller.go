@@ -203,6 +203,18 @@ func (r *Reconciler) deploy(ctx context.Context, p *ferryv1.Project, pv *ferryv1
 		Owner: rollout.Owner{Namespace: p.Namespace, Name: p.Name, UID: p.UID},
 		Image: image, Deploy: *b.Status.Deploy,
 	}
+	// A registry that needs credentials to pull gets them in the preview namespace too, as in the
+	// Project's environments.
+	if ref := p.Spec.Image.PullSecretRef; ref != nil {
+		ps, err := rollout.ReadPullSecret(ctx, r.APIReader, p.Namespace, ref.Name)
+		if missing := (*rollout.MissingPullSecretError)(nil); errors.As(err, &missing) {
+			meta.SetStatusCondition(&pv.Status.Conditions, metav1.Condition{Type: ferryv1.ReadyCondition, Status: metav1.ConditionFalse, Reason: ferryv1.SecretNotFoundReason, Message: missing.Error(), ObservedGeneration: pv.Generation})
+			return ctrl.Result{RequeueAfter: pollInterval}, r.patchStatus(ctx, before, pv)
+		} else if err != nil {
+			return ctrl.Result{}, errors.Join(r.patchStatus(ctx, before, pv), err)
+		}
+		w.PullSecret = ps
+	}
 	st := pv.Status.Rollout
 	if _, err := rollout.Step(ctx, c, rollout.Input{
 		Cluster: pv.Status.Cluster, Workload: w,

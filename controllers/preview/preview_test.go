@@ -203,6 +203,10 @@ func newEnv(t *testing.T, settings ferryv1.PreviewSettings) *env {
 			t.Fatal(err)
 		}
 	}
+	// The registry needs credentials to pull: the Project's pull Secret goes to its previews.
+	if err := e.c.Create(ctx, pullSecret(e.ns)); err != nil {
+		t.Fatal(err)
+	}
 	settings.Enabled = true
 	settings.Cluster = cluster
 	p := &ferryv1.Project{
@@ -214,7 +218,7 @@ func newEnv(t *testing.T, settings ferryv1.PreviewSettings) *env {
 				TokenSecretRef:   &ferryv1.SecretKeyReference{Name: "shop-gitlab"},
 			},
 			Repository: ferryv1.Repository{CloneURL: fake.URL + "/team/shop.git"},
-			Image:      ferryv1.ImageRepository{Repository: "harbor.example.com/team/shop"},
+			Image:      ferryv1.ImageRepository{Repository: "harbor.example.com/team/shop", PullSecretRef: &ferryv1.LocalObjectReference{Name: "shop-pull"}},
 			Triggers:   ferryv1.Triggers{Branches: []string{"main"}, MergeRequests: true},
 			Preview:    &settings,
 		},
@@ -394,6 +398,13 @@ func TestPreviewLifecycle(t *testing.T) {
 	if img := d.Spec.Template.Spec.Containers[0].Image; img != releasetest.Image(b1.Name) {
 		t.Errorf("deployment image = %s, want %s", img, releasetest.Image(b1.Name))
 	}
+	if ps := d.Spec.Template.Spec.ImagePullSecrets; len(ps) != 1 || ps[0].Name != "shop-pull" {
+		t.Errorf("deployment imagePullSecrets = %v, want the Project's shop-pull", ps)
+	}
+	copied := &corev1.Secret{}
+	if err := e.target.Get(ctx, client.ObjectKey{Namespace: ns.Name, Name: "shop-pull"}, copied); err != nil || !bytes.Equal(copied.Data[corev1.DockerConfigJsonKey], pullSecret(e.ns).Data[corev1.DockerConfigJsonKey]) {
+		t.Errorf("the pull Secret in the preview namespace: %v %v", err, copied.Data)
+	}
 	notes := e.previewNotes(iid)
 	if len(notes) != 1 || !strings.Contains(notes[0].Body, b1.Name) || !strings.Contains(notes[0].Body, pv.Status.URL) || notes[0].ID != pv.Status.NoteID {
 		t.Fatalf("preview notes = %+v (status %+v)", notes, pv.Status)
@@ -442,6 +453,35 @@ func TestPreviewLifecycle(t *testing.T) {
 	}
 	e.waitPreviewGone(iid)
 	e.waitNamespaceDeleted(iid)
+}
+
+// TestPreviewPullSecretMissing: a Project whose pull Secret is gone gets a preview that says so
+// (never its content) and deploys once the Secret is back.
+func TestPreviewPullSecretMissing(t *testing.T) {
+	e := newEnv(t, ferryv1.PreviewSettings{})
+	ctx := context.Background()
+	if err := e.c.Delete(ctx, pullSecret(e.ns)); err != nil {
+		t.Fatal(err)
+	}
+	iid, b := e.openMR(1)
+	e.succeed(b)
+	e.waitPreview(iid, "the preview to name the missing pull Secret", func(pv *ferryv1.Preview) bool {
+		c := meta.FindStatusCondition(pv.Status.Conditions, ferryv1.ReadyCondition)
+		return c != nil && c.Status == metav1.ConditionFalse && c.Reason == ferryv1.SecretNotFoundReason && strings.Contains(c.Message, "pull Secret "+e.ns+"/shop-pull not found")
+	})
+	if err := e.c.Create(ctx, pullSecret(e.ns)); err != nil {
+		t.Fatal(err)
+	}
+	e.waitPreview(iid, "the preview to deploy once the Secret is back", func(pv *ferryv1.Preview) bool { return ready(pv) })
+}
+
+// pullSecret is the Project's pull Secret of the preview tests.
+func pullSecret(ns string) *corev1.Secret {
+	return &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "shop-pull"},
+		Type:       corev1.SecretTypeDockerConfigJson,
+		Data:       map[string][]byte{corev1.DockerConfigJsonKey: []byte(`{"auths":{"harbor.example.com":{"auth":"cHVsbDpzM2NyM3Q="}}}`)},
+	}
 }
 
 // TestPreviewClose: closing the merge request deletes its preview.

@@ -2,11 +2,11 @@ package release
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
 
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -174,18 +174,11 @@ func deploySettings(rel *ferryv1.Release, b *ferryv1.Build) ferryv1.DeploySpec {
 
 // pullSecret reads the Project's pull Secret. Its content never appears in a message.
 func (r *Reconciler) pullSecret(ctx context.Context, ns, name string) (*rollout.PullSecret, error) {
-	s := &corev1.Secret{}
-	if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, s); err != nil {
-		if apierrors.IsNotFound(err) {
-			return nil, &stalledError{reason: ferryv1.SecretNotFoundReason, message: fmt.Sprintf("pull Secret %s/%s not found", ns, name), retry: true}
-		}
-		return nil, fmt.Errorf("failed to read pull Secret %s/%s: %w", ns, name, err)
+	ps, err := rollout.ReadPullSecret(ctx, r.APIReader, ns, name)
+	if missing := (*rollout.MissingPullSecretError)(nil); errors.As(err, &missing) {
+		return nil, &stalledError{reason: ferryv1.SecretNotFoundReason, message: missing.Error(), retry: true}
 	}
-	data, ok := s.Data[corev1.DockerConfigJsonKey]
-	if !ok || len(data) == 0 {
-		return nil, &stalledError{reason: ferryv1.SecretNotFoundReason, message: fmt.Sprintf("pull Secret %s/%s has no key %s", ns, name, corev1.DockerConfigJsonKey), retry: true}
-	}
-	return &rollout.PullSecret{Name: name, DockerConfigJSON: data}, nil
+	return ps, err
 }
 
 // workload is what the Release deploys into an environment's namespace.
