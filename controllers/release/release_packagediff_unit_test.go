@@ -1,23 +1,15 @@
 package release
 
 import (
-	"archive/tar"
-	"bytes"
 	"context"
 	"fmt"
 	"net/http"
 	"strings"
 	"testing"
 
-	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/static"
-	"github.com/google/go-containerregistry/pkg/v1/types"
-
 	ferryv1 "github.com/ferryci/ferry/apis/v1alpha1"
 	"github.com/ferryci/ferry/internal/registry"
+	"github.com/ferryci/ferry/internal/releasetest"
 	"github.com/ferryci/ferry/internal/rollout"
 	"github.com/ferryci/ferry/internal/supplychain"
 )
@@ -67,23 +59,7 @@ func TestSummarizeDiffUnit(t *testing.T) {
 // sbom, its SBOM as a referrer.
 func pushRequirements(t *testing.T, repo, content string, sbom bool) string {
 	t.Helper()
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	_ = tw.WriteHeader(&tar.Header{Name: "app/requirements.txt", Mode: 0o644, Size: int64(len(content)), Typeflag: tar.TypeReg})
-	_, _ = tw.Write([]byte(content))
-	_ = tw.Close()
-	img, err := mutate.AppendLayers(mutate.ConfigMediaType(mutate.MediaType(empty.Image, types.OCIManifestSchema1), types.OCIConfigJSON), static.NewLayer(buf.Bytes(), types.OCIUncompressedLayer))
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, _ := img.Digest()
-	d, err := name.NewDigest(repo + "@" + h.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := remote.Write(d, img); err != nil {
-		t.Fatal(err)
-	}
+	d := releasetest.AppImage(t, repo, content)
 	if sbom {
 		desc, err := supplychain.Describe(d, supplychain.DescribeOptions{Tool: "test"})
 		if err != nil {

@@ -1,8 +1,6 @@
 package release_test
 
 import (
-	"archive/tar"
-	"bytes"
 	"context"
 	"fmt"
 	"net/http"
@@ -10,12 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/static"
-	"github.com/google/go-containerregistry/pkg/v1/types"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -33,7 +25,7 @@ import (
 // repository and revision, and signature with signer.
 func signedImage(t *testing.T, repo, content, repository, revision string, signer *supplychain.Signer) string {
 	t.Helper()
-	d := appImage(t, repo, content)
+	d := releasetest.AppImage(t, repo, content)
 	desc, err := supplychain.Describe(d, supplychain.DescribeOptions{Tool: "test"})
 	if err != nil {
 		t.Fatal(err)
@@ -43,30 +35,6 @@ func signedImage(t *testing.T, repo, content, repository, revision string, signe
 		t.Fatal(err)
 	}
 	return d.String()
-}
-
-// appImage pushes an image whose one layer is app/requirements.txt with content, and nothing
-// that refers to it.
-func appImage(t *testing.T, repo, content string) name.Digest {
-	t.Helper()
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	_ = tw.WriteHeader(&tar.Header{Name: "app/requirements.txt", Mode: 0o644, Size: int64(len(content)), Typeflag: tar.TypeReg})
-	_, _ = tw.Write([]byte(content))
-	_ = tw.Close()
-	img, err := mutate.AppendLayers(mutate.ConfigMediaType(mutate.MediaType(empty.Image, types.OCIManifestSchema1), types.OCIConfigJSON), static.NewLayer(buf.Bytes(), types.OCIUncompressedLayer))
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, _ := img.Digest()
-	d, err := name.NewDigest(repo + "@" + h.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := remote.Write(d, img); err != nil {
-		t.Fatal(err)
-	}
-	return d
 }
 
 // TestSupplyChainGate: an Environment that requires a signature, provenance and an SBOM rolls out
@@ -285,7 +253,7 @@ func TestSupplyChainPackageDiff(t *testing.T) {
 	}
 
 	// An image without an SBOM rolls out too (nothing requires one); the diff says which has none.
-	bare := appImage(t, repo, "flask==3.1.2\n").String()
+	bare := releasetest.AppImage(t, repo, "flask==3.1.2\n").String()
 	sc = rollOut("r4", bare)
 	if d := sc.Packages; d == nil || d.From != third || d.Unavailable != "no SBOM for "+rollout.ShortImage(bare) {
 		t.Errorf("r4: packages = %+v, want the diff from %s unavailable: no SBOM for %s", d, third, rollout.ShortImage(bare))

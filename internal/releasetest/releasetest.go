@@ -4,6 +4,8 @@
 package releasetest
 
 import (
+	"archive/tar"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -13,6 +15,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/static"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -188,4 +196,28 @@ func BindReleaseManagers(t testing.TB, c client.Client, ns string, users, groups
 // shared by the tests of one API server.
 func Unique(prefix string) string {
 	return fmt.Sprintf("%s-%x", prefix, time.Now().UnixNano()&0xffffff)
+}
+
+// AppImage pushes an image whose one layer is app/requirements.txt with content (an application
+// whose SBOM lists those Python packages) and nothing that refers to it, and returns it by digest.
+func AppImage(t testing.TB, repo, content string) name.Digest {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	_ = tw.WriteHeader(&tar.Header{Name: "app/requirements.txt", Mode: 0o644, Size: int64(len(content)), Typeflag: tar.TypeReg})
+	_, _ = tw.Write([]byte(content))
+	_ = tw.Close()
+	img, err := mutate.AppendLayers(mutate.ConfigMediaType(mutate.MediaType(empty.Image, types.OCIManifestSchema1), types.OCIConfigJSON), static.NewLayer(buf.Bytes(), types.OCIUncompressedLayer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, _ := img.Digest()
+	d, err := name.NewDigest(repo + "@" + h.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(d, img); err != nil {
+		t.Fatal(err)
+	}
+	return d
 }
