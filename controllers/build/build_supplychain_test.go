@@ -12,9 +12,6 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	corev1 "k8s.io/api/core/v1"
@@ -26,6 +23,7 @@ import (
 	buildcontroller "github.com/ferryci/ferry/controllers/build"
 	"github.com/ferryci/ferry/internal/manager"
 	"github.com/ferryci/ferry/internal/registry"
+	"github.com/ferryci/ferry/internal/releasetest"
 	"github.com/ferryci/ferry/internal/supplychain"
 	"github.com/ferryci/ferry/internal/testutil"
 )
@@ -53,23 +51,6 @@ func tarOf(t *testing.T, files map[string]string) v1.Layer {
 	return static.NewLayer(buf.Bytes(), types.OCIUncompressedLayer)
 }
 
-func pushTestImage(t *testing.T, repo string, layers ...v1.Layer) name.Digest {
-	t.Helper()
-	img, err := mutate.AppendLayers(mutate.ConfigMediaType(mutate.MediaType(empty.Image, types.OCIManifestSchema1), types.OCIConfigJSON), layers...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, _ := img.Digest()
-	d, err := name.NewDigest(repo + "@" + h.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := remote.Write(d, img); err != nil {
-		t.Fatal(err)
-	}
-	return d
-}
-
 // newSupplyChainEnv starts it all with the platform's own key in the signing Secret. The manager
 // may generate a key; it must use the platform's.
 func newSupplyChainEnv(t *testing.T) *supplyChainEnv {
@@ -91,8 +72,8 @@ func startSupplyChainEnv(t *testing.T, platformKey bool) *supplyChainEnv {
 	repo := proxy.Host + "/team/app"
 	e := newEnv(t, func(p *ferryv1.Project) { p.Spec.Image.Repository = repo })
 	stackLayer := tarOf(t, map[string]string{"var/lib/dpkg/status": "Package: libc6\nStatus: install ok installed\nVersion: 2.36-9\n"})
-	stack := pushTestImage(t, proxy.Host+"/stacks/debian", stackLayer)
-	app := pushTestImage(t, repo, stackLayer, tarOf(t, map[string]string{"app/requirements.txt": "flask==3.0.3\n"}))
+	stack := releasetest.PushImage(t, proxy.Host+"/stacks/debian", stackLayer)
+	app := releasetest.PushImage(t, repo, stackLayer, tarOf(t, map[string]string{"app/requirements.txt": "flask==3.0.3\n"}))
 
 	priv, pub, err := supplychain.GenerateKey()
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -207,7 +208,14 @@ func AppImage(t testing.TB, repo, content string) name.Digest {
 	_ = tw.WriteHeader(&tar.Header{Name: "app/requirements.txt", Mode: 0o644, Size: int64(len(content)), Typeflag: tar.TypeReg})
 	_, _ = tw.Write([]byte(content))
 	_ = tw.Close()
-	img, err := mutate.AppendLayers(mutate.ConfigMediaType(mutate.MediaType(empty.Image, types.OCIManifestSchema1), types.OCIConfigJSON), static.NewLayer(buf.Bytes(), types.OCIUncompressedLayer))
+	return PushImage(t, repo, static.NewLayer(buf.Bytes(), types.OCIUncompressedLayer))
+}
+
+// PushImage pushes an OCI image of layers (no config beyond the empty one) to repo and returns it
+// by digest.
+func PushImage(t testing.TB, repo string, layers ...v1.Layer) name.Digest {
+	t.Helper()
+	img, err := mutate.AppendLayers(mutate.ConfigMediaType(mutate.MediaType(empty.Image, types.OCIManifestSchema1), types.OCIConfigJSON), layers...)
 	if err != nil {
 		t.Fatal(err)
 	}
